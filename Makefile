@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck schema bench-http bench-queue clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Levqor needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/levqor serve
+
+test: $(STAMP)
+	$(BIN)/ruff check levqor tests bench scripts
+	$(BIN)/mypy levqor
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check levqor tests bench scripts
+	$(BIN)/ruff format --check levqor tests bench scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy levqor
+
+schema: $(STAMP)
+	$(BIN)/levqor export-schema -o schema.graphql
+
+bench-http: $(STAMP)
+	$(BIN)/python bench/http.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

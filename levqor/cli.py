@@ -1,0 +1,110 @@
+"""The `levqor` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from levqor import __version__
+from levqor.config import ConfigError, Settings
+
+logger = logging.getLogger("levqor.cli")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        sys.exit(f"levqor: {exc}")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from levqor.db.engine import create_db_engine
+    from levqor.db.migrate import upgrade
+
+    settings = _settings()
+    engine = create_db_engine(settings.db_url)
+    try:
+        upgrade(engine, args.revision)
+    finally:
+        engine.dispose()
+    print(f"migrated {engine.url.render_as_string(hide_password=True)} to {args.revision}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from levqor.http.app import check_startup
+    from levqor.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_format)
+    try:
+        check_startup(settings)
+    except ConfigError as exc:
+        sys.exit(f"levqor: {exc}")
+    if not args.no_migrate:
+        cmd_migrate(argparse.Namespace(revision="head"))
+    uvicorn.run(
+        "levqor.http.asgi:app_from_env",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.workers,
+        log_config=None,
+        proxy_headers=False,  # X-Forwarded-For is trusted only from LEVQOR_TRUSTED_PROXIES
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_export_schema(args: argparse.Namespace) -> int:
+    from levqor.schema import sdl
+
+    text = sdl()
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="levqor", description="Levqor job orchestration backend.")
+    parser.add_argument("--version", action="version", version=f"levqor {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="run the API server", description="Migrate, then serve the API."
+    )
+    serve.add_argument("--host", help="address to bind (default: LEVQOR_HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (default: PORT or 5000)")
+    serve.add_argument("--workers", type=int, help="server processes (default: LEVQOR_WORKERS or 1)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = commands.add_parser(
+        "migrate", help="apply database migrations", description="Apply migrations."
+    )
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.set_defaults(func=cmd_migrate)
+
+    export = commands.add_parser(
+        "export-schema", help="write the GraphQL SDL", description="Write the GraphQL schema (SDL)."
+    )
+    export.add_argument(
+        "-o", "--output", default="schema.graphql", help="file to write, or - (default: schema.graphql)"
+    )
+    export.set_defaults(func=cmd_export_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))

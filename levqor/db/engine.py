@@ -1,0 +1,105 @@
+"""Engines per dialect, and the one way the service runs database work off the event loop.
+
+Every transaction is a plain function of a `Session`, run whole in a worker thread: one thread hop
+per request instead of one per statement, and no blocking call on the event loop.
+
+SQLite: WAL, `synchronous=NORMAL`, a busy timeout and foreign keys on each connection; write
+transactions begin IMMEDIATE so concurrent writers queue on the lock instead of failing with
+"database is locked" at commit (https://sqlite.org/lang_transaction.html). Within one process
+writers also queue on a lock of ours, which is cheaper than SQLite's sleeping busy handler.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+T = TypeVar("T")
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+WRITE_OPTION = "levqor_write"
+
+
+def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=40,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below emit BEGIN itself (the pysqlite recipe in the
+        # SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL").
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Database:
+    """The engine plus the transaction runners that resolvers, the queue and the CLI share."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.engine = create_db_engine(url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+        self._write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        bind = self._write_engine if write else self.engine
+        with Session(bind, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def read_sync(self, fn: Callable[[Session], T]) -> T:
+        with self.session() as session:
+            return fn(session)
+
+    def write_sync(self, fn: Callable[[Session], T]) -> T:
+        if self._write_lock is None:
+            with self.session(write=True) as session:
+                return fn(session)
+        with self._write_lock, self.session(write=True) as session:
+            return fn(session)
+
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        return await anyio.to_thread.run_sync(self.read_sync, fn)
+
+    async def write(self, fn: Callable[[Session], T]) -> T:
+        return await anyio.to_thread.run_sync(self.write_sync, fn)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

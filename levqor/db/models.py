@@ -1,0 +1,191 @@
+"""The tables. Domain enums live here too: their values are the wire strings."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Index, SmallInteger, String, Uuid, text
+from sqlmodel import Field, SQLModel
+
+from levqor.db.types import BigIntPK, JSONType, UtcDateTime, utcnow
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Priority(enum.StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        """Stored rank: lower runs first, so the claim index is ascending in every column."""
+        return _PRIORITY_RANK[self]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Priority:
+        return _RANK_PRIORITY[rank]
+
+
+_PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
+_RANK_PRIORITY = {rank: priority for priority, rank in _PRIORITY_RANK.items()}
+
+
+class Currency(enum.StrEnum):
+    GBP = "GBP"
+    USD = "USD"
+    EUR = "EUR"
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True, sa_type=Uuid)
+    # Stored trimmed and lower-cased, so the unique index makes upserts idempotent.
+    email: str = Field(sa_type=String(320), unique=True, index=True)
+    name: str = Field(sa_type=String(200))
+    locale: str = Field(default="en-GB", sa_type=String(35))
+    currency: str = Field(default=Currency.GBP.value, sa_type=String(3))
+    meta: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # The claim query walks this index in claim order; only claimable rows are in it.
+        Index(
+            "ix_jobs_claimable",
+            "priority",
+            "run_at",
+            "seq",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+        # The reaper looks only at running leases.
+        Index(
+            "ix_jobs_leases",
+            "lease_expires_at",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+        Index("ix_jobs_status_seq", "status", "seq"),
+        Index("ix_jobs_created_at", "created_at"),
+        Index(
+            "ux_jobs_idempotency_key",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+    # `seq` gives arrival order and cheap keyset pagination; `id` is the public identifier.
+    seq: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, sa_type=Uuid, unique=True)
+    workflow: str = Field(sa_type=String(128))
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    callback_url: str | None = Field(default=None, sa_type=String(2048))
+    priority: int = Field(default=1, sa_type=SmallInteger)  # Priority.rank: 0 high, 1 normal, 2 low
+    status: str = Field(default=JobStatus.QUEUED.value, sa_type=String(16))
+    user_id: uuid.UUID | None = Field(default=None, sa_type=Uuid, foreign_key="users.id", index=True)
+    # `Principal.id` of the caller that submitted it ("dev", "static:…", "key:<api key id>").
+    submitted_by: str | None = Field(default=None, sa_type=String(64), index=True)
+    # "<principal id>:<Idempotency-Key header>", unique while set; cleared once the 24 h window passes.
+    idempotency_key: str | None = Field(default=None, sa_type=String(400))
+    request_hash: str | None = Field(default=None, sa_type=String(64))
+    run_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    attempts: int = Field(default=0)
+    max_attempts: int = Field(default=3)
+    timeout_s: int | None = Field(default=None)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    worker_id: str | None = Field(default=None, sa_type=String(200))
+    cancel_requested: bool = Field(default=False, sa_type=Boolean)
+    result: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    cost_estimate_micros: int | None = Field(default=None, sa_type=BigInteger)  # USD micro-dollars
+    cost_actual_micros: int | None = Field(default=None, sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+    @property
+    def job_status(self) -> JobStatus:
+        return JobStatus(self.status)
+
+    @property
+    def job_priority(self) -> Priority:
+        return Priority.from_rank(self.priority)
+
+
+class JobEvent(SQLModel, table=True):
+    """Append-only audit of every state change, written in the same transaction as the change."""
+
+    __tablename__ = "job_events"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    job_id: uuid.UUID = Field(sa_type=Uuid, foreign_key="jobs.id", index=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    type: str = Field(sa_type=String(32))
+    from_status: str | None = Field(default=None, sa_type=String(16))
+    to_status: str = Field(sa_type=String(16))
+    attempt: int = Field(default=0)
+    worker_id: str | None = Field(default=None, sa_type=String(200))
+    detail: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+
+
+class UptimeSample(SQLModel, table=True):
+    """One row per minute in which a server process was up and answering (for `uptime_rolling_7d`)."""
+
+    __tablename__ = "uptime_samples"
+
+    minute: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
+
+
+class ApiKey(SQLModel, table=True):
+    """A managed API key. Only the SHA-256 of the secret is stored; the secret is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True, sa_type=Uuid)
+    name: str = Field(sa_type=String(200))
+    prefix: str = Field(sa_type=String(16))  # the secret's first characters, to tell keys apart
+    secret_hash: str = Field(sa_type=String(64), unique=True, index=True)
+    scopes: list[str] = Field(default_factory=list, sa_type=JSONType)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class Worker(SQLModel, table=True):
+    """A worker process (in-process, `levqor worker`, or remote over the worker API) and its heartbeat."""
+
+    __tablename__ = "workers"
+
+    id: str = Field(primary_key=True, sa_type=String(200))
+    hostname: str | None = Field(default=None, sa_type=String(255))
+    pid: int | None = Field(default=None)
+    workflows: list[str] = Field(default_factory=list, sa_type=JSONType)
+    concurrency: int = Field(default=1)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, index=True)
+    stopped_at: datetime | None = Field(default=None, sa_type=UtcDateTime)

@@ -1,0 +1,264 @@
+"""Jobs: intake with validation and idempotency, lookup, listing, and the seed's dev completion."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from levqor.db.models import Job, JobEvent, JobStatus, Priority, User
+from levqor.db.types import utcnow
+from levqor.errors import Conflict, InvalidRequest, NotFound
+from levqor.queue import events
+from levqor.resolvers.context import Context, Scope
+from levqor.resolvers.validation import parse_id, parse_input
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+MAX_IDEMPOTENCY_KEY_LEN = 255
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT = 20
+
+WorkflowName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+]
+
+
+class JobSubmitInput(BaseModel):
+    """The intake body (seed: workflow, payload, callback_url, priority) plus the scheduling fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    workflow: WorkflowName
+    payload: dict[str, Any]
+    callback_url: Annotated[AnyHttpUrl | None, Field(strict=False)] = None
+    priority: Annotated[Priority, Field(strict=False)] = Priority.NORMAL
+    user_id: Annotated[uuid.UUID | None, Field(strict=False)] = None
+    run_at: Annotated[datetime | None, Field(strict=False)] = None
+    max_attempts: Annotated[int | None, Field(ge=1, le=25)] = None
+    timeout_s: Annotated[int | None, Field(ge=1, le=86_400)] = None
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_scheme(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if value is not None and len(str(value)) > 2048:
+            raise ValueError("callback_url must be at most 2048 characters")
+        return value
+
+    @field_validator("run_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # ISO-8601 without an offset is taken as UTC
+        return value
+
+
+class JobListFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    status: Annotated[JobStatus | None, Field(strict=False)] = None
+    workflow: WorkflowName | None = None
+    limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    job: Job
+    created: bool  # False when an Idempotency-Key returned the job of an earlier request
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+def _request_hash(fields: JobSubmitInput) -> str:
+    canonical = json.dumps(fields.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_idempotency_key(raw: str) -> str:
+    if not raw or len(raw) > MAX_IDEMPOTENCY_KEY_LEN or not raw.isprintable() or not raw.isascii():
+        raise InvalidRequest.for_field(
+            "Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
+        )
+    return raw
+
+
+async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = None) -> SubmitResult:
+    ctx.principal.require(Scope.JOBS_WRITE)
+    fields = parse_input(JobSubmitInput, data)
+    scoped_key = None
+    if idempotency_key is not None:
+        scoped_key = f"{ctx.principal.id}:{_check_idempotency_key(idempotency_key)}"
+    request_hash = _request_hash(fields) if scoped_key else None
+
+    def find_existing(session: Session) -> SubmitResult | None:
+        if scoped_key is None:
+            return None
+        existing = session.exec(select(Job).where(Job.idempotency_key == scoped_key)).first()
+        if existing is None:
+            return None
+        if existing.created_at < utcnow() - IDEMPOTENCY_WINDOW:
+            existing.idempotency_key = None  # the window has passed: the key is free again
+            session.add(existing)
+            session.flush()
+            return None
+        if existing.request_hash != request_hash:
+            raise Conflict("this Idempotency-Key was already used with a different request body")
+        return SubmitResult(job=existing, created=False)
+
+    def run(session: Session) -> SubmitResult:
+        found = find_existing(session)
+        if found is not None:
+            return found
+        if fields.user_id is not None and session.get(User, fields.user_id) is None:
+            raise InvalidRequest.for_field("user_id", f"no user with id '{fields.user_id}'", "not_found")
+        job = Job(
+            workflow=fields.workflow,
+            payload=fields.payload,
+            callback_url=str(fields.callback_url) if fields.callback_url else None,
+            priority=fields.priority.rank,
+            user_id=fields.user_id,
+            run_at=fields.run_at or utcnow(),
+            max_attempts=fields.max_attempts or DEFAULT_MAX_ATTEMPTS,
+            timeout_s=fields.timeout_s,
+            idempotency_key=scoped_key,
+            request_hash=request_hash,
+        )
+        events.enqueue(session, job)
+        return SubmitResult(job=job, created=True)
+
+    try:
+        return await ctx.db.write(run)
+    except IntegrityError:
+        if scoped_key is None:
+            raise
+        # A concurrent request with the same key won the unique index; answer with its job.
+        found = await ctx.db.write(find_existing)
+        if found is None:
+            raise
+        return found
+
+
+def cursor_of(job: Job) -> str:
+    """The cursor that pages past `job`."""
+    assert job.seq is not None
+    return _encode_cursor(job.seq)
+
+
+async def get_job(ctx: Context, job_id: str | uuid.UUID) -> Job:
+    key = parse_id(job_id, kind="job")
+    job = await ctx.db.read(lambda session: session.exec(select(Job).where(Job.id == key)).first())
+    if job is None:
+        raise NotFound(f"no job with id '{key}'")
+    return job
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    job: Job
+    events: list[JobEvent]
+
+
+async def get_job_detail(ctx: Context, job_id: str | uuid.UUID) -> JobDetail:
+    """The whole job with its event log: payloads may be private, so this needs `jobs:read`
+    (the seed's status route, which shows no payload, stays public)."""
+    ctx.principal.require(Scope.JOBS_READ)
+    key = parse_id(job_id, kind="job")
+
+    def run(session: Session) -> JobDetail:
+        job = session.exec(select(Job).where(Job.id == key)).first()
+        if job is None:
+            raise NotFound(f"no job with id '{key}'")
+        events = session.exec(select(JobEvent).where(JobEvent.job_id == key).order_by(col(JobEvent.id)))
+        return JobDetail(job=job, events=list(events))
+
+    return await ctx.db.read(run)
+
+
+async def get_job_events(ctx: Context, job_id: uuid.UUID) -> list[JobEvent]:
+    """The event log of a job (GraphQL resolves `Job.events` lazily through this)."""
+    ctx.principal.require(Scope.JOBS_READ)
+
+    def run(session: Session) -> list[JobEvent]:
+        return list(
+            session.exec(select(JobEvent).where(JobEvent.job_id == job_id).order_by(col(JobEvent.id)))
+        )
+
+    return await ctx.db.read(run)
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    match = re.fullmatch(r"seq:(\d{1,19})", raw)
+    if match is None:
+        raise InvalidRequest.for_field("cursor", "not a cursor this API returned", "cursor")
+    return int(match.group(1))
+
+
+async def list_jobs(ctx: Context, data: Any) -> JobPage:
+    """Newest first, keyset-paginated by an opaque cursor."""
+    ctx.principal.require(Scope.JOBS_READ)
+    query = parse_input(JobListFilter, data)
+    before = _decode_cursor(query.cursor) if query.cursor else None
+
+    def run(session: Session) -> JobPage:
+        statement = select(Job)
+        if query.status is not None:
+            statement = statement.where(Job.status == query.status.value)
+        if query.workflow is not None:
+            statement = statement.where(Job.workflow == query.workflow)
+        if before is not None:
+            statement = statement.where(col(Job.seq) < before)
+        rows = list(session.exec(statement.order_by(col(Job.seq).desc()).limit(query.limit + 1)))
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        last_seq = rows[-1].seq if rows else None
+        return JobPage(jobs=rows, next_cursor=_encode_cursor(last_seq) if more and last_seq else None)
+
+    return await ctx.db.read(run)
+
+
+async def dev_complete_job(ctx: Context, job_id: str | uuid.UUID, data: Any) -> Job:
+    """The seed's simulated completion: a queued or running job succeeds with `result`."""
+    if ctx.settings.is_production:
+        raise NotFound("not found")
+    ctx.principal.require(Scope.JOBS_WRITE)
+    key = parse_id(job_id, kind="job")
+    fields = parse_input(DevCompleteInput, data)
+
+    def run(session: Session) -> Job:
+        job = session.exec(select(Job).where(Job.id == key)).first()
+        if job is None:
+            raise NotFound(f"no job with id '{key}'")
+        if job.job_status.is_terminal:
+            raise Conflict(f"job is already {job.status}")
+        return events.finish(session, job, JobStatus.SUCCEEDED, result=fields.result, type_="dev_completed")
+
+    return await ctx.db.write(run)
+
+
+class DevCompleteInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    result: dict[str, Any] = Field(default_factory=dict)

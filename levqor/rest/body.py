@@ -1,0 +1,40 @@
+"""Reading a JSON request body: 415 for another media type, 400 for JSON that does not parse."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from levqor.errors import InvalidRequest, UnsupportedMediaType
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
+    raw = await request.body()
+    if not raw.strip() and allow_empty:
+        return {}
+    if not _is_json(request.headers.get("content-type", "")):
+        raise UnsupportedMediaType("send the body as application/json")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise InvalidRequest("the request body is not UTF-8") from None
+    except RecursionError:
+        raise InvalidRequest("the request body is nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON (RFC 8259) and PostgreSQL's jsonb do not.
+    raise InvalidRequest(f"the request body is not valid JSON: {name} is not a JSON value")

@@ -1,0 +1,118 @@
+"""REST adapters for jobs: parse HTTP, call the resolver, shape the seed's JSON."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from levqor.http.context import context_for
+from levqor.resolvers import jobs
+from levqor.resolvers.context import Scope
+from levqor.rest.body import read_json
+from levqor.rest.routing import ApiRoute, Operation, json_response
+from levqor.rest.shapes import ErrorBody, JobAccepted, JobBody, JobDetailBody, JobList, JobStatusBody, OkBody
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+async def intake(request: Request) -> Response:
+    ctx = context_for(request)
+    submitted = await jobs.submit_job(
+        ctx, await read_json(request), idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)
+    )
+    headers = None if submitted.created else {"Idempotent-Replayed": "true"}
+    return json_response(JobAccepted.from_row(submitted.job), 202, headers)
+
+
+async def status(request: Request) -> Response:
+    job = await jobs.get_job(context_for(request), request.path_params["job_id"])
+    return json_response(JobStatusBody.from_row(job))
+
+
+async def dev_complete(request: Request) -> Response:
+    ctx = context_for(request)
+    await jobs.dev_complete_job(
+        ctx, request.path_params["job_id"], await read_json(request, allow_empty=True)
+    )
+    return json_response(OkBody(ok=True))
+
+
+async def list_jobs(request: Request) -> Response:
+    page = await jobs.list_jobs(context_for(request), dict(request.query_params))
+    return json_response(
+        JobList(jobs=[JobBody.from_row(job) for job in page.jobs], next_cursor=page.next_cursor)
+    )
+
+
+async def job_detail(request: Request) -> Response:
+    detail = await jobs.get_job_detail(context_for(request), request.path_params["job_id"])
+    return json_response(JobDetailBody.from_rows(detail.job, detail.events))
+
+
+_ERRORS: dict[int, type[ErrorBody] | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 429: ErrorBody}
+
+
+def routes(*, dev_routes: bool) -> list[ApiRoute]:
+    found = {404: ErrorBody}
+    table = [
+        ApiRoute(
+            "POST",
+            "/api/v1/intake",
+            intake,
+            Operation(
+                "Submit a job",
+                {202: JobAccepted, 409: ErrorBody, 413: ErrorBody, 415: ErrorBody, **_ERRORS},
+                "jobs",
+                body=jobs.JobSubmitInput,
+                scope=Scope.JOBS_WRITE,
+                seed=True,
+                headers=(IDEMPOTENCY_HEADER,),
+            ),
+        ),
+        ApiRoute(
+            "GET",
+            "/api/v1/status/{job_id}",
+            status,
+            Operation("A job's status", {200: JobStatusBody, **found, **_ERRORS}, "jobs", seed=True),
+        ),
+        ApiRoute(
+            "GET",
+            "/api/v1/jobs",
+            list_jobs,
+            Operation(
+                "List jobs, newest first",
+                {200: JobList, **_ERRORS},
+                "jobs",
+                query=jobs.JobListFilter,
+                scope=Scope.JOBS_READ,
+            ),
+        ),
+        ApiRoute(
+            "GET",
+            "/api/v1/jobs/{job_id}",
+            job_detail,
+            Operation(
+                "A job with its events",
+                {200: JobDetailBody, **found, **_ERRORS},
+                "jobs",
+                scope=Scope.JOBS_READ,
+            ),
+        ),
+    ]
+    if dev_routes:
+        table.append(
+            ApiRoute(
+                "POST",
+                "/api/v1/_dev/complete/{job_id}",
+                dev_complete,
+                Operation(
+                    "Complete a job by hand (development only)",
+                    {200: OkBody, **found, 409: ErrorBody, **_ERRORS},
+                    "development",
+                    body=jobs.DevCompleteInput,
+                    scope=Scope.JOBS_WRITE,
+                    seed=True,
+                ),
+            )
+        )
+    return table

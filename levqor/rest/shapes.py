@@ -1,0 +1,206 @@
+"""Response bodies of the REST layer. They serialise the responses and document them in OpenAPI.
+
+Seed routes keep the seed's shapes and unix-second timestamps; the newer routes use ISO-8601 UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from levqor.db.models import Job, JobEvent, User
+
+
+def unix_s(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp())
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+    request_id: str | None = None
+
+
+class ServiceInfo(BaseModel):
+    ok: bool
+    service: str
+    version: str
+
+
+class HealthBody(BaseModel):
+    ok: bool
+    ts: int
+
+
+class OpsHealthBody(HealthBody):
+    db: bool
+    queue_depth: int | None
+
+
+class PublicMetricsBody(BaseModel):
+    uptime_rolling_7d: float
+    jobs_today: int
+    audit_coverage: float
+    last_updated: int
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: str
+
+    @classmethod
+    def from_row(cls, job: Job) -> JobAccepted:
+        return cls(job_id=str(job.id), status=job.status)
+
+
+class JobStatusBody(BaseModel):
+    """GET /api/v1/status/<job_id> (seed), plus attempts and the run's start and finish."""
+
+    job_id: str
+    status: str
+    created_at: int
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    attempts: int
+    started_at: int | None
+    finished_at: int | None
+
+    @classmethod
+    def from_row(cls, job: Job) -> JobStatusBody:
+        return cls(
+            job_id=str(job.id),
+            status=job.status,
+            created_at=int(job.created_at.timestamp()),
+            result=job.result,
+            error=job.error,
+            attempts=job.attempts,
+            started_at=unix_s(job.started_at),
+            finished_at=unix_s(job.finished_at),
+        )
+
+
+class JobEventBody(BaseModel):
+    at: datetime
+    type: str
+    from_status: str | None
+    to_status: str
+    attempt: int
+    worker_id: str | None
+    detail: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, event: JobEvent) -> JobEventBody:
+        return cls(
+            at=event.at,
+            type=event.type,
+            from_status=event.from_status,
+            to_status=event.to_status,
+            attempt=event.attempt,
+            worker_id=event.worker_id,
+            detail=event.detail,
+        )
+
+
+class JobBody(BaseModel):
+    """A whole job (GET /api/v1/jobs and /api/v1/jobs/<id>), timestamps in ISO-8601 UTC."""
+
+    id: str
+    workflow: str
+    status: str
+    priority: str
+    payload: dict[str, Any]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    callback_url: str | None
+    user_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    timeout_s: int | None
+    cost_estimate_micros: int | None
+    cost_actual_micros: int | None
+
+    @classmethod
+    def from_row(cls, job: Job) -> JobBody:
+        return cls(
+            id=str(job.id),
+            workflow=job.workflow,
+            status=job.status,
+            priority=job.job_priority.value,
+            payload=job.payload,
+            result=job.result,
+            error=job.error,
+            callback_url=job.callback_url,
+            user_id=str(job.user_id) if job.user_id else None,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            run_at=job.run_at,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            timeout_s=job.timeout_s,
+            cost_estimate_micros=job.cost_estimate_micros,
+            cost_actual_micros=job.cost_actual_micros,
+        )
+
+
+class JobDetailBody(JobBody):
+    """A job with its event log."""
+
+    events: list[JobEventBody]
+
+    @classmethod
+    def from_rows(cls, job: Job, events: list[JobEvent]) -> JobDetailBody:
+        base = JobBody.from_row(job).model_dump()
+        return cls(**base, events=[JobEventBody.from_row(event) for event in events])
+
+
+class JobList(BaseModel):
+    jobs: list[JobBody]
+    next_cursor: str | None
+
+
+class UserBody(BaseModel):
+    """The seed's user object; timestamps in unix seconds like the other seed routes."""
+
+    id: str
+    email: str
+    name: str
+    locale: str
+    currency: str
+    meta: dict[str, Any]
+    created_at: int
+    updated_at: int
+
+    @classmethod
+    def from_row(cls, user: User) -> UserBody:
+        return cls(
+            id=str(user.id),
+            email=user.email,
+            name=user.name,
+            locale=user.locale,
+            currency=user.currency,
+            meta=user.meta,
+            created_at=int(user.created_at.timestamp()),
+            updated_at=int(user.updated_at.timestamp()),
+        )
+
+
+class UserCreated(BaseModel):
+    created: bool
+    user: UserBody
+
+
+class UserUpdated(BaseModel):
+    updated: bool
+    user: UserBody
+
+
+class OkBody(BaseModel):
+    ok: bool

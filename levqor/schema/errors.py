@@ -1,0 +1,82 @@
+"""GraphQL errors: domain errors get `extensions.code`; anything unexpected is masked and logged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from graphql.error import GraphQLError
+from strawberry.extensions import MaskErrors
+
+from levqor.errors import BudgetExceeded, Conflict, InvalidRequest, LevqorError, NotFound
+from levqor.schema.types import UserError
+
+logger = logging.getLogger("levqor.errors")
+
+T = TypeVar("T")
+
+# Failures a mutation reports in its payload's `userErrors`; the rest (auth, limits) are GraphQL errors.
+USER_ERRORS = (InvalidRequest, Conflict, NotFound, BudgetExceeded)
+
+
+def user_errors_of(exc: LevqorError) -> list[UserError]:
+    if exc.details:
+        return [
+            UserError(field=detail.get("field"), message=str(detail.get("message")), code=exc.graphql_code)
+            for detail in exc.details
+        ]
+    return [UserError(field=None, message=exc.message, code=exc.graphql_code)]
+
+
+async def with_user_errors(call: Callable[[], Awaitable[T]], on_error: Callable[[list[UserError]], T]) -> T:
+    """Run a mutation's resolver; expected failures become the payload's `userErrors`."""
+    try:
+        return await call()
+    except USER_ERRORS as exc:
+        return on_error(user_errors_of(exc))
+
+
+class LevqorErrors(MaskErrors):
+    """Adds `extensions.code` to domain errors; masks every other exception as INTERNAL_SERVER_ERROR
+    with the request id, after logging its traceback (CONTRACT.md §3)."""
+
+    def __init__(self) -> None:
+        super().__init__(error_message="internal server error")
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        context = self.execution_context.context
+        request_id = getattr(getattr(context, "levqor", None), "request_id", None)
+        return [self._process(error, request_id) for error in errors]
+
+    def _process(self, error: GraphQLError, request_id: str | None) -> GraphQLError:
+        original = error.original_error
+        if original is None:  # a syntax or validation error: the client's own query
+            extensions: dict[str, Any] = {"code": "GRAPHQL_VALIDATION_FAILED", **(error.extensions or {})}
+            return _with_extensions(error, error.message, extensions)
+        if isinstance(original, LevqorError):
+            extensions = {"code": original.graphql_code}
+            if original.details:
+                extensions["details"] = original.details
+            return _with_extensions(error, original.message, extensions)
+        logger.error(
+            "unhandled error in GraphQL resolver",
+            exc_info=original,
+            extra={"request_id": request_id, "path": error.path},
+        )
+        extensions = {"code": "INTERNAL_SERVER_ERROR", "request_id": request_id}
+        return _with_extensions(error, self.error_message, extensions, keep_original=False)
+
+
+def _with_extensions(
+    error: GraphQLError, message: str, extensions: dict[str, Any], *, keep_original: bool = True
+) -> GraphQLError:
+    return GraphQLError(
+        message=message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=error.original_error if keep_original else None,
+        extensions=extensions,
+    )

@@ -1,0 +1,66 @@
+"""GraphQL input types. They only carry data: the resolvers validate it, as they do for REST."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from levqor.schema.types import CurrencyEnum, JobStatusEnum, PriorityEnum
+
+
+@strawberry.input(name="SubmitJobInput")
+class SubmitJobInput:
+    workflow: str
+    payload: JSON
+    callback_url: str | None = strawberry.UNSET
+    priority: PriorityEnum | None = strawberry.UNSET  # type: ignore[valid-type]
+    user_id: strawberry.ID | None = strawberry.UNSET
+    run_at: datetime | None = strawberry.UNSET
+    max_attempts: int | None = strawberry.UNSET
+    timeout_s: int | None = strawberry.UNSET
+
+
+@strawberry.input(name="JobFilter")
+class JobFilter:
+    status: JobStatusEnum | None = strawberry.UNSET  # type: ignore[valid-type]
+    workflow: str | None = strawberry.UNSET
+
+
+@strawberry.input(name="UpsertUserInput")
+class UpsertUserInput:
+    email: str
+    name: str
+    locale: str | None = strawberry.UNSET
+    currency: CurrencyEnum | None = strawberry.UNSET  # type: ignore[valid-type]
+    meta: JSON | None = strawberry.UNSET
+
+
+@strawberry.input(name="UpdateUserInput")
+class UpdateUserInput:
+    name: str | None = strawberry.UNSET
+    locale: str | None = strawberry.UNSET
+    currency: CurrencyEnum | None = strawberry.UNSET  # type: ignore[valid-type]
+    meta: JSON | None = strawberry.UNSET
+
+
+def as_data(value: Any) -> dict[str, Any]:
+    """An input object as the plain mapping the resolvers take: unset fields left out, enums as their
+    wire values, datetimes as ISO-8601 (the same form a REST body has)."""
+    if value is None or value is strawberry.UNSET:
+        return {}
+    data: dict[str, Any] = {}
+    for field in dataclasses.fields(value):
+        item = getattr(value, field.name)
+        if item is strawberry.UNSET:
+            continue
+        if isinstance(item, enum.Enum):
+            item = item.value
+        elif isinstance(item, datetime):
+            item = item.isoformat()
+        data[field.name] = item
+    return data

@@ -1,0 +1,162 @@
+"""GraphQL object types, kept apart from the table models and converted by one classmethod each."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from levqor.db.models import Currency, Job, JobEvent, JobStatus, Priority, User
+from levqor.resolvers import jobs as job_resolvers
+
+MICROS_PER_USD = Decimal(1_000_000)
+
+JobStatusEnum = strawberry.enum(JobStatus, name="JobStatus", description="Where a job is in its life.")
+PriorityEnum = strawberry.enum(Priority, name="Priority", description="High runs before normal before low.")
+CurrencyEnum = strawberry.enum(Currency, name="Currency")
+
+
+def usd(micros: int | None) -> Decimal | None:
+    return None if micros is None else Decimal(micros) / MICROS_PER_USD
+
+
+@strawberry.type(name="UserError", description="An expected failure of a mutation, naming the input field.")
+class UserError:
+    field: str | None
+    message: str
+    code: str
+
+
+@strawberry.type(name="JobEvent", description="One state change of a job.")
+class JobEventType:
+    at: datetime
+    type: str
+    from_status: JobStatusEnum | None  # type: ignore[valid-type]
+    to_status: JobStatusEnum  # type: ignore[valid-type]
+    attempt: int
+    worker_id: str | None
+    detail: JSON | None
+
+    @classmethod
+    def from_row(cls, row: JobEvent) -> JobEventType:
+        return cls(
+            at=row.at,
+            type=row.type,
+            from_status=JobStatus(row.from_status) if row.from_status else None,
+            to_status=JobStatus(row.to_status),
+            attempt=row.attempt,
+            worker_id=row.worker_id,
+            detail=JSON(row.detail) if row.detail is not None else None,
+        )
+
+
+@strawberry.type(name="Job", description="A unit of work: a workflow run on a payload.")
+class JobType:
+    id: strawberry.ID
+    workflow: str
+    status: JobStatusEnum  # type: ignore[valid-type]
+    priority: PriorityEnum  # type: ignore[valid-type]
+    payload: JSON
+    result: JSON | None
+    error: JSON | None
+    callback_url: str | None
+    user_id: strawberry.ID | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    timeout_s: int | None
+    cost_estimate: Decimal | None = strawberry.field(description="USD, from the workflow's cost model.")
+    cost_actual: Decimal | None = strawberry.field(description="USD, as the run reported it.")
+
+    @strawberry.field(description="Every state change, oldest first.")
+    async def events(self, info: Info[Any, None]) -> list[JobEventType]:
+        rows = await job_resolvers.get_job_events(info.context.levqor, uuid.UUID(self.id))
+        return [JobEventType.from_row(row) for row in rows]
+
+    @classmethod
+    def from_row(cls, row: Job) -> JobType:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            workflow=row.workflow,
+            status=row.job_status,
+            priority=row.job_priority,
+            payload=JSON(row.payload),
+            result=JSON(row.result) if row.result is not None else None,
+            error=JSON(row.error) if row.error is not None else None,
+            callback_url=row.callback_url,
+            user_id=strawberry.ID(str(row.user_id)) if row.user_id else None,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            run_at=row.run_at,
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+            timeout_s=row.timeout_s,
+            cost_estimate=usd(row.cost_estimate_micros),
+            cost_actual=usd(row.cost_actual_micros),
+        )
+
+
+@strawberry.type(name="User")
+class UserType:
+    id: strawberry.ID
+    email: str
+    name: str
+    locale: str
+    currency: CurrencyEnum  # type: ignore[valid-type]
+    meta: JSON
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: User) -> UserType:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            email=row.email,
+            name=row.name,
+            locale=row.locale,
+            currency=Currency(row.currency),
+            meta=JSON(row.meta),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+@strawberry.type(name="JobEdge")
+class JobEdge:
+    node: JobType
+    cursor: str
+
+
+@strawberry.type(name="PageInfo")
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type(name="JobConnection", description="A page of jobs, newest first (Relay connection).")
+class JobConnection:
+    edges: list[JobEdge]
+    page_info: PageInfo
+
+
+@strawberry.type(name="Health")
+class HealthType:
+    ok: bool
+    ts: int
+
+
+@strawberry.type(name="PublicMetrics")
+class PublicMetricsType:
+    uptime_rolling_7d: float
+    jobs_today: int
+    audit_coverage: float
+    last_updated: int
