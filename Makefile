@@ -36,5 +36,13 @@ schema: $(STAMP)
 bench-http: $(STAMP)
 	$(BIN)/python bench/http.py
 
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	@touch $@
+
+# Levqor's queue against Celery and RQ (needs PostgreSQL and Redis on loopback); JOBS=5000 ROUNDS=3.
+bench-queue: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.queue --jobs $(or $(JOBS),5000) --rounds $(or $(ROUNDS),3)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

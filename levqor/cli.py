@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,23 +44,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(settings.log_format)
-    try:
-        check_startup(settings)
-    except ConfigError as exc:
-        sys.exit(f"levqor: {exc}")
     if not args.no_migrate:
         cmd_migrate(argparse.Namespace(revision="head"))
-    uvicorn.run(
-        "levqor.http.asgi:app_from_env",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.workers,
-        log_config=None,
-        proxy_headers=False,  # X-Forwarded-For is trusted only from LEVQOR_TRUSTED_PROXIES
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    if settings.is_production and not settings.api_keys:
+        # Production needs a key: without API_KEYS, an active managed key. Refuse before serving.
+        from levqor.db.engine import Database
+
+        db = Database(settings.db_url, pool_size=1)
+        try:
+            check_startup(settings, db)
+        except ConfigError as exc:
+            sys.exit(f"levqor: {exc}")
+        finally:
+            db.dispose()
+    if args.no_worker:
+        # Each server process builds its settings from the environment (uvicorn's app factory).
+        os.environ["LEVQOR_INPROCESS_WORKER"] = "false"
+    from levqor.http.metrics import multiprocess_metrics
+
+    workers = args.workers or settings.workers
+    with multiprocess_metrics(settings, workers):
+        uvicorn.run(
+            "levqor.http.asgi:app_from_env",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=workers,
+            log_config=None,
+            proxy_headers=False,  # X-Forwarded-For is trusted only from LEVQOR_TRUSTED_PROXIES
+            server_header=False,
+            timeout_graceful_shutdown=30,
+        )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from levqor.logs import configure_logging
+    from levqor.worker import run_standalone
+
+    settings = _settings()
+    configure_logging(settings.log_format)
+    if args.concurrency is not None and args.concurrency < 1:
+        sys.exit("levqor: --concurrency must be at least 1")
+    names = [name.strip() for name in (args.workflows or "").split(",") if name.strip()]
+    try:
+        asyncio.run(run_standalone(settings, concurrency=args.concurrency, workflows=names or None))
+    except ConfigError as exc:
+        sys.exit(f"levqor: {exc}")
     return 0
 
 
@@ -75,6 +108,17 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from levqor.db.backup import BackupError, backup_database
+
+    try:
+        path = backup_database(_settings().db_url, Path(args.dir))
+    except BackupError as exc:
+        sys.exit(f"levqor: {exc}")
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="levqor", description="Levqor job orchestration backend.")
     parser.add_argument("--version", action="version", version=f"levqor {__version__}")
@@ -87,7 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: PORT or 5000)")
     serve.add_argument("--workers", type=int, help="server processes (default: LEVQOR_WORKERS or 1)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
+    serve.add_argument(
+        "--no-worker", action="store_true", help="run no in-process worker (as LEVQOR_INPROCESS_WORKER=false)"
+    )
     serve.set_defaults(func=cmd_serve)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run a worker process",
+        description="Run jobs until SIGTERM or SIGINT, then stop gracefully: running jobs get "
+        "LEVQOR_SHUTDOWN_GRACE_S seconds to finish and the rest go back to the queue.",
+    )
+    worker.add_argument(
+        "--concurrency", type=int, help="jobs run at once (default: LEVQOR_WORKER_CONCURRENCY or 10)"
+    )
+    worker.add_argument(
+        "--workflows", help="comma-separated workflows to run (default: every one with a handler here)"
+    )
+    worker.set_defaults(func=cmd_worker)
 
     migrate = commands.add_parser(
         "migrate", help="apply database migrations", description="Apply migrations."
@@ -102,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default="schema.graphql", help="file to write, or - (default: schema.graphql)"
     )
     export.set_defaults(func=cmd_export_schema)
+
+    backup = commands.add_parser(
+        "backup",
+        help="back up the database while it serves",
+        description="Take a consistent online backup: SQLite's backup API to backups/levqor-"
+        "YYYY-MM-DD-HHMMSS.db, or pg_dump (custom format) to backups/levqor-YYYY-MM-DD-HHMMSS.dump "
+        "for PostgreSQL. The time is UTC. Prints the backup's path.",
+    )
+    backup.add_argument("--dir", default="backups", help="directory for the backup (default: backups)")
+    backup.set_defaults(func=cmd_backup)
+
+    from levqor.cli_keys import add_keys_command
+
+    add_keys_command(commands)
     return parser
 
 

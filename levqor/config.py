@@ -18,6 +18,11 @@ from dotenv import dotenv_values
 
 DEFAULT_PORT = 5000
 DEFAULT_LEASE_S = 30
+DEFAULT_POLL_INTERVAL_MS = 50  # how often idle workers look for jobs without a wake-up
+DEFAULT_WORKER_CONCURRENCY = 10  # jobs one worker process runs at once
+DEFAULT_SHUTDOWN_GRACE_S = 10  # how long a stopping worker lets running jobs finish before handing them back
+DEFAULT_RETRY_BASE_MS = 1000  # backoff before the first retry (doubles per attempt, with jitter)
+DEFAULT_RETRY_MAX_S = 3600  # the longest backoff between attempts
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
 DEFAULT_CALLBACK_RETRY_S = (5, 300, 1800, 7200, 18000, 36000, 36000)
 DEFAULT_CORS_ORIGINS = ("https://levqor.ai",)
@@ -64,6 +69,21 @@ def _rate(name: str, raw: str) -> str:
     return value
 
 
+# The `limits` storages whose client libraries Levqor depends on.
+RATE_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+cluster", "redis+sentinel")
+
+
+def _rate_storage(raw: str) -> str:
+    """A `limits` storage URI: `memory://`, `redis://host:6379/0`, `rediss://...` and the like."""
+    value = raw.strip()
+    scheme = value.split("://", 1)[0].removeprefix("async+") if "://" in value else ""
+    if scheme not in RATE_STORAGE_SCHEMES:
+        raise ConfigError(
+            f"LEVQOR_RATE_STORAGE must be memory:// or a redis://host:port/db URI, not {raw!r}"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str = "development"
@@ -75,11 +95,18 @@ class Settings:
     rate_burst: str = "20/minute"
     rate_global: str = "200/minute"
     rate_storage: str = "memory://"
+    # Prefix of the rate-limit keys in a shared storage, so deployments can share one Redis.
+    rate_key_prefix: str = "levqor"
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     trusted_proxies: tuple[str, ...] = ()
     workers: int = 1
     inprocess_worker: bool = True
     lease_s: int = DEFAULT_LEASE_S
+    poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS
+    worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
+    shutdown_grace_s: int = DEFAULT_SHUTDOWN_GRACE_S
+    retry_base_ms: int = DEFAULT_RETRY_BASE_MS
+    retry_max_s: int = DEFAULT_RETRY_MAX_S
     webhook_secret: str | None = None
     callback_allow_private: bool = False
     log_format: str = "json"
@@ -88,6 +115,8 @@ class Settings:
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # prometheus-client's own variable: where server processes share their metrics (several workers).
+    metrics_multiproc_dir: str | None = None
 
     @property
     def is_production(self) -> bool:
@@ -139,12 +168,32 @@ class Settings:
             api_keys=_list(get("API_KEYS", "")),
             rate_burst=_rate("RATE_BURST", get("RATE_BURST") or "20"),
             rate_global=_rate("RATE_GLOBAL", get("RATE_GLOBAL") or "200"),
-            rate_storage=get("LEVQOR_RATE_STORAGE") or "memory://",
+            rate_storage=_rate_storage(get("LEVQOR_RATE_STORAGE") or "memory://"),
+            rate_key_prefix=get("LEVQOR_RATE_KEY_PREFIX") or "levqor",
             cors_origins=_list(get("LEVQOR_CORS_ORIGINS") or ",".join(DEFAULT_CORS_ORIGINS)),
             trusted_proxies=proxies,
             workers=_int("LEVQOR_WORKERS", get("LEVQOR_WORKERS") or "1", minimum=1),
             inprocess_worker=_bool("LEVQOR_INPROCESS_WORKER", get("LEVQOR_INPROCESS_WORKER") or "true"),
             lease_s=_int("LEVQOR_LEASE_S", get("LEVQOR_LEASE_S") or str(DEFAULT_LEASE_S), minimum=1),
+            poll_interval_ms=_int(
+                "LEVQOR_POLL_INTERVAL_MS",
+                get("LEVQOR_POLL_INTERVAL_MS") or str(DEFAULT_POLL_INTERVAL_MS),
+                minimum=1,
+            ),
+            worker_concurrency=_int(
+                "LEVQOR_WORKER_CONCURRENCY",
+                get("LEVQOR_WORKER_CONCURRENCY") or str(DEFAULT_WORKER_CONCURRENCY),
+                minimum=1,
+            ),
+            shutdown_grace_s=_int(
+                "LEVQOR_SHUTDOWN_GRACE_S", get("LEVQOR_SHUTDOWN_GRACE_S") or str(DEFAULT_SHUTDOWN_GRACE_S)
+            ),
+            retry_base_ms=_int(
+                "LEVQOR_RETRY_BASE_MS", get("LEVQOR_RETRY_BASE_MS") or str(DEFAULT_RETRY_BASE_MS), minimum=1
+            ),
+            retry_max_s=_int(
+                "LEVQOR_RETRY_MAX_S", get("LEVQOR_RETRY_MAX_S") or str(DEFAULT_RETRY_MAX_S), minimum=1
+            ),
             webhook_secret=get("LEVQOR_WEBHOOK_SECRET") or None,
             callback_allow_private=_bool(
                 "LEVQOR_CALLBACK_ALLOW_PRIVATE", get("LEVQOR_CALLBACK_ALLOW_PRIVATE") or "false"
@@ -163,6 +212,7 @@ class Settings:
                 get("LEVQOR_MAX_BODY_BYTES") or str(DEFAULT_MAX_BODY_BYTES),
                 minimum=1,
             ),
+            metrics_multiproc_dir=get("PROMETHEUS_MULTIPROC_DIR") or None,
         )
         settings.check()
         return settings

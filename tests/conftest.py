@@ -138,6 +138,42 @@ def db(db_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+# --- redis -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis of `LEVQOR_TEST_REDIS_URL`, checked once; tests keep their keys under a prefix of their
+    own (see `redis_prefix`), so they can share it with each other and with anything else."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        service_unavailable("Redis", exc)
+        raise
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix for this test; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"levqor-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 # --- servers -----------------------------------------------------------------------------------
 
 
@@ -164,7 +200,8 @@ def start_live_server(settings: Settings) -> LiveServer:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, lifespan="on", access_log=False)
+    # As `levqor serve`: X-Forwarded-For is the app's to judge (LEVQOR_TRUSTED_PROXIES), not uvicorn's.
+    config = uvicorn.Config(app, log_config=None, lifespan="on", access_log=False, proxy_headers=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -225,14 +262,15 @@ def start_server_process(env: dict[str, str], log_path: Path, *args: str) -> Ser
     """`levqor serve` as a user runs it, waiting until /health answers."""
     port = free_port()
     full_env = {**os.environ, "PORT": str(port), "LEVQOR_HOST": "127.0.0.1", **env}
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "levqor", "serve", *args],
-        env=full_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=log_path.parent,
-    )
+    # The child keeps its own handle on the log; ours is closed at once.
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "levqor", "serve", *args],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=log_path.parent,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

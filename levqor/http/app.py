@@ -10,35 +10,56 @@ from collections.abc import AsyncIterator
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from levqor.config import ConfigError, Settings
 from levqor.db.engine import Database
+from levqor.http.auth import ApiKeyMiddleware
+from levqor.http.cors import cors_middleware
 from levqor.http.errors import EXCEPTION_HANDLERS
 from levqor.http.graphql import graphql_app
-from levqor.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from levqor.http.metrics import MetricsMiddleware, build_metrics, metrics_endpoint
+from levqor.http.middleware import BodyLimitMiddleware, InternalErrorMiddleware, RequestContextMiddleware
+from levqor.http.pages import page_routes
+from levqor.http.ratelimit import RateLimiter, RateLimitMiddleware
+from levqor.resolvers.auth import Authenticator
 from levqor.resolvers.health import PublicMetricsCache, record_uptime_sample
-from levqor.rest import health, jobs, users
+from levqor.resolvers.keys import any_active_managed_key, any_managed_key
+from levqor.rest import health, jobs, keys, users, workers
+from levqor.rest import workflows as workflow_routes
 from levqor.rest.openapi import build_openapi
+from levqor.worker.process import WorkerServices
 
 logger = logging.getLogger(__name__)
 
 UPTIME_SAMPLE_INTERVAL_S = 60
-CORS_METHODS = ["GET", "POST", "OPTIONS", "PATCH", "PUT", "DELETE"]
-CORS_HEADERS = ["Content-Type", "Authorization", "X-Api-Key", "Idempotency-Key"]
-CORS_MAX_AGE_S = 600
 
 
-def check_startup(settings: Settings) -> None:
-    """Refuse to serve production without keys; warn loudly when development serves without them."""
-    if settings.api_keys:
+def check_startup(settings: Settings, db: Database | None = None) -> None:
+    """Refuse to serve production without a key; warn loudly when development serves without one.
+
+    Without `db` only `API_KEYS` is known, so production is refused only when a database is given."""
+    if settings.api_keys or (db is not None and db.read_sync(any_active_managed_key)):
         return
     if settings.is_production:
-        raise ConfigError("LEVQOR_ENV=production needs API keys: set API_KEYS")
-    logger.warning("no API keys are configured: development mode lets every request through")
+        if db is None:
+            return
+        raise ConfigError(
+            "LEVQOR_ENV=production needs an API key: set API_KEYS, or create one with "
+            "`levqor keys create --name admin --scopes admin`"
+        )
+    if db is not None and db.read_sync(any_managed_key):
+        logger.warning(
+            "every managed API key is revoked or expired: only public routes answer until you "
+            "create one with `levqor keys create`"
+        )
+        return
+    logger.warning(
+        "NO API KEYS ARE CONFIGURED: development mode lets every request through, with every "
+        "scope. Set API_KEYS or run `levqor keys create` before exposing this server."
+    )
 
 
 def build_routes(settings: Settings) -> list[BaseRoute]:
@@ -47,6 +68,9 @@ def build_routes(settings: Settings) -> list[BaseRoute]:
         *health.routes(),
         *jobs.routes(dev_routes=not settings.is_production),
         *users.routes(),
+        *workers.routes(),
+        *workflow_routes.routes(),
+        *keys.routes(),
     ]
 
     async def openapi(_request: Request) -> Response:
@@ -56,6 +80,8 @@ def build_routes(settings: Settings) -> list[BaseRoute]:
     return [
         *api_routes,
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *page_routes(),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
@@ -76,43 +102,47 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        check_startup(settings)
         own_db = db is None
         app.state.db = db or Database(settings.db_url)
+        await anyio.to_thread.run_sync(check_startup, settings, app.state.db)
+        app.state.authenticator = Authenticator(app.state.db, settings)
+        app.state.rate_limiter = RateLimiter(settings)
+        if not await app.state.rate_limiter.check():
+            logger.warning("rate-limit storage %s does not answer", settings.rate_storage.split("@")[-1])
         sampler = asyncio.create_task(_sample_uptime(app.state.db), name="uptime-sampler")
+        # The wake-up for new jobs and, unless LEVQOR_INPROCESS_WORKER=false, the in-process worker.
+        worker_services = WorkerServices(app.state.db, settings)
+        app.state.wakeup = await worker_services.start()
         try:
             yield
         finally:
+            await worker_services.stop()  # graceful: running jobs finish or go back to the queue
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
+            await app.state.rate_limiter.close()
             if own_db:
                 app.state.db.dispose()
 
+    routes = build_routes(settings)
+    http_metrics, metrics_registry = build_metrics(settings, lambda: app.state.db)
     middleware = [
+        Middleware(MetricsMiddleware, metrics=http_metrics, routes=routes),
         Middleware(RequestContextMiddleware),
-        Middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=CORS_METHODS,
-            allow_headers=CORS_HEADERS,
-            expose_headers=[
-                "X-Request-Id",
-                "Retry-After",
-                "RateLimit-Limit",
-                "RateLimit-Remaining",
-                "RateLimit-Reset",
-            ],
-            max_age=CORS_MAX_AGE_S,
-        ),
+        cors_middleware(settings),
+        Middleware(InternalErrorMiddleware),
+        # Limits before keys, so a flood of guessed keys never reaches the database.
+        Middleware(RateLimitMiddleware),
+        Middleware(ApiKeyMiddleware),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
     ]
     app = Starlette(
-        routes=build_routes(settings),
+        routes=routes,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.public_metrics = PublicMetricsCache()
+    app.state.metrics_registry = metrics_registry
     return app

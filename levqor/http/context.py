@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
-from levqor.resolvers.context import DEV_PRINCIPAL, Context
+from levqor.resolvers.context import ANONYMOUS, Context
 
 
 def context_for(connection: HTTPConnection) -> Context:
@@ -13,6 +13,8 @@ def context_for(connection: HTTPConnection) -> Context:
     return Context(
         db=app_state.db,
         settings=app_state.settings,
-        principal=getattr(state, "principal", DEV_PRINCIPAL),
+        # The API-key middleware sets it on every request; without it, the caller is nobody.
+        principal=getattr(state, "principal", ANONYMOUS),
         request_id=getattr(state, "request_id", None),
+        wakeup=getattr(app_state, "wakeup", None),
     )

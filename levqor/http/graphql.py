@@ -1,19 +1,34 @@
-"""Mounting the Strawberry schema at /graphql, with the same resolver context as REST."""
+"""Mounting the Strawberry schema at /graphql, with the same resolver context as REST.
+
+Transport failures (a body that is not JSON, a mutation over GET, another media type) answer with the
+contract's error body and status, as the REST routes do; GraphQL errors inside a well-formed request
+stay in the GraphQL response.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLRequestData
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
 
+from levqor.errors import InvalidRequest, LevqorError, MethodNotAllowed, UnsupportedMediaType
 from levqor.http.context import context_for
+from levqor.http.errors import error_body, request_id_of
 from levqor.resolvers.context import Context
 from levqor.resolvers.health import PublicMetricsCache
+from levqor.rest.body import decode_json, is_json
 from levqor.schema import schema
+
+_TRANSPORT_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 
 
 @dataclass
@@ -25,6 +40,20 @@ class GraphQLContext:
 
 
 class LevqorGraphQL(GraphQL[GraphQLContext, None]):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except LevqorError as exc:
+            response = _error_response(request, exc.status, exc.code, exc.message)
+        except HTTPException as exc:
+            code = _TRANSPORT_CODES.get(exc.status_code, "invalid_request")
+            response = _error_response(request, exc.status_code, code, exc.reason)
+        await response(scope, receive, send)
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> GraphQLContext:
@@ -34,6 +63,45 @@ class LevqorGraphQL(GraphQL[GraphQLContext, None]):
             levqor=context_for(request),
             public_metrics=request.app.state.public_metrics,
         )
+
+    def decode_json(self, data: str | bytes) -> object:
+        # The same strict reading as REST bodies: no NaN, no 4300-digit integers, no deep nesting.
+        value = decode_json(data)
+        # A request body (or GET `variables`) is an object, or a list that the batch check refuses;
+        # Strawberry would fail on a bare string or number with a 500.
+        if not isinstance(value, dict | list):
+            raise InvalidRequest("a GraphQL request must be a JSON object")
+        return value
+
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> Any:
+        if request.method == "POST" and not is_json(request.content_type or ""):
+            raise UnsupportedMediaType("send GraphQL requests as application/json")
+        return await super().parse_http_body(request)
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: GraphQLContext,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        try:
+            return await super().execute_single(
+                request, request_adapter, sub_response, context, root_value, request_data
+            )
+        except HTTPException as exc:
+            # GraphQL-over-HTTP: a mutation sent with GET is refused with 405 Method Not Allowed.
+            if request_adapter.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
+                raise MethodNotAllowed(f"{exc.reason}: send them with POST") from exc
+            raise
+
+
+def _error_response(request: Request, status: int, code: str, message: str) -> Response:
+    headers = {"Allow": "GET, POST"} if status == 405 else None
+    body = error_body(code, message, request_id=request_id_of(request))
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def graphql_app() -> Any:

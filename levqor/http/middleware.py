@@ -77,14 +77,11 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
-            error_logger.exception(
-                "unhandled error", extra={"request_id": request_id, "path": scope.get("path")}
-            )
             if response_started:
+                # Logged by `InternalErrorMiddleware` (or by the server); it can only cut the connection.
                 raise
             status = 500
-            body = error_body("internal_error", "internal server error", request_id=request_id)
-            await _send_json(send_with_headers, 500, body)
+            await answer_internal_error(scope, send_with_headers, request_id)
         finally:
             client = scope.get("client")
             logger.info(
@@ -97,9 +94,59 @@ class RequestContextMiddleware:
                     "client_ip": state.get("client_ip") or (client[0] if client else None),
                     "user_agent": _header(scope, b"user-agent"),
                     "request_id": request_id,
-                    "key_id": state.get("key_id"),
+                    "key_id": _key_id(state),
                 },
             )
+
+
+class InternalErrorMiddleware:
+    """The global error handler, inside CORS so that a browser can read the 500 and its request id.
+
+    `RequestContextMiddleware` catches too, for failures in the layers outside this one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            request_id = scope.get("state", {}).get("request_id")
+            if response_started:
+                error_logger.exception(
+                    "unhandled error after the response started",
+                    extra={"request_id": request_id, "path": scope.get("path")},
+                )
+                raise
+            await answer_internal_error(scope, send, request_id)
+
+
+async def answer_internal_error(scope: Scope, send: Send, request_id: str | None) -> None:
+    """Log the exception being handled with its traceback; answer `internal_error` and the id only."""
+    error_logger.exception(
+        "unhandled error",
+        extra={"request_id": request_id, "method": scope.get("method"), "path": scope.get("path")},
+    )
+    body = error_body("internal_error", "internal server error", request_id=request_id)
+    await _send_json(send, 500, body)
+
+
+def _key_id(state: MutableMapping[str, Any]) -> str | None:
+    """The id of the caller's API key (never the key): set by the auth middleware."""
+    principal = state.get("principal")
+    key_id = getattr(principal, "key_id", None) or state.get("key_id")
+    return None if key_id is None else str(key_id)
 
 
 class BodyLimitMiddleware:

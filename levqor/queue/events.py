@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session
+from sqlalchemy import Table, insert
+from sqlmodel import Session, SQLModel
 
 from levqor.db.models import Job, JobEvent, JobStatus
 from levqor.db.types import utcnow
+from levqor.queue.wakeup import mark_claimable
+
+JOBS: Table = SQLModel.metadata.tables[Job.__tablename__]
+JOB_EVENTS: Table = SQLModel.metadata.tables[JobEvent.__tablename__]
 
 
 def record_event(
@@ -34,6 +41,37 @@ def record_event(
     return event
 
 
+def event_row(
+    job_id: uuid.UUID,
+    type_: str,
+    *,
+    from_status: str | None,
+    to_status: str,
+    attempt: int,
+    worker_id: str | None,
+    at: datetime,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One `job_events` row for `insert_events` (the hot paths write events in bulk)."""
+    return {
+        "job_id": job_id,
+        "at": at,
+        "type": type_,
+        "from_status": from_status,
+        "to_status": to_status,
+        "attempt": attempt,
+        "worker_id": worker_id,
+        "detail": detail,
+    }
+
+
+def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        # RETURNING makes SQLAlchemy send the rows as pages of multi-row VALUES ("insertmanyvalues")
+        # rather than one INSERT per row: one round trip per page on PostgreSQL.
+        session.execute(insert(JOB_EVENTS).returning(JOB_EVENTS.c.id), list(rows))
+
+
 def enqueue(session: Session, job: Job) -> Job:
     """Insert a new queued job and its `submitted` event."""
     now = utcnow()
@@ -44,7 +82,41 @@ def enqueue(session: Session, job: Job) -> Job:
     session.add(job)
     session.flush()  # the event references jobs.id
     record_event(session, job, "submitted", from_status=None, at=now)
+    mark_claimable(session)
     return job
+
+
+def enqueue_many(session: Session, jobs: Sequence[Job]) -> int:
+    """Insert many queued jobs with their `submitted` events in two statements (bulk loads,
+    benchmarks). The `Job` objects are templates: they are not attached to the session."""
+    if not jobs:
+        return 0
+    now = utcnow()
+    rows = []
+    for job in jobs:
+        row = job.model_dump(exclude={"seq"})
+        row.update(status=JobStatus.QUEUED.value, created_at=now, updated_at=now)
+        if row["run_at"] is None or row["run_at"] < now:
+            row["run_at"] = now
+        rows.append(row)
+    session.execute(insert(JOBS), rows)
+    insert_events(
+        session,
+        [
+            event_row(
+                row["id"],
+                "submitted",
+                from_status=None,
+                to_status=row["status"],
+                attempt=0,
+                worker_id=None,
+                at=now,
+            )
+            for row in rows
+        ],
+    )
+    mark_claimable(session)
+    return len(rows)
 
 
 def finish(

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from levqor.config import Settings
 from levqor.db.engine import Database
-from levqor.errors import Forbidden
+from levqor.errors import Forbidden, Unauthorized
+from levqor.queue.wakeup import Wakeup
 
 
 class Scope:
@@ -26,14 +27,25 @@ class Principal:
     id: str
     scopes: frozenset[str]
     key_id: str | None = None
+    # False for a caller that sent no key while keys are configured (CONTRACT.md §5): what needs a
+    # key answers 401 to it, and 403 only to a key that lacks the scope.
+    authenticated: bool = True
 
     def require(self, scope: str) -> None:
+        self.require_key()
         if scope not in self.scopes:
             raise Forbidden(f"this API key lacks the '{scope}' scope")
+
+    def require_key(self) -> None:
+        """Any valid key will do (the seed's protected ops health)."""
+        if not self.authenticated:
+            raise Unauthorized("this needs an API key: send it as X-Api-Key or Authorization: Bearer")
 
 
 # Development mode as the seed: with no key configured anywhere, every caller may do everything.
 DEV_PRINCIPAL = Principal(id="dev", scopes=Scope.ALL)
+# A caller without a key once keys exist: public routes only.
+ANONYMOUS = Principal(id="anonymous", scopes=frozenset(), authenticated=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +54,5 @@ class Context:
     settings: Settings
     principal: Principal = DEV_PRINCIPAL
     request_id: str | None = None
+    # The process's wake-up for new jobs (owned by the app lifespan); long-polling claims wait on it.
+    wakeup: Wakeup | None = None

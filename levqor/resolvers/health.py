@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as dtime
@@ -11,11 +12,11 @@ from datetime import time as dtime
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from levqor.db.engine import Database
-from levqor.db.models import Job, JobEvent, JobStatus, UptimeSample
+from levqor.db.models import Job, JobEvent, JobStatus, UptimeSample, Worker
 from levqor.db.types import utcnow
 from levqor.resolvers.context import Context
 
@@ -24,6 +25,9 @@ logger = logging.getLogger(__name__)
 PUBLIC_METRICS_TTL_S = 10.0
 ROLLING_WINDOW = timedelta(days=7)
 SECONDS_PER_MINUTE = 60
+# A live worker heartbeats every third of a lease (CONTRACT.md §7); one silent for three whole leases
+# has stopped or lost its connection, so ops health stops counting it.
+LIVE_WORKER_LEASES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,7 @@ class OpsHealth:
     ts: int
     db: bool
     queue_depth: int | None
+    workers: int | None
 
 
 def now_ts() -> int:
@@ -90,17 +95,22 @@ def _audit_coverage(session: Session, since: datetime) -> float:
 
 
 class PublicMetricsCache:
-    """Public metrics recomputed at most every `ttl_s` seconds (CONTRACT.md §2: cache ≤ 10 s)."""
+    """Public metrics recomputed at most every `ttl_s` seconds (CONTRACT.md §2: cache ≤ 10 s).
 
-    def __init__(self, ttl_s: float = PUBLIC_METRICS_TTL_S) -> None:
+    `clock` is a monotonic clock in seconds; tests pass their own to step time without sleeping."""
+
+    def __init__(
+        self, ttl_s: float = PUBLIC_METRICS_TTL_S, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl_s = ttl_s
+        self._clock = clock
         self._value: PublicMetrics | None = None
         self._expires = 0.0
 
     async def get(self, ctx: Context) -> PublicMetrics:
-        if self._value is None or time.monotonic() >= self._expires:
+        if self._value is None or self._clock() >= self._expires:
             self._value = await ctx.db.read(_compute_public_metrics)
-            self._expires = time.monotonic() + self.ttl_s
+            self._expires = self._clock() + self.ttl_s
         return self._value
 
 
@@ -118,16 +128,46 @@ def _compute_public_metrics(session: Session) -> PublicMetrics:
     )
 
 
-async def ops_health(ctx: Context) -> OpsHealth:
-    """The seed's `{ok, ts}` plus a database round-trip and the queue depth."""
+def queue_depth(session: Session) -> int:
+    """Jobs waiting to run (including scheduled ones)."""
+    statement = select(func.count()).select_from(Job).where(col(Job.status) == JobStatus.QUEUED.value)
+    return session.exec(statement).one()
 
-    def run(session: Session) -> int:
-        statement = select(func.count()).select_from(Job).where(col(Job.status) == JobStatus.QUEUED.value)
-        return session.exec(statement).one()
+
+def live_workers(session: Session, lease_s: int) -> int:
+    """Workers that have not stopped and heartbeated within `LIVE_WORKER_LEASES` leases."""
+    since = utcnow() - timedelta(seconds=LIVE_WORKER_LEASES * lease_s)
+    statement = (
+        select(func.count())
+        .select_from(Worker)
+        .where(col(Worker.stopped_at).is_(None), col(Worker.last_seen_at) >= since)
+    )
+    return session.exec(statement).one()
+
+
+def jobs_by_state(session: Session) -> dict[JobStatus, int]:
+    """The number of jobs in each state, every state present."""
+    rows = session.exec(select(Job.status, func.count()).group_by(col(Job.status))).all()
+    counts = dict.fromkeys(JobStatus, 0)
+    for status, count in rows:
+        counts[JobStatus(status)] = count
+    return counts
+
+
+async def ops_health(ctx: Context) -> OpsHealth:
+    """The seed's `{ok, ts}` plus a database round-trip, the queue depth and the live workers.
+
+    A database that cannot answer is a report (`ok: false`), not an error: this is what operators
+    look at when something is wrong."""
+    ctx.principal.require_key()  # the seed protects it with a key; any scope will do
+    lease_s = ctx.settings.lease_s
+
+    def run(session: Session) -> tuple[int, int]:
+        return queue_depth(session), live_workers(session, lease_s)
 
     try:
-        depth: int | None = await ctx.db.read(run)
-    except OperationalError:
-        logger.warning("ops health: database unreachable", exc_info=True)
-        depth = None
-    return OpsHealth(ok=depth is not None, ts=now_ts(), db=depth is not None, queue_depth=depth)
+        depth, workers = await ctx.db.read(run)
+    except SQLAlchemyError:
+        logger.warning("ops health: the database did not answer", exc_info=True)
+        return OpsHealth(ok=False, ts=now_ts(), db=False, queue_depth=None, workers=None)
+    return OpsHealth(ok=True, ts=now_ts(), db=True, queue_depth=depth, workers=workers)

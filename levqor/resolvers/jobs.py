@@ -19,15 +19,16 @@ from sqlmodel import Session, col, select
 from levqor.db.models import Job, JobEvent, JobStatus, Priority, User
 from levqor.db.types import utcnow
 from levqor.errors import Conflict, InvalidRequest, NotFound
-from levqor.queue import events
+from levqor.queue import control, events
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.validation import parse_id, parse_input
+from levqor.workflows.registry import registry_for
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY_LEN = 255
-DEFAULT_MAX_ATTEMPTS = 3
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
+MAX_SEQ = 2**63 - 1  # jobs.seq is a BIGINT
 
 WorkflowName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
@@ -58,9 +59,14 @@ class JobSubmitInput(BaseModel):
     @field_validator("run_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             return value.replace(tzinfo=UTC)  # ISO-8601 without an offset is taken as UTC
-        return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past the last representable day
+            raise ValueError("run_at must fall between the years 1 and 9999 in UTC") from None
 
 
 class JobListFilter(BaseModel):
@@ -68,7 +74,8 @@ class JobListFilter(BaseModel):
 
     status: Annotated[JobStatus | None, Field(strict=False)] = None
     workflow: WorkflowName | None = None
-    limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT
+    # Lax, so the digits of a query string count as a number (`?limit=10`).
+    limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT, strict=False)] = DEFAULT_LIST_LIMIT
     cursor: str | None = None
 
 
@@ -100,6 +107,8 @@ def _check_idempotency_key(raw: str) -> str:
 async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = None) -> SubmitResult:
     ctx.principal.require(Scope.JOBS_WRITE)
     fields = parse_input(JobSubmitInput, data)
+    flow = registry_for(ctx.settings).get(fields.workflow)  # 400 naming an unknown workflow
+    flow.validate(fields.payload)  # 400 naming the failing payload path
     scoped_key = None
     if idempotency_key is not None:
         scoped_key = f"{ctx.principal.id}:{_check_idempotency_key(idempotency_key)}"
@@ -133,8 +142,8 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
             priority=fields.priority.rank,
             user_id=fields.user_id,
             run_at=fields.run_at or utcnow(),
-            max_attempts=fields.max_attempts or DEFAULT_MAX_ATTEMPTS,
-            timeout_s=fields.timeout_s,
+            max_attempts=fields.max_attempts or flow.max_attempts,
+            timeout_s=fields.timeout_s or flow.timeout_s,
             idempotency_key=scoped_key,
             request_hash=request_hash,
         )
@@ -211,7 +220,8 @@ def _decode_cursor(cursor: str) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raw = ""
     match = re.fullmatch(r"seq:(\d{1,19})", raw)
-    if match is None:
+    # A forged cursor past the largest BIGINT would make the database refuse the query.
+    if match is None or int(match.group(1)) > MAX_SEQ:
         raise InvalidRequest.for_field("cursor", "not a cursor this API returned", "cursor")
     return int(match.group(1))
 
@@ -247,15 +257,8 @@ async def dev_complete_job(ctx: Context, job_id: str | uuid.UUID, data: Any) -> 
     key = parse_id(job_id, kind="job")
     fields = parse_input(DevCompleteInput, data)
 
-    def run(session: Session) -> Job:
-        job = session.exec(select(Job).where(Job.id == key)).first()
-        if job is None:
-            raise NotFound(f"no job with id '{key}'")
-        if job.job_status.is_terminal:
-            raise Conflict(f"job is already {job.status}")
-        return events.finish(session, job, JobStatus.SUCCEEDED, result=fields.result, type_="dev_completed")
-
-    return await ctx.db.write(run)
+    # The queue's state rules: queued or running succeed, a finished job is a Conflict.
+    return await ctx.db.write(lambda session: control.force_complete(session, key, fields.result))
 
 
 class DevCompleteInput(BaseModel):

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from levqor.errors import InvalidRequest, UnsupportedMediaType
 
 
-def _is_json(content_type: str) -> bool:
+def is_json(content_type: str) -> bool:
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
@@ -21,8 +21,13 @@ async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
     raw = await request.body()
     if not raw.strip() and allow_empty:
         return {}
-    if not _is_json(request.headers.get("content-type", "")):
+    if not is_json(request.headers.get("content-type", "")):
         raise UnsupportedMediaType("send the body as application/json")
+    return decode_json(raw)
+
+
+def decode_json(raw: str | bytes) -> Any:
+    """Strict JSON (RFC 8259) as both API surfaces read it; `InvalidRequest` when it is not."""
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except UnicodeDecodeError:
@@ -33,6 +38,9 @@ async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
         raise InvalidRequest(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except ValueError:
+        # Python refuses to convert integers of more than 4300 digits (CVE-2020-10735).
+        raise InvalidRequest("the request body has a number too long to read") from None
 
 
 def _reject_constant(name: str) -> Any:

@@ -22,7 +22,9 @@ async def health_check(_request: Request) -> Response:
 
 async def ops_health(request: Request) -> Response:
     report = await health.ops_health(context_for(request))
-    body = OpsHealthBody(ok=report.ok, ts=report.ts, db=report.db, queue_depth=report.queue_depth)
+    body = OpsHealthBody(
+        ok=report.ok, ts=report.ts, db=report.db, queue_depth=report.queue_depth, workers=report.workers
+    )
     return json_response(body, 200 if report.ok else 503)
 
 
@@ -59,7 +61,7 @@ def routes() -> list[ApiRoute]:
             "/api/v1/ops/health",
             ops_health,
             Operation(
-                "Health with a database round-trip and the queue depth",
+                "Health with a database round-trip, the queue depth and the live workers",
                 {200: OpsHealthBody, 401: ErrorBody, 429: ErrorBody, 503: OpsHealthBody},
                 "health",
                 key_required=True,

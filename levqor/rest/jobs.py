@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from levqor.http.context import context_for
-from levqor.resolvers import jobs
+from levqor.resolvers import job_control, jobs
 from levqor.resolvers.context import Scope
 from levqor.rest.body import read_json
 from levqor.rest.routing import ApiRoute, Operation, json_response
@@ -47,6 +47,16 @@ async def list_jobs(request: Request) -> Response:
 async def job_detail(request: Request) -> Response:
     detail = await jobs.get_job_detail(context_for(request), request.path_params["job_id"])
     return json_response(JobDetailBody.from_rows(detail.job, detail.events))
+
+
+async def cancel(request: Request) -> Response:
+    job = await job_control.cancel_job(context_for(request), request.path_params["job_id"])
+    return json_response(JobBody.from_row(job))
+
+
+async def retry(request: Request) -> Response:
+    job = await job_control.retry_job(context_for(request), request.path_params["job_id"])
+    return json_response(JobBody.from_row(job))
 
 
 _ERRORS: dict[int, type[ErrorBody] | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 429: ErrorBody}
@@ -96,6 +106,28 @@ def routes(*, dev_routes: bool) -> list[ApiRoute]:
                 {200: JobDetailBody, **found, **_ERRORS},
                 "jobs",
                 scope=Scope.JOBS_READ,
+            ),
+        ),
+        ApiRoute(
+            "POST",
+            "/api/v1/jobs/{job_id}/cancel",
+            cancel,
+            Operation(
+                "Cancel a job: queued ones at once, running ones at their next heartbeat",
+                {200: JobBody, **found, 409: ErrorBody, **_ERRORS},
+                "jobs",
+                scope=Scope.JOBS_WRITE,
+            ),
+        ),
+        ApiRoute(
+            "POST",
+            "/api/v1/jobs/{job_id}/retry",
+            retry,
+            Operation(
+                "Run a failed or cancelled job again, with a fresh set of attempts",
+                {200: JobBody, **found, 409: ErrorBody, **_ERRORS},
+                "jobs",
+                scope=Scope.JOBS_WRITE,
             ),
         ),
     ]

@@ -36,8 +36,11 @@ class HealthBody(BaseModel):
 
 
 class OpsHealthBody(HealthBody):
+    """The seed's ops health plus a database round-trip, the queue depth and the live workers."""
+
     db: bool
     queue_depth: int | None
+    workers: int | None
 
 
 class PublicMetricsBody(BaseModel):
@@ -125,6 +128,7 @@ class JobBody(BaseModel):
     timeout_s: int | None
     cost_estimate_micros: int | None
     cost_actual_micros: int | None
+    cancel_requested: bool  # a running job's cancellation is on its way to the worker
 
     @classmethod
     def from_row(cls, job: Job) -> JobBody:
@@ -147,6 +151,7 @@ class JobBody(BaseModel):
             timeout_s=job.timeout_s,
             cost_estimate_micros=job.cost_estimate_micros,
             cost_actual_micros=job.cost_actual_micros,
+            cancel_requested=job.cancel_requested,
         )
 
 

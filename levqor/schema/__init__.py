@@ -9,18 +9,19 @@ from graphql.error import GraphQLError
 from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     ValidationCache,
 )
 from strawberry.types import ExecutionContext
 
-from levqor.schema.errors import LevqorErrors
+from levqor.schema.errors import LevqorErrors, QueryParserCache
 from levqor.schema.mutation import Mutation
 from levqor.schema.query import Query
+from levqor.schema.ratelimit import MutationFieldRateLimit
 
 MAX_QUERY_DEPTH = 10
 MAX_QUERY_TOKENS = 2_000
+# Room for a batch of 25 aliased mutations; each root mutation field is charged to the rate limits.
 MAX_ALIASES = 30
 
 
@@ -37,10 +38,11 @@ def build_schema() -> strawberry.Schema:
         mutation=Mutation,
         extensions=[
             LevqorErrors,
+            MutationFieldRateLimit,
             lambda: QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH),
             lambda: MaxTokensLimiter(max_token_count=MAX_QUERY_TOKENS),
             lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-            lambda: ParserCache(maxsize=256),
+            lambda: QueryParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
         ],
     )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-from graphql.error import GraphQLError
-from strawberry.extensions import MaskErrors
+from graphql.error import GraphQLError, GraphQLSyntaxError
+from strawberry.extensions import MaskErrors, ParserCache
 
 from levqor.errors import BudgetExceeded, Conflict, InvalidRequest, LevqorError, NotFound
 from levqor.schema.types import UserError
@@ -51,9 +51,17 @@ class LevqorErrors(MaskErrors):
 
     def _process(self, error: GraphQLError, request_id: str | None) -> GraphQLError:
         original = error.original_error
-        if original is None:  # a syntax or validation error: the client's own query
-            extensions: dict[str, Any] = {"code": "GRAPHQL_VALIDATION_FAILED", **(error.extensions or {})}
-            return _with_extensions(error, error.message, extensions)
+        if original is None or (error.path is None and isinstance(original, GraphQLError | ValueError)):
+            # The client's own request: a document that does not parse or validate, or variables
+            # that do not coerce to their types (those carry the scalar's error, but no path).
+            if isinstance(error, GraphQLSyntaxError):
+                code = "GRAPHQL_PARSE_FAILED"
+            elif original is None:
+                code = "GRAPHQL_VALIDATION_FAILED"
+            else:
+                code = "BAD_USER_INPUT"
+            extensions: dict[str, Any] = {"code": code, **(error.extensions or {})}
+            return _with_extensions(error, error.message, extensions, keep_original=False)
         if isinstance(original, LevqorError):
             extensions = {"code": original.graphql_code}
             if original.details:
@@ -80,3 +88,17 @@ def _with_extensions(
         original_error=error.original_error if keep_original else None,
         extensions=extensions,
     )
+
+
+class QueryParserCache(ParserCache):
+    """Strawberry's parser cache, except that a document which does not parse is left to Strawberry's
+    own parse step: raised from this hook, the syntax error would skip `LevqorErrors` and reach the
+    client without `extensions.code`."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        try:
+            context.graphql_document = self.cached_parse_document(context.query, **context.parse_options)
+        except GraphQLError:
+            context.graphql_document = None
+        yield

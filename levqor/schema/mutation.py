@@ -11,7 +11,10 @@ from strawberry.types import Info
 from levqor.resolvers import jobs, users
 from levqor.schema.errors import with_user_errors
 from levqor.schema.inputs import SubmitJobInput, UpdateUserInput, UpsertUserInput, as_data
+from levqor.schema.job_control import JobControlMutation
+from levqor.schema.keys import KeyMutation
 from levqor.schema.types import JobType, UserError, UserType
+from levqor.schema.workers import WorkerMutation
 
 
 @strawberry.type
@@ -43,7 +46,7 @@ class UpdateUserPayload:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(WorkerMutation, KeyMutation, JobControlMutation):
     @strawberry.mutation(description="Submit a job (needs `jobs:write`), as POST /api/v1/intake.")
     async def submit_job(
         self, info: Info[Any, None], input: SubmitJobInput, idempotency_key: str | None = None

@@ -9,6 +9,8 @@ from strawberry.types import Info
 
 from levqor.resolvers import health, jobs, users
 from levqor.schema.inputs import JobFilter, as_data
+from levqor.schema.job_control import WorkflowQuery
+from levqor.schema.keys import KeyQuery
 from levqor.schema.types import (
     HealthType,
     JobConnection,
@@ -21,7 +23,7 @@ from levqor.schema.types import (
 
 
 @strawberry.type
-class Query:
+class Query(KeyQuery, WorkflowQuery):
     @strawberry.field(description="One job by id (needs `jobs:read`).")
     async def job(self, info: Info[Any, None], id: strawberry.ID) -> JobType | None:
         detail = await jobs.get_job_detail(info.context.levqor, id)

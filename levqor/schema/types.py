@@ -75,6 +75,9 @@ class JobType:
     timeout_s: int | None
     cost_estimate: Decimal | None = strawberry.field(description="USD, from the workflow's cost model.")
     cost_actual: Decimal | None = strawberry.field(description="USD, as the run reported it.")
+    cancel_requested: bool = strawberry.field(
+        default=False, description="A running job's cancellation is on its way to the worker."
+    )
 
     @strawberry.field(description="Every state change, oldest first.")
     async def events(self, info: Info[Any, None]) -> list[JobEventType]:
@@ -102,6 +105,7 @@ class JobType:
             timeout_s=row.timeout_s,
             cost_estimate=usd(row.cost_estimate_micros),
             cost_actual=usd(row.cost_actual_micros),
+            cancel_requested=row.cancel_requested,
         )
 
 

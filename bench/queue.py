@@ -1,0 +1,313 @@
+"""Queue benchmark (issue 4): Levqor's queue against Celery and RQ, in one run, on this machine.
+
+    python -m bench.queue [--jobs 5000] [--rounds 3] [--latency-samples 200] [--levqor-concurrency N]
+                          [--no-postgres]
+
+What is measured, and why so:
+- Throughput: N no-op jobs are enqueued first (not measured), then 2 worker processes drain them.
+  Levqor: `levqor worker` x2 on `echo` (its default concurrency, or --levqor-concurrency), on a
+  fresh SQLite file and on a scratch PostgreSQL database. Celery: the Redis broker, 2 workers of the
+  solo pool (prefetch 64, a little faster than its default 4 here). RQ: 2 `SimpleWorker`s. Every
+  system stores each job's result, and the drain counts from the first job starting to the last one
+  finishing, as the system itself recorded them, so process start-up is left
+  out the same way for all (`wall_s` shows it with start-up). Done means every job terminal.
+- The ratio is Levqor's jobs/s over the faster peer's (DESIGN.md's goal: at least 3).
+- Pickup latency, enqueue to running: jobs are submitted one at a time over HTTP (random gaps of
+  20-60 ms, far below capacity, so no job waits behind another) to `levqor serve` with its in-process
+  worker (one process), and to `levqor serve --no-worker` plus one `levqor worker` (across processes),
+  from `created_at` to `started_at` as the server wrote them. The first 10 are a warm-up and dropped.
+  Goals: p50 at most 10 ms in one process, 100 ms across processes.
+- Only loopback services: PostgreSQL 127.0.0.1:5432 (user postgres) and Redis 127.0.0.1:6379, DBs
+  12-14. Everything the run starts or creates is removed at the end, on Ctrl-C too.
+
+Prints one line of JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":
+    # Run as a file, this folder comes first on sys.path, where this file would hide the standard
+    # library's `queue` (and bench/http.py its `http`) from everything imported below.
+    _HERE = os.path.dirname(os.path.realpath(__file__))
+    sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != _HERE]
+
+import argparse
+import json
+import random
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, func
+from sqlalchemy.engine import make_url
+from sqlmodel import col, select
+
+from bench.queue_support import Drain, Processes, drain_from, percentile, python, wait_until
+from levqor import queue
+from levqor.db.engine import Database, create_db_engine
+from levqor.db.migrate import upgrade
+from levqor.db.models import TERMINAL_STATUSES, Job, JobStatus
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+ENQUEUE_CHUNK = 1000
+WORKER_PROCESSES = 2
+LATENCY_WARMUP = 10
+LATENCY_GAP_S = (0.02, 0.06)
+TARGET_RATIO = 3.0
+TARGET_PICKUP_P50_MS = {"in_process": 10.0, "cross_process": 100.0}
+START_TIMEOUT_S = 60.0
+TERMINAL = [status.value for status in TERMINAL_STATUSES]
+
+
+@contextmanager
+def scratch_postgres() -> Iterator[str]:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"levqor_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def fresh_database(kind: str, workdir: Path, pg_url: str | None) -> tuple[str, dict[str, str]]:
+    """A migrated, empty database and the environment that points Levqor at it."""
+    if kind == "sqlite":
+        path = workdir / f"levqor-{uuid.uuid4().hex[:6]}.db"
+        url, env = f"sqlite:///{path}", {"SQLITE_PATH": str(path)}
+    else:
+        assert pg_url is not None
+        url, env = pg_url, {"LEVQOR_DATABASE_URL": pg_url}
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        engine.dispose()
+    engine = create_db_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    base_env = {"LEVQOR_LOG_FORMAT": "json", "RATE_BURST": "1000000000", "RATE_GLOBAL": "1000000000"}
+    return url, {**base_env, **env}
+
+
+def enqueue_echo_jobs(db: Database, n: int) -> None:
+    for start in range(0, n, ENQUEUE_CHUNK):
+        batch = [Job(workflow="echo", payload={"n": i}) for i in range(start, min(n, start + ENQUEUE_CHUNK))]
+        db.write_sync(lambda session, batch=batch: queue.enqueue_many(session, batch))
+
+
+def terminal_count(db: Database) -> int:
+    statement = select(func.count()).select_from(Job).where(col(Job.status).in_(TERMINAL))
+    return int(db.read_sync(lambda session: session.exec(statement).one()))
+
+
+def run_levqor(
+    kind: str, n: int, workdir: Path, pg_url: str | None, *, timeout_s: float, concurrency: int | None = None
+) -> Drain:
+    url, env = fresh_database(kind, workdir, pg_url)
+    if concurrency is not None:
+        env["LEVQOR_WORKER_CONCURRENCY"] = str(concurrency)
+    db = Database(url, pool_size=2)
+    try:
+        enqueue_echo_jobs(db, n)
+        with Processes(workdir) as processes:
+            started = time.monotonic()
+            for index in range(WORKER_PROCESSES):
+                processes.spawn(
+                    f"levqor-{kind}-{index}", python("-m", "levqor", "worker", "--workflows", "echo"), env
+                )
+            wait_until(
+                lambda: terminal_count(db) >= n,
+                timeout_s=timeout_s,
+                what=f"the Levqor {kind} drain",
+                processes=processes,
+            )
+            wall_s = time.monotonic() - started
+
+        def figures(session: Any) -> tuple[Any, Any, int]:
+            first, last = session.exec(select(func.min(Job.started_at), func.max(Job.finished_at))).one()
+            succeeded = (
+                select(func.count()).select_from(Job).where(col(Job.status) == JobStatus.SUCCEEDED.value)
+            )
+            return first, last, int(session.exec(succeeded).one())
+
+        first, last, succeeded = db.read_sync(figures)
+        return drain_from(f"levqor_{kind}", n, succeeded, first, last, wall_s)
+    finally:
+        db.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pickup_latency(kind: str, mode: str, samples: int, workdir: Path, pg_url: str | None) -> dict[str, Any]:
+    """Enqueue-to-running, in ms, for `samples` jobs submitted one at a time over HTTP."""
+    url, env = fresh_database(kind, workdir, pg_url)
+    port = free_port()
+    server_env = {**env, "PORT": str(port), "LEVQOR_HOST": "127.0.0.1"}
+    server_env["LEVQOR_INPROCESS_WORKER"] = "true" if mode == "in_process" else "false"
+    ids: list[str] = []
+    with (
+        Processes(workdir) as processes,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
+    ):
+        processes.spawn(f"serve-{kind}-{mode}", python("-m", "levqor", "serve", "--no-migrate"), server_env)
+        if mode == "cross_process":
+            processes.spawn(
+                f"worker-{kind}-{mode}", python("-m", "levqor", "worker", "--workflows", "echo"), env
+            )
+        wait_until(
+            lambda: _answers(http), timeout_s=START_TIMEOUT_S, what="levqor serve", processes=processes
+        )
+        for i in range(LATENCY_WARMUP + samples):
+            response = http.post("/api/v1/intake", json={"workflow": "echo", "payload": {"i": i}})
+            response.raise_for_status()
+            ids.append(response.json()["job_id"])
+            time.sleep(random.uniform(*LATENCY_GAP_S))
+        db = Database(url, pool_size=1)
+        try:
+            wait_until(
+                lambda: terminal_count(db) >= len(ids),
+                timeout_s=START_TIMEOUT_S,
+                what="the latency jobs",
+                processes=processes,
+            )
+            rows = db.read_sync(
+                lambda session: list(
+                    session.exec(select(Job.id, Job.created_at, Job.started_at).order_by(col(Job.seq)))
+                )
+            )
+        finally:
+            db.dispose()
+    latencies_ms = [
+        (started - created).total_seconds() * 1000 for _id, created, started in rows[LATENCY_WARMUP:]
+    ]
+    p50 = percentile(latencies_ms, 0.50)
+    return {
+        "samples": len(latencies_ms),
+        "p50_ms": round(p50, 2),
+        "p95_ms": round(percentile(latencies_ms, 0.95), 2),
+        "max_ms": round(max(latencies_ms), 2),
+        "goal_p50_ms": TARGET_PICKUP_P50_MS[mode],
+        "pass": p50 <= TARGET_PICKUP_P50_MS[mode],
+    }
+
+
+def _answers(http: httpx.Client) -> bool:
+    try:
+        return http.get("/health").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.queue", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=5000, help="jobs each system drains (default 5000)")
+    parser.add_argument(
+        "--latency-samples", type=int, default=200, help="measured pickups per case (default 200)"
+    )
+    parser.add_argument(
+        "--levqor-concurrency", type=int, help="jobs each Levqor worker runs at once (default: its setting)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="drains per system, interleaved; the median counts (default 1)"
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="measure Levqor on SQLite only")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds a drain may take (default 600)")
+    args = parser.parse_args(argv)
+    if args.jobs < 100 or args.latency_samples < 10 or args.rounds < 1:
+        parser.error("--jobs must be at least 100, --latency-samples at least 10, --rounds at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.queue_peers import run_celery, run_rq
+
+    args = parse_args(argv)
+    kinds = ["sqlite"] if args.no_postgres else ["sqlite", "postgres"]
+    load_before = os.getloadavg()
+    rounds: dict[str, list[Drain]] = {}
+    with tempfile.TemporaryDirectory(prefix="levqor-bench-") as tmp:
+        workdir = Path(tmp)
+        with scratch_postgres() if "postgres" in kinds else _none() as pg_url:
+            # Rounds interleave the systems, so a burst of other load on the machine hits them alike.
+            for _round in range(args.rounds):
+                for kind in kinds:
+                    drain = run_levqor(
+                        kind,
+                        args.jobs,
+                        workdir,
+                        pg_url,
+                        timeout_s=args.timeout,
+                        concurrency=args.levqor_concurrency,
+                    )
+                    rounds.setdefault(kind, []).append(drain)
+                for name, run_peer in (("celery", run_celery), ("rq", run_rq)):
+                    with Processes(workdir) as processes:
+                        rounds.setdefault(name, []).append(
+                            run_peer(args.jobs, processes, timeout_s=args.timeout)
+                        )
+            latency = {
+                mode: {
+                    kind: pickup_latency(kind, mode, args.latency_samples, workdir, pg_url) for kind in kinds
+                }
+                for mode in ("in_process", "cross_process")
+            }
+    medians = {name: _median(drains) for name, drains in rounds.items()}
+    drains = {kind: medians[kind] for kind in kinds}
+    peers = {name: medians[name] for name in ("celery", "rq")}
+    faster = max(peers.values(), key=lambda drain: drain.jobs_per_s)
+    ratios = {kind: round(drain.jobs_per_s / faster.jobs_per_s, 2) for kind, drain in drains.items()}
+    report = {
+        "bench": "queue",
+        "jobs": args.jobs,
+        "worker_processes": WORKER_PROCESSES,
+        "levqor_concurrency": args.levqor_concurrency or "default",
+        "rounds": args.rounds,
+        "levqor": {kind: _report(drain, rounds[kind]) for kind, drain in drains.items()},
+        "peers": {name: _report(drain, rounds[name]) for name, drain in peers.items()},
+        "faster_peer": faster.system,
+        "ratio_vs_faster_peer": ratios,
+        "goal_ratio": TARGET_RATIO,
+        "pass_ratio": {kind: ratio >= TARGET_RATIO for kind, ratio in ratios.items()},
+        "pickup_latency": latency,
+        "cpus": os.cpu_count(),
+        "load_avg_before": [round(value, 2) for value in load_before],
+        "load_avg_after": [round(value, 2) for value in os.getloadavg()],
+    }
+    all_done = all(d.succeeded == d.jobs for drains_of in rounds.values() for d in drains_of)
+    report["all_jobs_succeeded"] = all_done
+    print(json.dumps(report, separators=(",", ":")))
+    return 0 if all_done else 1
+
+
+def _median(drains: list[Drain]) -> Drain:
+    return sorted(drains, key=lambda drain: drain.jobs_per_s)[len(drains) // 2]
+
+
+def _report(median: Drain, drains: list[Drain]) -> dict[str, Any]:
+    """The median round's figures, and every round's jobs/s to show the spread."""
+    return {**median.report(), "jobs_per_s_rounds": [round(drain.jobs_per_s, 1) for drain in drains]}
+
+
+@contextmanager
+def _none() -> Iterator[None]:
+    yield None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

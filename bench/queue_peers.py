@@ -1,0 +1,166 @@
+"""The peers bench/queue.py measures Levqor against: the same no-op job as a Celery task and as an RQ
+job function. Worker processes import this module as `bench.queue_peers`.
+
+Both store their result in Redis, as Levqor stores its result in the database: a run that throws its
+results away would not be the same job. The Celery task returns the time it ran, because Celery
+records only when a task finished (`date_done`), not when it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery
+
+from bench.queue_support import Drain, Processes, drain_from, python, wait_until
+
+REDIS_URL = os.environ.get("LEVQOR_BENCH_REDIS", "redis://127.0.0.1:6379")
+CELERY_BROKER_DB = 13
+CELERY_RESULTS_DB = 12
+RQ_DB = 14
+QUEUE_NAME = "levqor_bench"
+
+celery_app = Celery(
+    "levqor_bench",
+    broker=f"{REDIS_URL}/{CELERY_BROKER_DB}",
+    backend=f"{REDIS_URL}/{CELERY_RESULTS_DB}",
+)
+celery_app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    task_default_queue=QUEUE_NAME,
+    result_expires=3600,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    # Messages a worker takes ahead of time: 64 (Celery's default is 4) measured a little faster for
+    # no-op tasks, so the peer gets the better setting.
+    worker_prefetch_multiplier=int(os.environ.get("LEVQOR_BENCH_CELERY_PREFETCH", "64")),
+)
+
+
+@celery_app.task(name="levqor_bench.echo")
+def celery_echo(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"payload": payload, "ran_at": time.time()}
+
+
+def rq_echo(payload: dict[str, Any]) -> dict[str, Any]:
+    return payload
+
+
+# --- the drains (run by bench/queue.py, not by the workers) -------------------------------------
+
+CELERY_RESULT_KEY = "celery-task-meta-{}"
+ENQUEUE_CHUNK = 1000
+
+
+def _redis(db: int) -> Any:
+    import redis
+
+    return redis.Redis.from_url(f"{REDIS_URL}/{db}")
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def run_celery(n: int, processes: Processes, *, timeout_s: float) -> Drain:
+    """Celery with the Redis broker: 2 worker processes, each the solo pool (one process, one task at
+    a time, no fork, the fastest pool for no-op tasks), gossip, mingle and heartbeats off, results on."""
+    broker, results = _redis(CELERY_BROKER_DB), _redis(CELERY_RESULTS_DB)
+    broker.flushdb()
+    results.flushdb()
+    ids = [celery_echo.apply_async(args=[{"n": i}]).id for i in range(n)]
+    started = time.monotonic()
+    for index in range(2):
+        processes.spawn(
+            f"celery-{index}",
+            python(
+                "-m",
+                "celery",
+                "-A",
+                "bench.queue_peers",
+                "worker",
+                "--pool",
+                "solo",
+                "--concurrency",
+                "1",
+                "--queues",
+                QUEUE_NAME,
+                "--loglevel",
+                "WARNING",
+                "--without-heartbeat",
+                "--without-mingle",
+                "--without-gossip",
+                "--hostname",
+                f"bench{index}@%h",
+            ),
+        )
+    wait_until(
+        lambda: results.dbsize() >= n, timeout_s=timeout_s, what="the Celery drain", processes=processes
+    )
+    wall_s = time.monotonic() - started
+    metas = []
+    for chunk_start in range(0, n, ENQUEUE_CHUNK):
+        keys = [
+            CELERY_RESULT_KEY.format(task_id) for task_id in ids[chunk_start : chunk_start + ENQUEUE_CHUNK]
+        ]
+        metas.extend(json.loads(raw) for raw in results.mget(keys))
+    processes.stop_all()
+    succeeded = sum(1 for meta in metas if meta["status"] == "SUCCESS")
+    first = min(datetime.fromtimestamp(meta["result"]["ran_at"], UTC) for meta in metas)
+    last = max(_utc(datetime.fromisoformat(meta["date_done"])) for meta in metas)
+    broker.flushdb()
+    results.flushdb()
+    return drain_from("celery", n, succeeded, first, last, wall_s)
+
+
+def run_rq(n: int, processes: Processes, *, timeout_s: float) -> Drain:
+    """RQ: 2 `SimpleWorker` processes (jobs run in the worker process, no fork per job), results kept."""
+    from rq import Queue
+    from rq.job import Job
+    from rq.registry import FinishedJobRegistry
+
+    connection = _redis(RQ_DB)
+    connection.flushdb()
+    rq_queue = Queue(QUEUE_NAME, connection=connection)
+    ids: list[str] = []
+    for chunk_start in range(0, n, ENQUEUE_CHUNK):
+        batch = [
+            Queue.prepare_data(rq_echo, args=({"n": i},), result_ttl=3600)
+            for i in range(chunk_start, min(n, chunk_start + ENQUEUE_CHUNK))
+        ]
+        ids.extend(job.id for job in rq_queue.enqueue_many(batch))
+    finished = FinishedJobRegistry(queue=rq_queue)
+    started = time.monotonic()
+    for index in range(2):
+        processes.spawn(
+            f"rq-{index}",
+            python(
+                "-m",
+                "rq.cli",
+                "worker",
+                "--worker-class",
+                "rq.worker.SimpleWorker",
+                "--url",
+                f"{REDIS_URL}/{RQ_DB}",
+                "--logging_level",
+                "WARNING",
+                "--name",
+                f"bench-{index}",
+                QUEUE_NAME,
+            ),
+        )
+    wait_until(lambda: finished.count >= n, timeout_s=timeout_s, what="the RQ drain", processes=processes)
+    wall_s = time.monotonic() - started
+    processes.stop_all()
+    jobs = [job for job in Job.fetch_many(ids, connection=connection) if job is not None]
+    succeeded = sum(1 for job in jobs if job.get_status() == "finished")
+    first = min(_utc(job.started_at) for job in jobs if job.started_at)
+    last = max(_utc(job.ended_at) for job in jobs if job.ended_at)
+    connection.flushdb()
+    return drain_from("rq", n, succeeded, first, last, wall_s)

@@ -1,0 +1,135 @@
+"""`levqor keys create|list|revoke`: managed API keys from the command line.
+
+This is how a fresh install gets its first admin key: the command line runs as the operator, with
+every scope, over the same resolvers as the admin routes. `create` prints the secret alone on
+stdout (everything else goes to stderr), so `KEY=$(levqor keys create ...)` works in scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from levqor.config import ConfigError, Settings
+from levqor.db.engine import Database
+from levqor.db.models import ApiKey
+from levqor.db.types import utcnow
+from levqor.errors import LevqorError
+from levqor.resolvers import keys
+from levqor.resolvers.context import Context, Principal, Scope
+
+T = TypeVar("T")
+
+# The operator at the console: may do everything, and is named as such wherever a principal shows.
+CLI_PRINCIPAL = Principal(id="cli", scopes=Scope.ALL)
+
+
+def _run(call: Callable[[Context], Coroutine[Any, Any, T]]) -> T:
+    from levqor.db.migrate import upgrade
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        sys.exit(f"levqor: {exc}")
+    db = Database(settings.db_url, pool_size=1)
+    try:
+        upgrade(db.engine)  # a fresh install makes its first key before it first serves
+        return asyncio.run(call(Context(db=db, settings=settings, principal=CLI_PRINCIPAL)))
+    except LevqorError as exc:
+        sys.exit(f"levqor: {exc.message}")
+    finally:
+        db.dispose()
+
+
+def _state(key: ApiKey) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if not keys.key_is_active(key, utcnow()):
+        return "expired"
+    return "active"
+
+
+def _when(value: Any) -> str:
+    return "-" if value is None else value.isoformat(timespec="seconds")
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
+    data: dict[str, Any] = {"name": args.name, "scopes": scopes}
+    if args.expires_at:
+        data["expires_at"] = args.expires_at
+    created = _run(lambda ctx: keys.create_api_key(ctx, data))
+    key = created.key
+    print(
+        f"created API key {key.id} ({key.name}; scopes {', '.join(key.scopes)}; "
+        f"expires {_when(key.expires_at) if key.expires_at else 'never'}).\n"
+        "Its secret follows; it is shown this once and cannot be recovered:",
+        file=sys.stderr,
+    )
+    print(created.secret)
+    return 0
+
+
+def cmd_keys_list(_args: argparse.Namespace) -> int:
+    rows = _run(keys.list_api_keys)
+    if not rows:
+        print("no managed API keys (create one with `levqor keys create`)", file=sys.stderr)
+        return 0
+    header = ("ID", "PREFIX", "STATE", "SCOPES", "CREATED", "EXPIRES", "LAST USED", "NAME")
+    table = [header] + [
+        (
+            str(key.id),
+            key.prefix,
+            _state(key),
+            ",".join(key.scopes),
+            _when(key.created_at),
+            _when(key.expires_at),
+            _when(key.last_used_at),
+            key.name,
+        )
+        for key in rows
+    ]
+    widths = [max(len(row[column]) for row in table) for column in range(len(header) - 1)]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    key = _run(lambda ctx: keys.revoke_api_key(ctx, args.id))
+    print(f"revoked API key {key.id} ({key.name}) at {_when(key.revoked_at)}", file=sys.stderr)
+    return 0
+
+
+def add_keys_command(commands: Any) -> None:
+    """Register `keys` on the `levqor` command's subparsers."""
+    parser = commands.add_parser(
+        "keys",
+        help="create, list and revoke API keys",
+        description="Manage API keys in the database (the first admin key is made here).",
+    )
+    actions = parser.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+
+    create = actions.add_parser(
+        "create", help="create a key and print its secret once", description="Create an API key."
+    )
+    create.add_argument("--name", required=True, help="what the key is for")
+    create.add_argument(
+        "--scopes",
+        required=True,
+        help=f"comma-separated, from: {', '.join(sorted(Scope.ALL))}",
+    )
+    create.add_argument("--expires-at", help="ISO-8601 time (UTC unless it has an offset)")
+    create.set_defaults(func=cmd_keys_create)
+
+    listing = actions.add_parser("list", help="list keys (never their secrets)", description="List API keys.")
+    listing.set_defaults(func=cmd_keys_list)
+
+    revoke = actions.add_parser(
+        "revoke", help="revoke a key at once", description="Revoke an API key in every server process."
+    )
+    revoke.add_argument("id", help="the key's id (from `levqor keys list`)")
+    revoke.set_defaults(func=cmd_keys_revoke)

@@ -1,0 +1,208 @@
+"""Rate limits per client address (`RATE_BURST`) and for the whole service (`RATE_GLOBAL`).
+
+Counters live in the `limits` storage named by `LEVQOR_RATE_STORAGE`: `memory://` for one process,
+`redis://...` when several processes or machines must share them. The strategy is `limits`' sliding
+window counter: it follows a moving window closely with two counters per client, whatever the limit,
+where an exact moving window keeps one entry per request.
+
+A client's own limit is charged first and the global one only if that passed, so one client past its
+limit cannot use up everyone's allowance. Limited responses carry `RateLimit-Limit`,
+`RateLimit-Remaining` and `RateLimit-Reset` (seconds) for the tighter of the two; a refusal is 429
+`rate_limited` with `Retry-After` (CONTRACT.md §4, §6).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import Storage as AsyncStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from levqor.config import ConfigError, Settings
+from levqor.errors import RateLimited
+from levqor.http.client_ip import ClientAddress
+from levqor.http.refusal import send_refusal
+
+logger = logging.getLogger(__name__)
+
+# CONTRACT.md §6: health checks, static pages (and their stylesheet) and metrics scrapes are never
+# limited. `/public/metrics` is computed from the database, so it is, though it sits under `/public/`.
+UNLIMITED_PATHS = frozenset({"/", "/health", "/faq", "/faq/", "/metrics"})
+STATIC_PREFIXES = ("/legal/", "/public/")
+LIMITED_UNDER_STATIC = frozenset({"/public/metrics"})
+STORAGE_WARNING_INTERVAL_S = 10.0
+
+
+def is_unlimited(path: str) -> bool:
+    if path in UNLIMITED_PATHS:
+        return True
+    return path.startswith(STATIC_PREFIXES) and path.rstrip("/") not in LIMITED_UNDER_STATIC
+
+
+def async_storage_uri(uri: str) -> str:
+    """`limits` names its asyncio storages `async+<scheme>`; settings use the plain scheme."""
+    uri = uri.strip()
+    return uri if uri.startswith("async+") else "async+" + uri
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    limit: int | None = None  # None when the counters could not be read (storage down)
+    remaining: int = 0
+    reset_s: int = 0
+
+    def headers(self) -> list[tuple[str, str]]:
+        if self.limit is None:
+            return []
+        headers = [
+            ("RateLimit-Limit", str(self.limit)),
+            ("RateLimit-Remaining", str(self.remaining)),
+            ("RateLimit-Reset", str(self.reset_s)),
+        ]
+        if not self.allowed:
+            headers.append(("Retry-After", str(max(1, self.reset_s))))
+        return headers
+
+
+class RateLimiter:
+    """The counters of one server process; built in the lifespan, closed at shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        uri = async_storage_uri(settings.rate_storage)
+        options: dict[str, Any] = {}
+        if uri.startswith(("async+redis", "async+valkey")):
+            # redis-py's asyncio client (a dependency already); keys under our own prefix.
+            options = {"implementation": "redispy", "key_prefix": settings.rate_key_prefix}
+        storage = storage_from_string(uri, wrap_exceptions=True, **options)
+        if not isinstance(storage, AsyncStorage):
+            raise ConfigError(f"LEVQOR_RATE_STORAGE {settings.rate_storage!r} has no asyncio storage")
+        self.storage: AsyncStorage = storage
+        self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+        self.per_client: list[RateLimitItem] = parse_many(settings.rate_burst)
+        self.whole_service: list[RateLimitItem] = parse_many(settings.rate_global)
+        self.client_address = ClientAddress(settings.trusted_proxies)
+        self._warned_at = -math.inf
+
+    async def check(self) -> bool:
+        """Whether the storage answers (a Redis that is down does not stop the server)."""
+        try:
+            return await self.storage.check()
+        except StorageError:
+            return False
+
+    async def hit(self, client_ip: str, cost: int = 1) -> Verdict:
+        """Charge `cost` requests to the client and to the service; refuse if either is spent."""
+        try:
+            return await self._hit(client_ip, cost)
+        except StorageError:
+            # Availability over limiting: an unreachable Redis lets requests through, loudly.
+            now = time.monotonic()
+            if now - self._warned_at >= STORAGE_WARNING_INTERVAL_S:
+                self._warned_at = now
+                logger.warning("rate-limit storage unreachable: requests are not limited", exc_info=True)
+            return Verdict(allowed=True)
+
+    async def _hit(self, client_ip: str, cost: int) -> Verdict:
+        charged: list[tuple[RateLimitItem, tuple[str, ...]]] = []
+        for items, identifiers in ((self.per_client, ("ip", client_ip)), (self.whole_service, ("all",))):
+            for item in items:
+                if not await self.strategy.hit(item, *identifiers, cost=cost):
+                    return await self._verdict(False, [(item, identifiers)])
+                charged.append((item, identifiers))
+        return await self._verdict(True, charged)
+
+    async def _verdict(self, allowed: bool, items: list[tuple[RateLimitItem, tuple[str, ...]]]) -> Verdict:
+        """The verdict with the counters of the tightest limit among `items`."""
+        now = time.time()
+        best: Verdict | None = None
+        for item, identifiers in items:
+            stats = await self.strategy.get_window_stats(item, *identifiers)
+            reset_s = max(0, math.ceil(stats.reset_time - now))
+            verdict = Verdict(allowed, item.amount, max(0, stats.remaining), reset_s)
+            if best is None or (verdict.remaining, verdict.limit) < (best.remaining, best.limit or 0):
+                best = verdict
+        return best or Verdict(allowed=allowed)
+
+    async def close(self) -> None:
+        bridge = getattr(self.storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        close = getattr(client, "aclose", None)
+        if close is not None:
+            await close()
+
+
+@dataclass(slots=True)
+class Allowance:
+    """A request's handle on the limiter, for GraphQL to charge each extra root mutation field."""
+
+    limiter: RateLimiter
+    client_ip: str
+    request_counted: bool  # an HTTP request has paid for one field already; a WebSocket message has not
+    verdict: Verdict | None = None
+
+    async def charge(self, cost: int) -> None:
+        if cost <= 0:
+            return
+        verdict = await self.limiter.hit(self.client_ip, cost)
+        self.verdict = verdict
+        if not verdict.allowed:
+            raise RateLimited(
+                f"rate limit reached: this request counts {cost + int(self.request_counted)} requests; "
+                f"retry in {max(1, verdict.reset_s)} s",
+                retry_after_s=max(1, verdict.reset_s),
+            )
+
+
+class RateLimitMiddleware:
+    """Charges each HTTP request; leaves the client address on `state.client_ip` for the access log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        limiter: RateLimiter = scope["app"].state.rate_limiter
+        state: MutableMapping[str, Any] = scope.setdefault("state", {})
+        client_ip = limiter.client_address.of(scope)
+        state["client_ip"] = client_ip
+        if scope["type"] == "websocket":
+            state["rate_limit"] = Allowance(limiter, client_ip, request_counted=False)
+            await self.app(scope, receive, send)
+            return
+        if is_unlimited(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        allowance = Allowance(limiter, client_ip, request_counted=True)
+        allowance.verdict = await limiter.hit(client_ip)
+        if not allowance.verdict.allowed:
+            exc = RateLimited(
+                f"rate limit reached; retry in {max(1, allowance.verdict.reset_s)} s",
+                retry_after_s=max(1, allowance.verdict.reset_s),
+            )
+            await send_refusal(scope, send, exc, allowance.verdict.headers())
+            return
+        state["rate_limit"] = allowance
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and allowance.verdict is not None:
+                headers = MutableHeaders(scope=message)
+                # The latest verdict: a GraphQL document may have charged more since the start.
+                for name, value in allowance.verdict.headers():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

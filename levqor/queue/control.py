@@ -1,0 +1,78 @@
+"""What a client may do to a job from outside: cancel it, retry it, or (in development) complete it.
+
+Each reads the job under a row lock and checks the state machine before it writes, so a verb that
+the state does not allow (`Conflict`) changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from levqor.db.models import Job, JobStatus
+from levqor.db.types import utcnow
+from levqor.errors import Conflict, NotFound
+from levqor.queue.events import finish, record_event
+from levqor.queue.wakeup import mark_claimable
+
+
+def _locked(session: Session, job_id: uuid.UUID) -> Job:
+    statement = (
+        select(Job).where(col(Job.id) == job_id).with_for_update().execution_options(populate_existing=True)
+    )
+    job = session.exec(statement).first()
+    if job is None:
+        raise NotFound(f"no job with id '{job_id}'")
+    return job
+
+
+def cancel(session: Session, job_id: uuid.UUID) -> Job:
+    """Queued (or scheduled): cancelled at once. Running: `cancel_requested` is set and the worker
+    stops the attempt when its next heartbeat says so; asking again changes nothing. Finished: Conflict."""
+    job = _locked(session, job_id)
+    status = job.job_status
+    if status is JobStatus.QUEUED:
+        return finish(session, job, JobStatus.CANCELLED, error={"type": "cancelled"}, type_="cancelled")
+    if status is JobStatus.RUNNING:
+        if not job.cancel_requested:
+            now = utcnow()
+            job.cancel_requested = True
+            job.updated_at = now
+            session.add(job)
+            record_event(session, job, "cancel_requested", from_status=job.status, at=now)
+        return job
+    raise Conflict(f"job is already {job.status}; only queued or running jobs can be cancelled")
+
+
+def retry(session: Session, job_id: uuid.UUID) -> Job:
+    """A failed or cancelled job goes back to `queued` to run now, with its attempt count reset, so it
+    gets `max_attempts` fresh tries; its earlier attempts stay in the event log. Otherwise Conflict."""
+    job = _locked(session, job_id)
+    if job.job_status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise Conflict(f"job is {job.status}; only failed or cancelled jobs can be retried")
+    now = utcnow()
+    previous = job.status
+    job.status = JobStatus.QUEUED.value
+    job.attempts = 0
+    job.run_at = now
+    job.cancel_requested = False
+    job.lease_expires_at = None
+    job.result = None
+    job.error = None
+    job.finished_at = None
+    job.updated_at = now
+    session.add(job)
+    record_event(session, job, "retried", from_status=previous, at=now)
+    mark_claimable(session)
+    return job
+
+
+def force_complete(session: Session, job_id: uuid.UUID, result: dict[str, Any]) -> Job:
+    """The seed's development completion: a queued or running job succeeds with `result`. A worker
+    still running it loses its lease (its own report then gets Conflict)."""
+    job = _locked(session, job_id)
+    if job.job_status.is_terminal:
+        raise Conflict(f"job is already {job.status}")
+    return finish(session, job, JobStatus.SUCCEEDED, result=result, type_="dev_completed")

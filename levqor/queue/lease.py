@@ -1,0 +1,184 @@
+"""Leases: heartbeats extend them; the reaper takes back the ones that ran out.
+
+A lease is the promise that one `(worker_id, attempt)` owns a running job until `lease_expires_at`.
+Workers heartbeat every lease/3; a worker that died stops heartbeating, and any worker's reaper then
+returns the job to `queued` (after a backoff) or fails it once its attempts are used up.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, tuple_, update
+from sqlmodel import Session
+
+from levqor.db.models import JobStatus
+from levqor.db.types import utcnow
+from levqor.errors import Conflict
+from levqor.queue.events import JOBS, event_row, insert_events
+from levqor.queue.outcomes import DEFAULT_BACKOFF, LEASE_LOST, Backoff
+from levqor.queue.wakeup import mark_claimable
+
+DEFAULT_REAP_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    lease_expires_at: datetime
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    job_id: uuid.UUID
+    attempt: int
+
+
+def heartbeat_many(
+    session: Session,
+    *,
+    worker_id: str,
+    leases: Sequence[Lease],
+    lease_s: int,
+    now: datetime | None = None,
+) -> dict[uuid.UUID, Heartbeat]:
+    """Extend every lease still held, in one statement. A job missing from the answer has lost its
+    lease (taken back, cancelled, or finished by someone else): its worker must stop reporting on it."""
+    if not leases:
+        return {}
+    now = now or utcnow()
+    expires = now + timedelta(seconds=lease_s)
+    c = JOBS.c
+    statement = (
+        update(JOBS)
+        .where(
+            c.status == JobStatus.RUNNING.value,
+            c.worker_id == worker_id,
+            tuple_(c.id, c.attempts).in_([(lease.job_id, lease.attempt) for lease in leases]),
+        )
+        .values(lease_expires_at=expires, updated_at=now)
+        .returning(c.id, c.cancel_requested)
+    )
+    return {
+        row.id: Heartbeat(lease_expires_at=expires, cancel_requested=row.cancel_requested)
+        for row in session.execute(statement)
+    }
+
+
+def heartbeat(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    worker_id: str,
+    attempt: int,
+    lease_s: int,
+    progress: dict[str, Any] | None = None,
+) -> Heartbeat:
+    """Extend one lease; `Conflict` when it is lost. Progress, when given, goes to the event log."""
+    beats = heartbeat_many(session, worker_id=worker_id, leases=[Lease(job_id, attempt)], lease_s=lease_s)
+    beat = beats.get(job_id)
+    if beat is None:
+        raise Conflict(LEASE_LOST)
+    if progress is not None:
+        insert_events(
+            session,
+            [
+                event_row(
+                    job_id,
+                    "progress",
+                    from_status=JobStatus.RUNNING.value,
+                    to_status=JobStatus.RUNNING.value,
+                    attempt=attempt,
+                    worker_id=worker_id,
+                    at=utcnow(),
+                    detail=progress,
+                )
+            ],
+        )
+    return beat
+
+
+def reap_expired(
+    session: Session,
+    *,
+    now: datetime | None = None,
+    limit: int = DEFAULT_REAP_LIMIT,
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> int:
+    """Take back up to `limit` running jobs whose lease ran out: to `queued` after a backoff while
+    attempts remain, else `failed`; to `cancelled` when cancellation had been requested. Each UPDATE
+    re-checks that the job is still running the same attempt on an expired lease, so a heartbeat or
+    completion that got in first wins. Returns how many jobs were taken back."""
+    now = now or utcnow()
+    c = JOBS.c
+    candidates = (
+        select(c.seq, c.id, c.attempts, c.max_attempts, c.worker_id, c.cancel_requested)
+        .where(c.status == JobStatus.RUNNING.value, c.lease_expires_at < now)
+        .order_by(c.lease_expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    taken = 0
+    requeued = False
+    events: list[dict[str, Any]] = []
+    for row in session.execute(candidates).all():
+        status, values, event_type, detail = _after_expiry(row, backoff, now)
+        applied = session.execute(
+            update(JOBS)
+            .where(
+                c.seq == row.seq,
+                c.status == JobStatus.RUNNING.value,
+                c.attempts == row.attempts,
+                c.lease_expires_at < now,
+            )
+            .values(status=status.value, lease_expires_at=None, updated_at=now, **values)
+            .returning(c.seq)
+        ).first()
+        if applied is None:
+            continue
+        taken += 1
+        requeued = requeued or status is JobStatus.QUEUED
+        events.append(
+            event_row(
+                row.id,
+                event_type,
+                from_status=JobStatus.RUNNING.value,
+                to_status=status.value,
+                attempt=row.attempts,
+                worker_id=row.worker_id,
+                at=now,
+                detail=detail,
+            )
+        )
+    insert_events(session, events)
+    if requeued:
+        mark_claimable(session)
+    return taken
+
+
+def _after_expiry(
+    row: Any, backoff: Backoff, now: datetime
+) -> tuple[JobStatus, dict[str, Any], str, dict[str, Any]]:
+    error = {
+        "type": "lease_expired",
+        "message": "the worker stopped heartbeating",
+        "worker_id": row.worker_id,
+    }
+    if row.cancel_requested:
+        return (
+            JobStatus.CANCELLED,
+            {"finished_at": now, "error": error},
+            "cancelled",
+            {"reason": "lease expired"},
+        )
+    if row.attempts >= row.max_attempts:
+        values = {"finished_at": now, "error": error}
+        return JobStatus.FAILED, values, "lease_expired", {"reason": "attempts exhausted"}
+    run_at = now + timedelta(seconds=backoff.delay_s(row.attempts))
+    # The job keeps the last attempt's error while it waits for the next one.
+    values = {"run_at": run_at, "error": error}
+    return JobStatus.QUEUED, values, "lease_expired", {"run_at": run_at.isoformat()}

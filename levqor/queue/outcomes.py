@@ -1,0 +1,279 @@
+"""How an attempt ends: succeeded, failed (retried or final), cancelled, or handed back.
+
+Every write is fenced by `(job_id, worker_id, attempt)` and `status = 'running'`: the rows are read
+under a row lock (PostgreSQL `FOR UPDATE`; SQLite's IMMEDIATE transaction holds the whole database),
+so the checks made in Python still hold when the updates run. A stale worker changes nothing: the single
+functions raise `Conflict`, the batch function skips its items and says which ones it applied.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlmodel import Session, col
+
+from levqor.db.models import Job, JobStatus
+from levqor.db.types import utcnow
+from levqor.errors import Conflict
+from levqor.queue.events import JOBS, event_row, insert_events
+from levqor.queue.wakeup import mark_claimable
+
+DEFAULT_RETRY_BASE_S = 1.0
+DEFAULT_RETRY_MAX_S = 3600.0
+LEASE_LOST = "lease lost: the job is no longer running under this worker and attempt"
+
+_jitter = secrets.SystemRandom()
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with "equal jitter": attempt n waits between half and all of
+    `min(max_s, base_s * 2**(n-1))`, so retries of jobs that failed together spread out."""
+
+    base_s: float = DEFAULT_RETRY_BASE_S
+    max_s: float = DEFAULT_RETRY_MAX_S
+
+    def delay_s(self, attempt: int) -> float:
+        ceiling = min(self.max_s, self.base_s * 2.0 ** max(0, attempt - 1))
+        return ceiling / 2 + _jitter.uniform(0, ceiling / 2)
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+class OutcomeKind(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a worker reports for one attempt."""
+
+    job_id: uuid.UUID
+    worker_id: str
+    attempt: int
+    kind: OutcomeKind
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    retryable: bool = True
+    retry_after_s: float | None = None
+    cost_micros: int | None = None
+
+
+def _locked_running(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    c = JOBS.c
+    statement = (
+        select(c.seq, c.id, c.attempts, c.max_attempts, c.worker_id, c.cancel_requested)
+        .where(c.id.in_(list(job_ids)), c.status == JobStatus.RUNNING.value)
+        .with_for_update()
+    )
+    return {row.id: row for row in session.execute(statement)}
+
+
+# One statement for every kind of outcome, run as an executemany over the batch; columns an outcome
+# does not set are passed as NULL and kept by COALESCE.
+_APPLY = (
+    update(JOBS)
+    .where(JOBS.c.seq == bindparam("b_seq"))
+    .values(
+        status=bindparam("b_status"),
+        result=bindparam("b_result", type_=JOBS.c.result.type),
+        error=bindparam("b_error", type_=JOBS.c.error.type),
+        cost_actual_micros=func.coalesce(
+            bindparam("b_cost", type_=JOBS.c.cost_actual_micros.type), JOBS.c.cost_actual_micros
+        ),
+        run_at=func.coalesce(bindparam("b_run_at", type_=JOBS.c.run_at.type), JOBS.c.run_at),
+        finished_at=bindparam("b_finished_at", type_=JOBS.c.finished_at.type),
+        lease_expires_at=None,
+        updated_at=bindparam("b_now", type_=JOBS.c.updated_at.type),
+    )
+)
+
+
+def record_outcomes(
+    session: Session,
+    outcomes: Sequence[Outcome],
+    *,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    now: datetime | None = None,
+) -> list[uuid.UUID]:
+    """Apply the outcomes whose lease is still held, in two statements plus the events; return the
+    ids of the jobs that changed (the others were stale and are left alone)."""
+    if not outcomes:
+        return []
+    now = now or utcnow()
+    rows = _locked_running(session, [outcome.job_id for outcome in outcomes])
+    updates: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    applied: list[uuid.UUID] = []
+    requeued = False
+    for outcome in outcomes:
+        row = rows.pop(outcome.job_id, None)  # pop: a job reported twice in one batch counts once
+        if row is None or row.worker_id != outcome.worker_id or row.attempts != outcome.attempt:
+            continue
+        status, run_at, finished_at, event_type, detail = _next_state(outcome, row, backoff, now)
+        requeued = requeued or status is JobStatus.QUEUED
+        updates.append(
+            {
+                "b_seq": row.seq,
+                "b_status": status.value,
+                "b_result": outcome.result if status is JobStatus.SUCCEEDED else None,
+                "b_error": outcome.error if status is not JobStatus.SUCCEEDED else None,
+                "b_cost": outcome.cost_micros,
+                "b_run_at": run_at,
+                "b_finished_at": finished_at,
+                "b_now": now,
+            }
+        )
+        events.append(
+            event_row(
+                row.id,
+                event_type,
+                from_status=JobStatus.RUNNING.value,
+                to_status=status.value,
+                attempt=row.attempts,
+                worker_id=outcome.worker_id,
+                at=now,
+                detail=detail,
+            )
+        )
+        applied.append(row.id)
+    if updates:
+        session.execute(_APPLY, updates)
+        insert_events(session, events)
+    if requeued:
+        mark_claimable(session)
+    return applied
+
+
+def _next_state(
+    outcome: Outcome, row: Any, backoff: Backoff, now: datetime
+) -> tuple[JobStatus, datetime | None, datetime | None, str, dict[str, Any] | None]:
+    """(status, run_at, finished_at, event type, event detail) after `outcome`."""
+    if outcome.kind is OutcomeKind.SUCCEEDED:
+        return JobStatus.SUCCEEDED, None, now, "succeeded", None
+    if outcome.kind is OutcomeKind.CANCELLED or row.cancel_requested:
+        # A job whose cancellation was asked for is not retried, whatever made it stop.
+        return JobStatus.CANCELLED, None, now, "cancelled", None
+    if not outcome.retryable or row.attempts >= row.max_attempts:
+        reason = "not retryable" if not outcome.retryable else "attempts exhausted"
+        return JobStatus.FAILED, None, now, "failed", {"reason": reason}
+    delay_s = outcome.retry_after_s if outcome.retry_after_s is not None else backoff.delay_s(row.attempts)
+    run_at = now + timedelta(seconds=max(0.0, delay_s))
+    return JobStatus.QUEUED, run_at, None, "retry_scheduled", {"run_at": run_at.isoformat()}
+
+
+def _load(session: Session, job_id: uuid.UUID) -> Job:
+    statement = select(Job).where(col(Job.id) == job_id).execution_options(populate_existing=True)
+    job: Job = session.execute(statement).scalar_one()
+    return job
+
+
+def _record_one(session: Session, outcome: Outcome, backoff: Backoff) -> Job:
+    if not record_outcomes(session, [outcome], backoff=backoff):
+        raise Conflict(LEASE_LOST)
+    return _load(session, outcome.job_id)
+
+
+def complete(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    worker_id: str,
+    attempt: int,
+    result: dict[str, Any],
+    cost_micros: int | None = None,
+) -> Job:
+    outcome = Outcome(
+        job_id, worker_id, attempt, OutcomeKind.SUCCEEDED, result=result, cost_micros=cost_micros
+    )
+    return _record_one(session, outcome, DEFAULT_BACKOFF)
+
+
+def fail(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    worker_id: str,
+    attempt: int,
+    error: dict[str, Any],
+    retryable: bool = True,
+    retry_after_s: float | None = None,
+    cost_micros: int | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> Job:
+    """Fail an attempt: back to `queued` after a backoff (or `retry_after_s`) while attempts remain,
+    `failed` once they are used up or at once with `retryable=False`; `cancelled` if cancellation
+    was requested meanwhile."""
+    outcome = Outcome(
+        job_id,
+        worker_id,
+        attempt,
+        OutcomeKind.FAILED,
+        error=error,
+        retryable=retryable,
+        retry_after_s=retry_after_s,
+        cost_micros=cost_micros,
+    )
+    return _record_one(session, outcome, backoff)
+
+
+def cancelled(session: Session, *, job_id: uuid.UUID, worker_id: str, attempt: int) -> Job:
+    """The worker stopped the attempt because cancellation was requested."""
+    outcome = Outcome(job_id, worker_id, attempt, OutcomeKind.CANCELLED, error={"type": "cancelled"})
+    return _record_one(session, outcome, DEFAULT_BACKOFF)
+
+
+def complete_many(
+    session: Session, items: Sequence[Outcome], *, backoff: Backoff = DEFAULT_BACKOFF
+) -> list[uuid.UUID]:
+    """Batch form of complete/fail/cancelled for workers with many results at once; returns the
+    ids applied, in order (a stale item is skipped, it does not fail the batch)."""
+    return record_outcomes(session, items, backoff=backoff)
+
+
+def release(session: Session, *, job_id: uuid.UUID, worker_id: str, attempt: int) -> Job:
+    """Hand a running job back to `queued` without spending the attempt (graceful shutdown): the
+    attempt counter goes back down, so the next claim runs the same attempt number again."""
+    now = utcnow()
+    row = _locked_running(session, [job_id]).get(job_id)
+    if row is None or row.worker_id != worker_id or row.attempts != attempt:
+        raise Conflict(LEASE_LOST)
+    if row.cancel_requested:
+        return cancelled(session, job_id=job_id, worker_id=worker_id, attempt=attempt)
+    session.execute(
+        update(JOBS)
+        .where(JOBS.c.seq == row.seq)
+        .values(
+            status=JobStatus.QUEUED.value,
+            attempts=row.attempts - 1,
+            lease_expires_at=None,
+            run_at=now,
+            updated_at=now,
+        )
+    )
+    insert_events(
+        session,
+        [
+            event_row(
+                job_id,
+                "released",
+                from_status=JobStatus.RUNNING.value,
+                to_status=JobStatus.QUEUED.value,
+                attempt=row.attempts - 1,
+                worker_id=worker_id,
+                at=now,
+            )
+        ],
+    )
+    mark_claimable(session)
+    return _load(session, job_id)

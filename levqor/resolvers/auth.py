@@ -1,0 +1,157 @@
+"""Who is calling: a presented API key (or none) becomes a `Principal`, or `Unauthorized`.
+
+Static keys (`API_KEYS`) are compared in constant time against their SHA-256, with every scope.
+Managed keys (`lvq_...`) are looked up by hash in the database on every request, so a revocation
+holds on the next request in every process; that is one read, and no cache to go stale.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import anyio.to_thread
+from sqlalchemy import select, update
+from sqlmodel import Session, col
+
+from levqor.config import Settings
+from levqor.db.engine import Database
+from levqor.db.models import ApiKey
+from levqor.db.types import utcnow
+from levqor.errors import Unauthorized
+from levqor.resolvers.context import ANONYMOUS, DEV_PRINCIPAL, Principal, Scope
+from levqor.resolvers.keys import SECRET_PREFIX, any_managed_key, hash_secret, presence_for
+
+STATIC_ID_HEX_CHARS = 12
+# Longer than any key we issue by far; a longer header is not a key, and is not worth hashing.
+MAX_PRESENTED_KEY_CHARS = 512
+# How stale "no managed key exists" may be in development mode (see `ManagedKeyPresence`).
+DEV_MODE_RECHECK_S = 1.0
+# `last_used_at` is kept to the minute: one write per key per minute, not one per request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+_LOOKUP = select(
+    col(ApiKey.id),
+    col(ApiKey.scopes),
+    col(ApiKey.revoked_at),
+    col(ApiKey.expires_at),
+    col(ApiKey.last_used_at),
+)
+
+
+def static_principal(key: str) -> Principal:
+    digest = hash_secret(key)
+    ident = f"static:{digest[:STATIC_ID_HEX_CHARS]}"
+    return Principal(id=ident, scopes=Scope.ALL, key_id=ident)
+
+
+@dataclass(frozen=True, slots=True)
+class _StaticKey:
+    digest: bytes
+    principal: Principal
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    key_id: uuid.UUID
+    scopes: frozenset[str]
+    problem: str | None  # why the key may not be used, or None
+
+
+class Authenticator:
+    """One per server process (built in the app's lifespan); safe to share between requests."""
+
+    def __init__(
+        self, db: Database, settings: Settings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self._clock = clock
+        self._static = [
+            _StaticKey(bytes.fromhex(hash_secret(key)), static_principal(key)) for key in settings.api_keys
+        ]
+        self._presence = presence_for(db)
+
+    async def dev_mode(self) -> bool:
+        """True while no key of any kind exists and this is not production (the seed's rule)."""
+        if self._static or self.settings.is_production or self._presence.seen:
+            return False
+        now = self._clock()
+        if now - self._presence.checked_at >= DEV_MODE_RECHECK_S:
+            self._presence.checked_at = now  # concurrent callers keep the old answer meanwhile
+            if await self.db.read(any_managed_key):
+                self._presence.seen = True
+        return not self._presence.seen
+
+    async def authenticate(self, presented: str | None) -> Principal:
+        if presented is None:
+            return DEV_PRINCIPAL if await self.dev_mode() else ANONYMOUS
+        if len(presented) > MAX_PRESENTED_KEY_CHARS:
+            return await self._unknown()
+        digest_hex = hash_secret(presented)
+        static = self._match_static(bytes.fromhex(digest_hex))
+        if static is not None:
+            return static
+        if presented.startswith(SECRET_PREFIX):
+            found = await anyio.to_thread.run_sync(self._lookup_sync, digest_hex)
+            if found is not None:
+                self._presence.seen = True
+                if found.problem is not None:
+                    raise Unauthorized(found.problem)
+                key_id = str(found.key_id)
+                return Principal(id=f"key:{key_id}", scopes=found.scopes, key_id=key_id)
+        return await self._unknown()
+
+    async def _unknown(self) -> Principal:
+        # In development mode the seed lets everything through, whatever key is sent.
+        if await self.dev_mode():
+            return DEV_PRINCIPAL
+        raise Unauthorized("invalid API key")
+
+    def _match_static(self, digest: bytes) -> Principal | None:
+        # Compare against every static key, so the time taken does not tell which one matched.
+        match: Principal | None = None
+        for key in self._static:
+            if hmac.compare_digest(digest, key.digest):
+                match = key.principal
+        return match
+
+    def _lookup_sync(self, digest_hex: str) -> _Lookup | None:
+        now = utcnow()
+
+        def read(session: Session) -> tuple[_Lookup, bool] | None:
+            # Only the columns needed, without building an ORM object: this runs on every request.
+            key = session.execute(_LOOKUP.where(col(ApiKey.secret_hash) == digest_hex)).first()
+            if key is None:
+                return None
+            problem = None
+            if key.revoked_at is not None:
+                problem = "this API key has been revoked"
+            elif key.expires_at is not None and key.expires_at <= now:
+                problem = "this API key has expired"
+            stale = key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION
+            return _Lookup(key.id, frozenset(key.scopes), problem), stale and problem is None
+
+        result = self.db.read_sync(read)
+        if result is None:
+            return None
+        found, touch = result
+        if touch:
+            self.db.write_sync(lambda session: _touch(session, found.key_id, now))
+        return found
+
+
+def _touch(session: Session, key_id: uuid.UUID, now: datetime) -> None:
+    # Conditional, so several processes touching the same key in the same minute write once.
+    cutoff = now - LAST_USED_RESOLUTION
+    session.execute(
+        update(ApiKey)
+        .where(col(ApiKey.id) == key_id)
+        .where(col(ApiKey.last_used_at).is_(None) | (col(ApiKey.last_used_at) < cutoff))
+        .values(last_used_at=now)
+    )

@@ -1,0 +1,116 @@
+"""REST adapters for managed API keys (`admin`): POST/GET /api/v1/keys, DELETE /api/v1/keys/<id>."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from levqor.db.models import ApiKey
+from levqor.http.context import context_for
+from levqor.resolvers import keys
+from levqor.resolvers.context import Scope
+from levqor.rest.body import read_json
+from levqor.rest.routing import ApiRoute, Operation, json_response
+from levqor.rest.shapes import ErrorBody
+
+
+class ApiKeyBody(BaseModel):
+    """A managed API key; never its secret or hash. Timestamps in ISO-8601 UTC."""
+
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    active: bool
+
+    @classmethod
+    def from_row(cls, key: ApiKey) -> ApiKeyBody:
+        return cls(
+            id=str(key.id),
+            name=key.name,
+            prefix=key.prefix,
+            scopes=list(key.scopes),
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+            last_used_at=key.last_used_at,
+            active=keys.key_is_active(key),
+        )
+
+
+class ApiKeyCreated(BaseModel):
+    """The new key and its secret, which is shown this once and never stored."""
+
+    key: ApiKeyBody
+    secret: str
+
+
+class ApiKeyEnvelope(BaseModel):
+    """One API key."""
+
+    key: ApiKeyBody
+
+
+class ApiKeyList(BaseModel):
+    """Every managed API key, oldest first."""
+
+    keys: list[ApiKeyBody]
+
+
+async def create(request: Request) -> Response:
+    created = await keys.create_api_key(context_for(request), await read_json(request))
+    body = ApiKeyCreated(key=ApiKeyBody.from_row(created.key), secret=created.secret)
+    # The secret must not linger in a cache between here and the caller.
+    return json_response(body, 201, {"Cache-Control": "no-store"})
+
+
+async def list_keys(request: Request) -> Response:
+    rows = await keys.list_api_keys(context_for(request))
+    return json_response(ApiKeyList(keys=[ApiKeyBody.from_row(row) for row in rows]))
+
+
+async def revoke(request: Request) -> Response:
+    key = await keys.revoke_api_key(context_for(request), request.path_params["key_id"])
+    return json_response(ApiKeyEnvelope(key=ApiKeyBody.from_row(key)))
+
+
+def routes() -> list[ApiRoute]:
+    errors: dict[int, type[BaseModel] | None] = {401: ErrorBody, 403: ErrorBody, 429: ErrorBody}
+    return [
+        ApiRoute(
+            "POST",
+            "/api/v1/keys",
+            create,
+            Operation(
+                "Create an API key; the answer shows its secret once",
+                {201: ApiKeyCreated, 400: ErrorBody, 413: ErrorBody, 415: ErrorBody, **errors},
+                "keys",
+                body=keys.ApiKeyCreateInput,
+                scope=Scope.ADMIN,
+            ),
+        ),
+        ApiRoute(
+            "GET",
+            "/api/v1/keys",
+            list_keys,
+            Operation("List API keys", {200: ApiKeyList, **errors}, "keys", scope=Scope.ADMIN),
+        ),
+        ApiRoute(
+            "DELETE",
+            "/api/v1/keys/{key_id}",
+            revoke,
+            Operation(
+                "Revoke an API key (at once, in every server process)",
+                {200: ApiKeyEnvelope, 404: ErrorBody, **errors},
+                "keys",
+                scope=Scope.ADMIN,
+            ),
+        ),
+    ]

@@ -1,0 +1,97 @@
+"""GraphQL for managed API keys: the `apiKeys` query and the `createApiKey` / `revokeApiKey` mutations,
+thin adapters over `levqor.resolvers.keys` like the REST routes under /api/v1/keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+
+from levqor.db.models import ApiKey
+from levqor.resolvers import keys
+from levqor.schema.errors import with_user_errors
+from levqor.schema.inputs import as_data
+from levqor.schema.types import UserError
+
+
+@strawberry.type(name="ApiKey", description="A managed API key. Its secret is shown once, at creation.")
+class ApiKeyType:
+    id: strawberry.ID
+    name: str
+    prefix: str = strawberry.field(description="The secret's first characters, to tell keys apart.")
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None = strawberry.field(description="To the minute.")
+    active: bool = strawberry.field(description="Neither revoked nor expired.")
+
+    @classmethod
+    def from_row(cls, row: ApiKey) -> ApiKeyType:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            prefix=row.prefix,
+            scopes=list(row.scopes),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+            last_used_at=row.last_used_at,
+            active=keys.key_is_active(row),
+        )
+
+
+@strawberry.input(name="CreateApiKeyInput")
+class CreateApiKeyInput:
+    name: str
+    scopes: list[str] = strawberry.field(
+        description="Any of jobs:read, jobs:write, users:write, worker, admin."
+    )
+    expires_at: datetime | None = strawberry.UNSET
+
+
+@strawberry.type
+class CreateApiKeyPayload:
+    api_key: ApiKeyType | None
+    secret: str | None = strawberry.field(
+        default=None, description="The key itself (`lvq_...`): shown this once, never stored."
+    )
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RevokeApiKeyPayload:
+    api_key: ApiKeyType | None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class KeyQuery:
+    @strawberry.field(description="Every managed API key, oldest first (needs `admin`).")
+    async def api_keys(self, info: Info[Any, None]) -> list[ApiKeyType]:
+        return [ApiKeyType.from_row(row) for row in await keys.list_api_keys(info.context.levqor)]
+
+
+@strawberry.type
+class KeyMutation:
+    @strawberry.mutation(description="Create an API key (needs `admin`); the payload shows its secret once.")
+    async def create_api_key(self, info: Info[Any, None], input: CreateApiKeyInput) -> CreateApiKeyPayload:
+        async def call() -> CreateApiKeyPayload:
+            created = await keys.create_api_key(info.context.levqor, as_data(input))
+            return CreateApiKeyPayload(api_key=ApiKeyType.from_row(created.key), secret=created.secret)
+
+        return await with_user_errors(
+            call, lambda errors: CreateApiKeyPayload(api_key=None, user_errors=errors)
+        )
+
+    @strawberry.mutation(description="Revoke an API key (needs `admin`); its next request gets 401.")
+    async def revoke_api_key(self, info: Info[Any, None], id: strawberry.ID) -> RevokeApiKeyPayload:
+        async def call() -> RevokeApiKeyPayload:
+            key = await keys.revoke_api_key(info.context.levqor, id)
+            return RevokeApiKeyPayload(api_key=ApiKeyType.from_row(key))
+
+        return await with_user_errors(
+            call, lambda errors: RevokeApiKeyPayload(api_key=None, user_errors=errors)
+        )

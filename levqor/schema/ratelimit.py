@@ -1,0 +1,100 @@
+"""Each root mutation field counts as one request against the rate limits (CONTRACT.md §3).
+
+The HTTP request has paid for one field in the middleware; this extension charges the others before
+anything runs, so 25 aliased `submitJob` fields cost 25 and a document over the allowance does nothing
+at all. Queries are charged per HTTP request only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationType,
+    SelectionSetNode,
+)
+from graphql.utilities import get_operation_ast
+from strawberry.extensions import SchemaExtension
+
+from levqor.errors import RateLimited
+
+
+class Allowance(Protocol):
+    """What the rate-limit middleware leaves on the request (`levqor.http.ratelimit.Allowance`)."""
+
+    request_counted: bool
+
+    async def charge(self, cost: int) -> None: ...
+
+
+def root_field_count(document: DocumentNode, operation_name: str | None) -> int:
+    """Distinct response keys at the root of the operation, through fragments: what will execute
+    (fields with the same response key are merged into one, per the spec's field collection)."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None:
+        return 0
+    fragments = {
+        definition.name.value: definition
+        for definition in document.definitions
+        if isinstance(definition, FragmentDefinitionNode)
+    }
+    keys: set[str] = set()
+    pending: list[SelectionSetNode] = [operation.selection_set]
+    seen_fragments: set[str] = set()
+    while pending:
+        for selection in pending.pop().selections:
+            if isinstance(selection, FieldNode):
+                if selection.name.value != "__typename":
+                    keys.add((selection.alias or selection.name).value)
+            elif isinstance(selection, InlineFragmentNode):
+                pending.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name in fragments and name not in seen_fragments:
+                    seen_fragments.add(name)
+                    pending.append(fragments[name].selection_set)
+    return len(keys)
+
+
+class MutationFieldRateLimit(SchemaExtension):
+    async def on_execute(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        allowance = _allowance_of(context.context)
+        document = context.graphql_document
+        if allowance is not None and document is not None and _is_mutation(document, context.operation_name):
+            fields = root_field_count(document, context.operation_name)
+            try:
+                await allowance.charge(fields - 1 if allowance.request_counted else fields)
+            except RateLimited as exc:
+                # A result set before execution replaces it: no field of the document runs.
+                error = GraphQLError(exc.message, original_error=exc)
+                context.result = ExecutionResult(data=None, errors=[error])
+                _mark_response(context.context, exc)
+        yield
+
+
+def _is_mutation(document: DocumentNode, operation_name: str | None) -> bool:
+    operation = get_operation_ast(document, operation_name)
+    return operation is not None and operation.operation == OperationType.MUTATION
+
+
+def _allowance_of(graphql_context: Any) -> Allowance | None:
+    request = getattr(graphql_context, "request", None)
+    state = getattr(request, "scope", {}).get("state", {}) if request is not None else {}
+    allowance = state.get("rate_limit")
+    return allowance if allowance is not None and hasattr(allowance, "charge") else None
+
+
+def _mark_response(graphql_context: Any, exc: RateLimited) -> None:
+    response = getattr(graphql_context, "response", None)
+    if response is not None:
+        response.status_code = exc.status
+        response.headers["Retry-After"] = str(exc.retry_after_s)

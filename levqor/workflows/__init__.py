@@ -1,0 +1,36 @@
+"""Workflows: the registry, the built-ins, and what a handler receives.
+
+A module named in `LEVQOR_WORKFLOWS` adds its own, for example::
+
+    from levqor.workflows import JobFailed, JobRunContext, workflow
+
+    @workflow("thumbnail", payload_schema={"type": "object", "required": ["url"]}, timeout_s=120)
+    async def thumbnail(payload, ctx: JobRunContext) -> dict:
+        ...
+
+or lists `WORKFLOWS = [Workflow("resize", payload_schema=...)]`; one without a handler is served by
+remote workers through the worker API.
+"""
+
+from levqor.workflows.context import JobFailed, JobRunContext
+from levqor.workflows.registry import (
+    CostModel,
+    Handler,
+    Workflow,
+    WorkflowRegistry,
+    load_registry,
+    registry_for,
+    workflow,
+)
+
+__all__ = [
+    "CostModel",
+    "Handler",
+    "JobFailed",
+    "JobRunContext",
+    "Workflow",
+    "WorkflowRegistry",
+    "load_registry",
+    "registry_for",
+    "workflow",
+]

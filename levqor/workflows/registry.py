@@ -1,0 +1,177 @@
+"""Named workflows: each a payload JSON Schema, limits, a cost model and (usually) a handler.
+
+The registry holds the built-ins plus the workflows of the modules in `LEVQOR_WORKFLOWS`. A module
+offers workflows as a `WORKFLOWS` sequence, or as module attributes made with the `@workflow`
+decorator. A workflow without a handler is served only by remote workers (in any language, over
+the worker API); intake still validates its payloads.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from levqor.config import ConfigError, Settings
+from levqor.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from levqor.workflows.context import JobRunContext
+
+Handler = Callable[[dict[str, Any], "JobRunContext"], Awaitable[dict[str, Any]]]
+
+DEFAULT_TIMEOUT_S = 300
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_REPORTED_ERRORS = 10
+
+
+class CostModel(Protocol):
+    """Estimates a run's cost in USD micro-dollars from its payload, before it runs (None: unknown)."""
+
+    def estimate(self, payload: Mapping[str, Any]) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    description: str = ""
+    payload_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    timeout_s: int = DEFAULT_TIMEOUT_S
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    cost_model: CostModel | None = None
+    handler: Handler | None = None
+    _validator: Draft202012Validator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            Draft202012Validator.check_schema(self.payload_schema)
+        except SchemaError as exc:
+            raise ConfigError(
+                f"workflow {self.name!r} has an invalid payload schema: {exc.message}"
+            ) from None
+        # Compiled once; validating a payload is then only the walk over it.
+        object.__setattr__(self, "_validator", Draft202012Validator(self.payload_schema))
+
+    @property
+    def remote_only(self) -> bool:
+        return self.handler is None
+
+    def validate(self, payload: Any) -> None:
+        """Raise `InvalidRequest` naming each failing path (`payload.a.0`) of `payload`."""
+        errors = sorted(self._validator.iter_errors(payload), key=lambda error: list(error.absolute_path))
+        if not errors:
+            return
+        details = [
+            {
+                "field": ".".join(["payload", *(str(part) for part in error.absolute_path)]),
+                "message": error.message,
+                "code": f"schema.{error.validator}",
+            }
+            for error in errors[:MAX_REPORTED_ERRORS]
+        ]
+        first = details[0]
+        raise InvalidRequest(
+            f"{first['field']}: {first['message']} (workflow '{self.name}')", details=details
+        )
+
+    @property
+    def cost_model_name(self) -> str | None:
+        return None if self.cost_model is None else type(self.cost_model).__name__
+
+    def estimate_cost(self, payload: Mapping[str, Any]) -> int | None:
+        return None if self.cost_model is None else self.cost_model.estimate(payload)
+
+
+def workflow(
+    name: str,
+    *,
+    description: str = "",
+    payload_schema: dict[str, Any] | None = None,
+    timeout_s: int = DEFAULT_TIMEOUT_S,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    cost_model: CostModel | None = None,
+) -> Callable[[Handler], Workflow]:
+    """Make a handler into a `Workflow` (a module of workflows then only needs the decorated names)."""
+
+    def wrap(handler: Handler) -> Workflow:
+        return Workflow(
+            name=name,
+            description=description or (handler.__doc__ or "").strip(),
+            payload_schema=payload_schema if payload_schema is not None else {"type": "object"},
+            timeout_s=timeout_s,
+            max_attempts=max_attempts,
+            cost_model=cost_model,
+            handler=handler,
+        )
+
+    return wrap
+
+
+class WorkflowRegistry:
+    def __init__(self, workflows: Iterable[Workflow]) -> None:
+        self._by_name: dict[str, Workflow] = {}
+        for item in workflows:
+            if item.name in self._by_name:
+                raise ConfigError(f"workflow {item.name!r} is registered twice")
+            self._by_name[item.name] = item
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def all(self) -> list[Workflow]:
+        return sorted(self._by_name.values(), key=lambda item: item.name)
+
+    def local_names(self) -> list[str]:
+        """The workflows this process can run itself."""
+        return [item.name for item in self.all() if not item.remote_only]
+
+    def get(self, name: str) -> Workflow:
+        found = self._by_name.get(name)
+        if found is None:
+            known = ", ".join(sorted(self._by_name)) or "none"
+            raise InvalidRequest.for_field(
+                "workflow", f"unknown workflow '{name}' (registered: {known})", "unknown_workflow"
+            )
+        return found
+
+
+def _module_workflows(module: ModuleType) -> list[Workflow]:
+    listed = getattr(module, "WORKFLOWS", None)
+    if listed is not None:
+        found = list(listed)
+        if not all(isinstance(item, Workflow) for item in found):
+            raise ConfigError(f"{module.__name__}.WORKFLOWS must hold only Workflow objects")
+        return found
+    return [value for value in vars(module).values() if isinstance(value, Workflow)]
+
+
+def load_registry(modules: Iterable[str]) -> WorkflowRegistry:
+    from levqor.workflows.builtins import BUILTIN_WORKFLOWS
+
+    workflows = list(BUILTIN_WORKFLOWS)
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"LEVQOR_WORKFLOWS: cannot import {name!r}: {exc}") from None
+        found = _module_workflows(module)
+        if not found:
+            raise ConfigError(f"LEVQOR_WORKFLOWS: {name!r} defines no workflows")
+        workflows.extend(found)
+    return WorkflowRegistry(workflows)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_registry(modules: tuple[str, ...]) -> WorkflowRegistry:
+    return load_registry(modules)
+
+
+def registry_for(settings: Settings) -> WorkflowRegistry:
+    """The process's registry for these settings (loaded once per module list)."""
+    return _cached_registry(settings.workflow_modules)

@@ -1,0 +1,119 @@
+"""The `http.request` workflow against a real HTTP server on loopback: the address guard refuses it
+unless LEVQOR_CALLBACK_ALLOW_PRIVATE is set, and answers map to success, retry or failure."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from levqor.config import Settings
+from levqor.workflows import JobFailed, JobRunContext, address_guard, registry_for
+
+
+class Handler(BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        received = self.rfile.read(length).decode() if length else ""
+        status = int(self.path.strip("/").split("/")[0] or 200)
+        body = json.dumps(
+            {
+                "method": self.command,
+                "body": received,
+                "host": self.headers["Host"],
+                "x": self.headers["X-Test"],
+            }
+        ).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if status == 503:
+            self.send_header("Retry-After", "7")
+        if status == 302:
+            self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test reads the answers, not a log."""
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def run(payload: dict[str, Any], *, allow_private: bool) -> dict[str, Any]:
+    settings = Settings(callback_allow_private=allow_private)
+    flow = registry_for(settings).get("http.request")
+    flow.validate(payload)
+    assert flow.handler is not None
+    ctx = JobRunContext(job_id=uuid.uuid4(), attempt=1, workflow=flow.name, worker_id="w", settings=settings)
+    return await flow.handler(payload, ctx)
+
+
+async def test_loopback_is_refused_without_the_private_setting(target: str) -> None:
+    for url in (f"{target}/200", target.replace("127.0.0.1", "localhost") + "/200"):
+        with pytest.raises(JobFailed, match="not a public address") as caught:
+            await run({"url": url}, allow_private=False)
+        assert caught.value.retryable is False
+
+
+async def test_a_request_with_a_json_body_returns_status_headers_and_body(target: str) -> None:
+    result = await run(
+        {"method": "POST", "url": f"{target}/201", "headers": {"X-Test": "yes"}, "body": {"a": [1, 2]}},
+        allow_private=True,
+    )
+    assert result["status"] == 201
+    assert result["json"] == {"method": "POST", "body": '{"a": [1, 2]}', "host": target[7:], "x": "yes"}
+    assert result["headers"]["content-type"] == "application/json"
+    assert result["truncated"] is False
+
+
+async def test_redirects_are_reported_not_followed(target: str) -> None:
+    result = await run({"url": f"{target}/302"}, allow_private=True)
+    assert result["status"] == 302
+    assert result["headers"]["location"] == "http://127.0.0.1:1/elsewhere"
+
+
+async def test_server_errors_are_retried_and_client_errors_are_not(target: str) -> None:
+    with pytest.raises(JobFailed) as unavailable:
+        await run({"url": f"{target}/503"}, allow_private=True)
+    assert (unavailable.value.retryable, unavailable.value.retry_after_s) == (True, 7.0)
+    assert unavailable.value.details["status"] == 503
+    with pytest.raises(JobFailed) as missing:
+        await run({"url": f"{target}/404"}, allow_private=True)
+    assert missing.value.retryable is False
+
+
+async def test_an_unreachable_host_fails_the_attempt() -> None:
+    with pytest.raises(JobFailed, match="failed") as caught:
+        await run({"url": "http://127.0.0.1:1/", "timeout_s": 2}, allow_private=True)
+    assert caught.value.retryable is True
+
+
+async def test_a_guarded_request_connects_to_the_checked_address_and_keeps_the_name(
+    target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the guard on, the name is resolved once and the request goes to that address; the name
+    stays in the Host header. (Loopback is declared public here only to have a server to reach.)"""
+    monkeypatch.setattr(address_guard, "is_public", lambda address: True)
+    named = target.replace("127.0.0.1", "localhost")
+
+    result = await run({"url": f"{named}/200", "headers": {"X-Test": "pinned"}}, allow_private=False)
+
+    assert result["status"] == 200
+    assert result["json"]["host"] == named[7:]
+    assert result["json"]["x"] == "pinned"

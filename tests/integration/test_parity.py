@@ -1,0 +1,445 @@
+"""One logic, two surfaces: each REST route and its GraphQL twin give the same data for the same request,
+and the same error for the same bad request (REST timestamps in the seed routes are unix seconds,
+GraphQL's are ISO-8601; both are compared as instants)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import DB_KINDS, LiveServer
+from tests.support import UNKNOWN_ID, gql, gql_data, shared_server
+
+EVENT_FIELDS = "at type fromStatus toStatus attempt workerId detail"
+JOB_FIELDS = (
+    "id workflow status priority payload result error callbackUrl userId createdAt startedAt finishedAt "
+    f"runAt attempts maxAttempts timeoutS costEstimate costActual events {{ {EVENT_FIELDS} }}"
+)
+USER_FIELDS = "id email name locale currency meta createdAt updatedAt"
+ERRORS = "userErrors { field message code }"
+SUBMIT = f"""mutation($i: SubmitJobInput!, $k: String) {{
+  submitJob(input: $i, idempotencyKey: $k) {{ job {{ {JOB_FIELDS} }} replayed {ERRORS} }} }}"""
+COMPLETE = f"""mutation($id: ID!, $r: JSON) {{
+  completeJob(id: $id, result: $r) {{ job {{ {JOB_FIELDS} }} {ERRORS} }} }}"""
+UPSERT = f"""mutation($i: UpsertUserInput!) {{
+  upsertUser(input: $i) {{ user {{ {USER_FIELDS} }} created {ERRORS} }} }}"""
+UPDATE = f"""mutation($id: ID!, $i: UpdateUserInput!) {{
+  updateUser(id: $id, input: $i) {{ user {{ {USER_FIELDS} }} {ERRORS} }} }}"""
+JOB = f"query($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} }} }}"
+USER = f"query($id: ID!) {{ user(id: $id) {{ {USER_FIELDS} }} }}"
+BY_EMAIL = f"query($e: String!) {{ userByEmail(email: $e) {{ {USER_FIELDS} }} }}"
+JOBS = """query($f: JobFilter, $n: Int, $a: String) {
+  jobs(filter: $f, first: $n, after: $a) {
+    edges { cursor node { id } }
+    pageInfo { hasNextPage endCursor } } }"""
+
+CODES = {"invalid_request": "BAD_USER_INPUT", "not_found": "NOT_FOUND", "conflict": "CONFLICT"}
+
+
+def instant(value: str | int | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return float(value)
+    return datetime.fromisoformat(value).timestamp()
+
+
+def micros(usd: str | None) -> int | None:
+    return None if usd is None else int(Decimal(usd) * 1_000_000)
+
+
+def gql_job_as_rest(job: dict[str, Any]) -> dict[str, Any]:
+    """A GraphQL `Job` in the shape of REST's GET /api/v1/jobs/<id>."""
+    return {
+        "id": job["id"],
+        "workflow": job["workflow"],
+        "status": job["status"].lower(),
+        "priority": job["priority"].lower(),
+        "payload": job["payload"],
+        "result": job["result"],
+        "error": job["error"],
+        "callback_url": job["callbackUrl"],
+        "user_id": job["userId"],
+        "created_at": instant(job["createdAt"]),
+        "started_at": instant(job["startedAt"]),
+        "finished_at": instant(job["finishedAt"]),
+        "run_at": instant(job["runAt"]),
+        "attempts": job["attempts"],
+        "max_attempts": job["maxAttempts"],
+        "timeout_s": job["timeoutS"],
+        "cost_estimate_micros": micros(job["costEstimate"]),
+        "cost_actual_micros": micros(job["costActual"]),
+        "events": [
+            {
+                "at": instant(event["at"]),
+                "type": event["type"],
+                "from_status": event["fromStatus"].lower() if event["fromStatus"] else None,
+                "to_status": event["toStatus"].lower(),
+                "attempt": event["attempt"],
+                "worker_id": event["workerId"],
+                "detail": event["detail"],
+            }
+            for event in job["events"]
+        ],
+    }
+
+
+REST_JOB_KEYS = [
+    "id",
+    "workflow",
+    "status",
+    "priority",
+    "payload",
+    "result",
+    "error",
+    "callback_url",
+    "user_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "run_at",
+    "attempts",
+    "max_attempts",
+    "timeout_s",
+    "cost_estimate_micros",
+    "cost_actual_micros",
+]
+
+
+def rest_job(http: httpx.Client, job_id: str) -> dict[str, Any]:
+    """GET /api/v1/jobs/<id>, with the fields a GraphQL `Job` has and timestamps as instants."""
+    response = http.get(f"/api/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    shaped = {key: body[key] for key in REST_JOB_KEYS}
+    for key in ("created_at", "started_at", "finished_at", "run_at"):
+        shaped[key] = instant(body[key])
+    shaped["events"] = [{**event, "at": instant(event["at"])} for event in body["events"]]
+    return shaped
+
+
+def without(record: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key not in keys}
+
+
+def gql_user_as_rest(user: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": user["id"],
+        "email": user["email"],
+        "name": user["name"],
+        "locale": user["locale"],
+        "currency": user["currency"],
+        "meta": user["meta"],
+        "created_at": int(instant(user["createdAt"]) or 0),
+        "updated_at": int(instant(user["updatedAt"]) or 0),
+    }
+
+
+# --- the same request gives the same data -----------------------------------------------------
+
+
+def test_submit_job_and_intake_store_the_same_job(client: httpx.Client) -> None:
+    user = client.post("/api/v1/users/upsert", json={"email": "p@example.com", "name": "P"}).json()["user"]
+    rest_in = {
+        "workflow": "echo",
+        "payload": {"text": "same ✓", "n": [1, 2.5, None, True]},
+        "callback_url": "https://example.com/hook",
+        "priority": "high",
+        "user_id": user["id"],
+        "run_at": "2030-05-06T07:08:09Z",
+        "max_attempts": 4,
+        "timeout_s": 90,
+    }
+    gql_in = {
+        "workflow": "echo",
+        "payload": rest_in["payload"],
+        "callbackUrl": rest_in["callback_url"],
+        "priority": "HIGH",
+        "userId": user["id"],
+        "runAt": "2030-05-06T07:08:09+00:00",
+        "maxAttempts": 4,
+        "timeoutS": 90,
+    }
+    accepted = client.post("/api/v1/intake", json=rest_in)
+    assert accepted.status_code == 202
+    submitted = gql_data(client, SUBMIT, {"i": gql_in})["submitJob"]
+    assert submitted["userErrors"] == []
+    assert submitted["replayed"] is False
+    assert (accepted.json()["status"], submitted["job"]["status"]) == ("queued", "QUEUED")
+
+    from_rest = rest_job(client, accepted.json()["job_id"])
+    from_gql = rest_job(client, submitted["job"]["id"])
+    instants = ("id", "created_at", "events")
+    assert without(from_rest, *instants) == without(from_gql, *instants)
+    assert [without(e, "at") for e in from_rest["events"]] == [without(e, "at") for e in from_gql["events"]]
+
+    # The mutation's answer is the stored job, as REST shows it.
+    assert gql_job_as_rest(submitted["job"]) == from_gql
+
+
+def test_job_and_status_and_job_detail_agree(client: httpx.Client) -> None:
+    job_id = client.post("/api/v1/intake", json={"workflow": "echo", "payload": {"x": 1}}).json()["job_id"]
+    client.post(f"/api/v1/_dev/complete/{job_id}", json={"result": {"y": 2}})
+
+    job = gql_data(client, JOB, {"id": job_id})["job"]
+    assert gql_job_as_rest(job) == rest_job(client, job_id)
+
+    status = client.get(f"/api/v1/status/{job_id}").json()
+    assert status == {
+        "job_id": job["id"],
+        "status": job["status"].lower(),
+        "created_at": int(instant(job["createdAt"]) or 0),
+        "result": job["result"],
+        "error": job["error"],
+        "attempts": job["attempts"],
+        "started_at": None if job["startedAt"] is None else int(instant(job["startedAt"]) or 0),
+        "finished_at": int(instant(job["finishedAt"]) or 0),
+    }
+
+
+def test_complete_job_and_dev_complete_do_the_same(client: httpx.Client) -> None:
+    ids = [
+        client.post("/api/v1/intake", json={"workflow": "echo", "payload": {}}).json()["job_id"]
+        for _ in range(2)
+    ]
+    assert client.post(f"/api/v1/_dev/complete/{ids[0]}", json={"result": {"ok": 1}}).json() == {"ok": True}
+    completed = gql_data(client, COMPLETE, {"id": ids[1], "r": {"ok": 1}})["completeJob"]
+    assert completed["userErrors"] == []
+    first, second = (rest_job(client, job_id) for job_id in ids)
+    assert gql_job_as_rest(completed["job"]) == second
+    differs = ("id", "created_at", "finished_at", "run_at", "events")
+    assert without(first, *differs) == without(second, *differs)
+    assert [without(e, "at") for e in first["events"]] == [without(e, "at") for e in second["events"]]
+
+
+def test_jobs_connection_and_job_listing_page_alike(client: httpx.Client) -> None:
+    ids = []
+    for index in range(5):
+        workflow = "echo" if index % 2 == 0 else "sleep"
+        payload = {} if workflow == "echo" else {"seconds": 1}
+        ids.append(
+            client.post("/api/v1/intake", json={"workflow": workflow, "payload": payload}).json()["job_id"]
+        )
+    client.post(f"/api/v1/_dev/complete/{ids[0]}", json={})
+
+    for rest_filter, gql_filter in [
+        ({}, None),
+        ({"workflow": "echo"}, {"workflow": "echo"}),
+        ({"status": "queued"}, {"status": "QUEUED"}),
+        ({"status": "succeeded", "workflow": "echo"}, {"status": "SUCCEEDED", "workflow": "echo"}),
+    ]:
+        rest_cursor: str | None = None
+        gql_cursor: str | None = None
+        while True:
+            params = {**rest_filter, "limit": 2, **({"cursor": rest_cursor} if rest_cursor else {})}
+            page = client.get("/api/v1/jobs", params=params).json()
+            variables: dict[str, Any] = {"f": gql_filter, "n": 2, "a": gql_cursor}
+            connection = gql_data(client, JOBS, variables)["jobs"]
+            assert [job["id"] for job in page["jobs"]] == [edge["node"]["id"] for edge in connection["edges"]]
+            assert page["next_cursor"] == connection["pageInfo"]["endCursor"]
+            assert (page["next_cursor"] is not None) == connection["pageInfo"]["hasNextPage"]
+            rest_cursor = gql_cursor = page["next_cursor"]
+            if rest_cursor is None:
+                break
+
+
+def test_upsert_user_and_upsert_route_agree(client: httpx.Client) -> None:
+    fields = {"name": "Same", "locale": "pt_br", "currency": "EUR", "meta": {"a": 1, "b": None}}
+    rest = client.post("/api/v1/users/upsert", json={"email": " Rest@Example.com", **fields})
+    assert rest.status_code == 201
+    created = gql_data(client, UPSERT, {"i": {"email": " Gql@Example.com", **fields}})["upsertUser"]
+    assert created["created"] is True
+    assert created["userErrors"] == []
+    rest_user, gql_user = rest.json()["user"], gql_user_as_rest(created["user"])
+    assert (rest_user["email"], gql_user["email"]) == ("rest@example.com", "gql@example.com")
+    assert without(rest_user, "id", "email", "created_at", "updated_at") == without(
+        gql_user, "id", "email", "created_at", "updated_at"
+    )
+    assert gql_user["locale"] == "pt-BR"
+    assert gql_user["meta"] == {"a": 1}
+
+    again_rest = client.post("/api/v1/users/upsert", json={"email": "REST@example.com", "name": "Again"})
+    again_gql = gql_data(client, UPSERT, {"i": {"email": "GQL@example.com", "name": "Again"}})["upsertUser"]
+    assert again_rest.status_code == 200
+    assert again_gql["created"] is False
+    assert again_rest.json()["user"]["id"] == rest_user["id"]
+    assert again_gql["user"]["id"] == gql_user["id"]
+
+    # Reads: by id and by email, on both surfaces, give the same user.
+    for user_id, email in ((rest_user["id"], "rest@EXAMPLE.com "), (gql_user["id"], " gql@example.COM")):
+        by_id = client.get(f"/api/v1/users/{user_id}").json()
+        assert gql_user_as_rest(gql_data(client, USER, {"id": user_id})["user"]) == by_id
+        by_email = client.get("/api/v1/users", params={"email": email}).json()
+        assert gql_user_as_rest(gql_data(client, BY_EMAIL, {"e": email})["userByEmail"]) == by_email
+        assert by_email == by_id
+
+
+def test_update_user_and_patch_agree(client: httpx.Client) -> None:
+    ids = [
+        client.post(
+            "/api/v1/users/upsert", json={"email": f"{n}@example.com", "name": n, "meta": {"k": 1}}
+        ).json()["user"]["id"]
+        for n in ("one", "two")
+    ]
+    change = {"name": "Changed", "locale": "fr-ca", "currency": "USD", "meta": {"k": None, "new": "v"}}
+    patched = client.patch(f"/api/v1/users/{ids[0]}", json=change)
+    assert patched.status_code == 200
+    updated = gql_data(client, UPDATE, {"id": ids[1], "i": change})["updateUser"]
+    assert updated["userErrors"] == []
+    keep = ("id", "email", "created_at", "updated_at")
+    assert without(patched.json()["user"], *keep) == without(gql_user_as_rest(updated["user"]), *keep)
+    assert gql_user_as_rest(updated["user"]) == client.get(f"/api/v1/users/{ids[1]}").json()
+
+
+def test_health_and_public_metrics_agree(client: httpx.Client) -> None:
+    client.post("/api/v1/intake", json={"workflow": "echo", "payload": {}})
+    rest_health = client.get("/health").json()
+    rest_metrics = client.get("/public/metrics").json()
+    data = gql_data(
+        client,
+        "{ health { ok ts } publicMetrics { uptimeRolling7d jobsToday auditCoverage lastUpdated } }",
+    )
+    assert data["health"]["ok"] is rest_health["ok"] is True
+    assert abs(data["health"]["ts"] - rest_health["ts"]) <= 5
+    metrics = data["publicMetrics"]
+    assert {
+        "uptime_rolling_7d": metrics["uptimeRolling7d"],
+        "jobs_today": metrics["jobsToday"],
+        "audit_coverage": metrics["auditCoverage"],
+        "last_updated": metrics["lastUpdated"],
+    } == rest_metrics
+    assert rest_metrics["jobs_today"] == 1
+
+
+# --- the same bad request gives the equivalent error --------------------------------------------
+
+
+@pytest.fixture(scope="module", params=DB_KINDS)
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    workdir: Path = tmp_path_factory.mktemp("parity-errors")
+    with shared_server(request, str(request.param), workdir) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def existing(live: LiveServer) -> dict[str, str]:
+    with live.client() as http:
+        queued = http.post("/api/v1/intake", json={"workflow": "echo", "payload": {}}).json()["job_id"]
+        done = http.post("/api/v1/intake", json={"workflow": "echo", "payload": {}}).json()["job_id"]
+        http.post(f"/api/v1/_dev/complete/{done}", json={})
+        user = http.post("/api/v1/users/upsert", json={"email": "e@example.com", "name": "E"}).json()["user"]
+    return {"queued": queued, "done": done, "user": user["id"]}
+
+
+JOB_IN = {"workflow": "echo", "payload": {}}
+# (REST method, path, kwargs) and (GraphQL document, variables), the same request on each surface.
+ERROR_CASES: list[tuple[tuple[str, str, dict[str, Any]], tuple[str, dict[str, Any]]]] = [
+    (
+        ("POST", "/api/v1/intake", {"json": {**JOB_IN, "payload": "x"}}),
+        (SUBMIT, {"i": {**JOB_IN, "payload": "x"}}),
+    ),
+    (
+        ("POST", "/api/v1/intake", {"json": {**JOB_IN, "max_attempts": 0}}),
+        (SUBMIT, {"i": {**JOB_IN, "maxAttempts": 0}}),
+    ),
+    (
+        ("POST", "/api/v1/intake", {"json": {**JOB_IN, "callback_url": "ftp://x.example"}}),
+        (SUBMIT, {"i": {**JOB_IN, "callbackUrl": "ftp://x.example"}}),
+    ),
+    (
+        ("POST", "/api/v1/intake", {"json": {**JOB_IN, "user_id": UNKNOWN_ID}}),
+        (SUBMIT, {"i": {**JOB_IN, "userId": UNKNOWN_ID}}),
+    ),
+    (
+        ("POST", "/api/v1/intake", {"json": JOB_IN, "headers": {"Idempotency-Key": "k" * 300}}),
+        (SUBMIT, {"i": JOB_IN, "k": "k" * 300}),
+    ),
+    (
+        ("POST", "/api/v1/users/upsert", {"json": {"email": "bad", "name": "x"}}),
+        (UPSERT, {"i": {"email": "bad", "name": "x"}}),
+    ),
+    (
+        ("POST", "/api/v1/users/upsert", {"json": {"email": "a@example.com", "name": "x", "locale": "??"}}),
+        (UPSERT, {"i": {"email": "a@example.com", "name": "x", "locale": "??"}}),
+    ),
+    (
+        ("POST", "/api/v1/users/upsert", {"json": {"email": "a@example.com", "name": "x", "meta": [1]}}),
+        (UPSERT, {"i": {"email": "a@example.com", "name": "x", "meta": [1]}}),
+    ),
+    (("PATCH", "/api/v1/users/{user}", {"json": {}}), (UPDATE, {"id": "{user}", "i": {}})),
+    (
+        ("PATCH", "/api/v1/users/{user}", {"json": {"name": ""}}),
+        (UPDATE, {"id": "{user}", "i": {"name": ""}}),
+    ),
+    (
+        ("PATCH", f"/api/v1/users/{UNKNOWN_ID}", {"json": {"name": "x"}}),
+        (UPDATE, {"id": UNKNOWN_ID, "i": {"name": "x"}}),
+    ),
+    (("PATCH", "/api/v1/users/nope", {"json": {"name": "x"}}), (UPDATE, {"id": "nope", "i": {"name": "x"}})),
+    (("GET", f"/api/v1/users/{UNKNOWN_ID}", {}), (USER, {"id": UNKNOWN_ID})),
+    (
+        ("GET", "/api/v1/users", {"params": {"email": "nobody@example.com"}}),
+        (BY_EMAIL, {"e": "nobody@example.com"}),
+    ),
+    (("GET", "/api/v1/users", {"params": {"email": ""}}), (BY_EMAIL, {"e": ""})),
+    (("GET", f"/api/v1/status/{UNKNOWN_ID}", {}), (JOB, {"id": UNKNOWN_ID})),
+    (("GET", f"/api/v1/jobs/{UNKNOWN_ID}", {}), (JOB, {"id": UNKNOWN_ID})),
+    (("GET", "/api/v1/jobs", {"params": {"limit": 0}}), (JOBS, {"n": 0})),
+    (("GET", "/api/v1/jobs", {"params": {"limit": 101}}), (JOBS, {"n": 101})),
+    (("GET", "/api/v1/jobs", {"params": {"cursor": "zzz"}}), (JOBS, {"a": "zzz"})),
+    (("POST", "/api/v1/_dev/complete/{done}", {"json": {}}), (COMPLETE, {"id": "{done}"})),
+    (
+        ("POST", "/api/v1/_dev/complete/{queued}", {"json": {"result": 5}}),
+        (COMPLETE, {"id": "{queued}", "r": 5}),
+    ),
+    (("POST", f"/api/v1/_dev/complete/{UNKNOWN_ID}", {"json": {}}), (COMPLETE, {"id": UNKNOWN_ID})),
+]
+
+
+def fill(value: Any, existing: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return value.format(**existing) if "{" in value and "}" in value and " " not in value else value
+    if isinstance(value, dict):
+        return {key: fill(item, existing) for key, item in value.items()}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("rest", "graphql"), ERROR_CASES, ids=[f"{r[0]} {r[1][:40]} {str(r[2])[:40]}" for r, _ in ERROR_CASES]
+)
+def test_the_same_bad_request_gives_the_same_error(
+    live: LiveServer,
+    existing: dict[str, str],
+    rest: tuple[str, str, dict[str, Any]],
+    graphql: tuple[str, dict[str, Any]],
+) -> None:
+    method, path, kwargs = rest
+    document, variables = graphql
+    with live.client() as http:
+        response = http.request(method, path.format(**existing), **kwargs)
+        body = gql(http, document, fill(variables, existing))
+    assert 400 <= response.status_code < 500
+    rest_error = response.json()
+    expected_code = CODES[rest_error["error"]]
+    rest_fields = [(d["field"], d["message"]) for d in rest_error.get("details", [])]
+
+    payload = next(iter((body.get("data") or {}).values()), None)
+    if isinstance(payload, dict) and payload.get("userErrors"):
+        errors = payload["userErrors"]
+        assert {error["code"] for error in errors} == {expected_code}
+        graphql_fields = [(e["field"], e["message"]) for e in errors if e["field"] is not None]
+        assert graphql_fields == rest_fields
+        if not rest_fields:
+            assert [e["message"] for e in errors] == [rest_error["message"]]
+    else:
+        [error] = body["errors"]
+        assert error["extensions"]["code"] == expected_code
+        assert error["message"] == rest_error["message"]
+        graphql_details = error["extensions"].get("details", [])
+        assert [(d["field"], d["message"]) for d in graphql_details] == rest_fields

@@ -1,0 +1,49 @@
+"""Workflows for the queue and worker tests, loaded with `LEVQOR_WORKFLOWS=tests.support_workflows`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from levqor.workflows import JobFailed, JobRunContext, Workflow, workflow
+
+
+@workflow("test.fail_once", description="Fails its first attempt, then returns the payload.")
+async def fail_once(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
+    if ctx.attempt == 1:
+        raise JobFailed("first attempts always fail", retry_after_s=0)
+    return {"attempt": ctx.attempt, **payload}
+
+
+@workflow("test.explode", description="Raises an unexpected exception.", max_attempts=2)
+async def explode(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
+    raise RuntimeError("boom")
+
+
+@workflow("test.permanent", description="Fails without a retry.")
+async def permanent(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
+    raise JobFailed("the input can never work", retryable=False, details={"hint": "fix the input"})
+
+
+@workflow("test.bad_result", description="Returns a result no JSON column can hold.")
+async def bad_result(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
+    return {"value": float("nan")}
+
+
+@workflow("test.costly", description="Reports its cost and progress.")
+async def costly(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
+    ctx.report_cost(1234)
+    return {"ok": True}
+
+
+# Served only by remote workers: intake validates it, this process never runs it.
+remote = Workflow(
+    "test.remote",
+    description="Resized by a remote worker.",
+    payload_schema={
+        "type": "object",
+        "properties": {"size": {"type": "integer", "minimum": 1}},
+        "required": ["size"],
+    },
+    max_attempts=5,
+    timeout_s=42,
+)
