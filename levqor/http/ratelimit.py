@@ -81,7 +81,7 @@ class RateLimiter:
     def __init__(self, settings: Settings) -> None:
         uri = async_storage_uri(settings.rate_storage)
         options: dict[str, Any] = {}
-        if uri.startswith(("async+redis", "async+valkey")):
+        if uri.startswith("async+redis"):
             # redis-py's asyncio client (a dependency already); keys under our own prefix.
             options = {"implementation": "redispy", "key_prefix": settings.rate_key_prefix}
         storage = storage_from_string(uri, wrap_exceptions=True, **options)

@@ -93,6 +93,8 @@ class ManagedKeyPresence:
         self.checked_at = -math.inf  # a monotonic clock reading
 
 
+# Per database handle, not per URL: what this process has seen through that handle. A test that empties
+# a database and opens a new handle starts afresh; a handle that is dropped takes its entry with it.
 _presence: weakref.WeakKeyDictionary[Database, ManagedKeyPresence] = weakref.WeakKeyDictionary()
 
 

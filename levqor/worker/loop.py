@@ -81,7 +81,9 @@ class Worker:
         self._outcome_ready = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
+        # Outcome flushes and heartbeat rounds lock this worker's running rows; one at a time, so
+        # two transactions of the same worker never wait on each other (PostgreSQL deadlock).
+        self._lease_lock = asyncio.Lock()
         self._reserved = 0  # slots a claim in flight may fill
 
     @property
@@ -228,7 +230,7 @@ class Worker:
             await self._flush()
 
     async def _flush(self) -> None:
-        async with self._flush_lock:  # the flush loop and shutdown both flush; one batch at a time
+        async with self._lease_lock:  # the flush loop and shutdown both flush; one batch at a time
             await self._flush_pending()
 
     async def _flush_pending(self) -> None:
@@ -306,7 +308,8 @@ class Worker:
             # Any worker reaps; the UPDATE is cheap and re-checks each lease, so several may run it.
             return beats, queue.reap_expired(session, backoff=self.backoff)
 
-        beats, reaped = await self.db.write(run)
+        async with self._lease_lock:
+            beats, reaped = await self.db.write(run)
         if reaped:
             logger.info("took back jobs whose lease expired", extra={"jobs": reaped})
         for running in held:
@@ -332,7 +335,8 @@ class Worker:
         await self._flush()
         handed_back = [r for r in unfinished if r.stop_reason is StopReason.SHUTDOWN]
         if handed_back:
-            await self.db.write(lambda s: self._release(s, handed_back))
+            async with self._lease_lock:
+                await self.db.write(lambda s: self._release(s, handed_back))
             logger.info("handed jobs back to the queue", extra={"jobs": len(handed_back)})
         for running in handed_back:
             self._free(running.job.id)
