@@ -42,6 +42,11 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(log_format: str, level: int = logging.INFO) -> None:
+    # Thread, process and multiprocessing names are never logged; not looking them up on every
+    # record is measurably cheaper on the request path.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

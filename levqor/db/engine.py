@@ -28,7 +28,13 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "levqor_write"
 
 
-def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
+# Requests reach the database from anyio's worker threads (40 by default). A pool much smaller than
+# that makes connections churn under load: overflow connections are closed as soon as they return.
+DEFAULT_POOL_SIZE = 32
+POOL_OVERFLOW = 16
+
+
+def create_db_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -36,12 +42,12 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         engine = create_engine(
             url,
             pool_size=pool_size,
-            max_overflow=40,
+            max_overflow=POOL_OVERFLOW,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=POOL_OVERFLOW, pool_pre_ping=True)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -66,7 +72,7 @@ def _configure_sqlite(engine: Engine) -> None:
 class Database:
     """The engine plus the transaction runners that resolvers, the queue and the CLI share."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.url = url
         self.engine = create_db_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from levqor.config import Settings
 from levqor.db.engine import Database
 from levqor.errors import Forbidden, Unauthorized
+from levqor.queue.intake import IntakeWriter
 from levqor.queue.wakeup import Wakeup
 
 
@@ -56,3 +57,5 @@ class Context:
     request_id: str | None = None
     # The process's wake-up for new jobs (owned by the app lifespan); long-polling claims wait on it.
     wakeup: Wakeup | None = None
+    # The process's batching intake writer (owned by the app lifespan); without it, one row per commit.
+    intake: IntakeWriter | None = None

@@ -20,6 +20,7 @@ from levqor.db.models import Job, JobEvent, JobStatus, Priority, User
 from levqor.db.types import utcnow
 from levqor.errors import Conflict, InvalidRequest, NotFound
 from levqor.queue import control, events
+from levqor.queue.intake import job_row
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.validation import parse_id, parse_input
 from levqor.workflows.registry import registry_for
@@ -113,6 +114,18 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
     if idempotency_key is not None:
         scoped_key = f"{ctx.principal.id}:{_check_idempotency_key(idempotency_key)}"
     request_hash = _request_hash(fields) if scoped_key else None
+    if ctx.intake is not None and scoped_key is None and fields.user_id is None:
+        # Nothing to read first: the row joins the next group commit.
+        row = job_row(
+            workflow=fields.workflow,
+            payload=fields.payload,
+            callback_url=str(fields.callback_url) if fields.callback_url else None,
+            priority=fields.priority.rank,
+            run_at=fields.run_at,
+            max_attempts=fields.max_attempts or flow.max_attempts,
+            timeout_s=fields.timeout_s or flow.timeout_s,
+        )
+        return SubmitResult(job=await ctx.intake.submit(row), created=True)
 
     def find_existing(session: Session) -> SubmitResult | None:
         if scoped_key is None:

@@ -7,6 +7,7 @@ from typing import Any
 import strawberry
 from graphql.error import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
@@ -32,6 +33,14 @@ class LevqorSchema(strawberry.Schema):
         """`LevqorErrors` has logged what deserves a log line; client errors need none."""
 
 
+# The depth and alias limiters each make a new validation-rule class when constructed. Built once here,
+# so the rules are the same objects on every request and `ValidationCache`, which keys on them, hits.
+_LIMIT_RULES = [
+    *QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+]
+
+
 def build_schema() -> strawberry.Schema:
     return LevqorSchema(
         query=Query,
@@ -39,9 +48,8 @@ def build_schema() -> strawberry.Schema:
         extensions=[
             LevqorErrors,
             MutationFieldRateLimit,
-            lambda: QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH),
+            lambda: AddValidationRules(_LIMIT_RULES),
             lambda: MaxTokensLimiter(max_token_count=MAX_QUERY_TOKENS),
-            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
             lambda: QueryParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
         ],
