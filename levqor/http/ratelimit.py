@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -41,6 +42,15 @@ UNLIMITED_PATHS = frozenset({"/", "/health", "/faq", "/faq/", "/metrics"})
 STATIC_PREFIXES = ("/legal/", "/public/")
 LIMITED_UNDER_STATIC = frozenset({"/public/metrics"})
 STORAGE_WARNING_INTERVAL_S = 10.0
+
+
+# The worker API: remote workers long-poll and heartbeat far more often than clients submit, so these
+# routes are charged to `LEVQOR_RATE_WORKER` per address instead of RATE_BURST and RATE_GLOBAL.
+_WORKER_PATH = re.compile(r"^/api/v1/(?:workers/claim|jobs/[^/]+/(?:heartbeat|complete|fail))$")
+
+
+def is_worker_api(path: str) -> bool:
+    return _WORKER_PATH.match(path) is not None
 
 
 def is_unlimited(path: str) -> bool:
@@ -91,6 +101,7 @@ class RateLimiter:
         self.strategy = SlidingWindowCounterRateLimiter(self.storage)
         self.per_client: list[RateLimitItem] = parse_many(settings.rate_burst)
         self.whole_service: list[RateLimitItem] = parse_many(settings.rate_global)
+        self.per_worker: list[RateLimitItem] = parse_many(settings.rate_worker)
         self.client_address = ClientAddress(settings.trusted_proxies)
         self._warned_at = -math.inf
 
@@ -101,10 +112,11 @@ class RateLimiter:
         except StorageError:
             return False
 
-    async def hit(self, client_ip: str, cost: int = 1) -> Verdict:
-        """Charge `cost` requests to the client and to the service; refuse if either is spent."""
+    async def hit(self, client_ip: str, cost: int = 1, *, worker_api: bool = False) -> Verdict:
+        """Charge `cost` requests to the client and to the service (or, for the worker API, to the
+        address's worker allowance); refuse if either is spent."""
         try:
-            return await self._hit(client_ip, cost)
+            return await self._hit(client_ip, cost, worker_api)
         except StorageError:
             # Availability over limiting: an unreachable Redis lets requests through, loudly.
             now = time.monotonic()
@@ -113,9 +125,14 @@ class RateLimiter:
                 logger.warning("rate-limit storage unreachable: requests are not limited", exc_info=True)
             return Verdict(allowed=True)
 
-    async def _hit(self, client_ip: str, cost: int) -> Verdict:
+    async def _hit(self, client_ip: str, cost: int, worker_api: bool) -> Verdict:
         charged: list[tuple[RateLimitItem, tuple[str, ...]]] = []
-        for items, identifiers in ((self.per_client, ("ip", client_ip)), (self.whole_service, ("all",))):
+        limits: tuple[tuple[list[RateLimitItem], tuple[str, ...]], ...] = (
+            ((self.per_worker, ("worker", client_ip)),)
+            if worker_api
+            else ((self.per_client, ("ip", client_ip)), (self.whole_service, ("all",)))
+        )
+        for items, identifiers in limits:
             for item in items:
                 if not await self.strategy.hit(item, *identifiers, cost=cost):
                     return await self._verdict(False, [(item, identifiers)])
@@ -187,7 +204,7 @@ class RateLimitMiddleware:
             return
 
         allowance = Allowance(limiter, client_ip, request_counted=True)
-        allowance.verdict = await limiter.hit(client_ip)
+        allowance.verdict = await limiter.hit(client_ip, worker_api=is_worker_api(scope["path"]))
         if not allowance.verdict.allowed:
             exc = RateLimited(
                 f"rate limit reached; retry in {max(1, allowance.verdict.reset_s)} s",

@@ -20,10 +20,28 @@ T = TypeVar("T")
 USER_ERRORS = (InvalidRequest, Conflict, NotFound, BudgetExceeded)
 
 
+def graphql_field_name(field: str | None) -> str | None:
+    """The resolvers name input fields as REST does (`max_attempts`, `payload.user_key`); GraphQL
+    clients know the input field as `maxAttempts` (and the `Idempotency-Key` header as the
+    `idempotencyKey` argument). Only the first part is an input field: what follows is a path inside
+    a JSON value (`payload.user_key`) and stays as the client sent it."""
+    if not field:
+        return field
+    head, dot, rest = field.partition(".")
+    if "_" in head or "-" in head:  # `max_attempts`, or a REST header such as `Idempotency-Key`
+        first, *others = head.replace("-", "_").split("_")
+        head = first.lower() + "".join(part[:1].upper() + part[1:].lower() for part in others)
+    return head + dot + rest
+
+
 def user_errors_of(exc: LevqorError) -> list[UserError]:
     if exc.details:
         return [
-            UserError(field=detail.get("field"), message=str(detail.get("message")), code=exc.graphql_code)
+            UserError(
+                field=graphql_field_name(detail.get("field")),
+                message=str(detail.get("message")),
+                code=exc.graphql_code,
+            )
             for detail in exc.details
         ]
     return [UserError(field=None, message=exc.message, code=exc.graphql_code)]

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from levqor.schema.errors import graphql_field_name
 from tests.conftest import DB_KINDS, LiveServer
 from tests.support import UNKNOWN_ID, gql, gql_data, shared_server
 
@@ -434,7 +435,8 @@ def test_the_same_bad_request_gives_the_same_error(
         errors = payload["userErrors"]
         assert {error["code"] for error in errors} == {expected_code}
         graphql_fields = [(e["field"], e["message"]) for e in errors if e["field"] is not None]
-        assert graphql_fields == rest_fields
+        # The same field, spelt as each surface's clients spell it (`max_attempts` / `maxAttempts`).
+        assert graphql_fields == [(graphql_field_name(field), message) for field, message in rest_fields]
         if not rest_fields:
             assert [e["message"] for e in errors] == [rest_error["message"]]
     else:

@@ -215,3 +215,25 @@ def test_an_unreachable_redis_lets_requests_through_and_says_so(
     messages = [record.getMessage() for record in caplog.records]
     assert any("does not answer" in message for message in messages)
     assert any("not limited" in message for message in messages)
+
+
+def test_worker_api_has_its_own_allowance(make_server: Callable[..., LiveServer]) -> None:
+    """Remote workers poll and heartbeat often: the worker routes are charged to LEVQOR_RATE_WORKER,
+    so a client that spent its allowance does not stop the workers, and the other way round."""
+    live = make_server(RATE_BURST="2/day", RATE_GLOBAL="2/day", LEVQOR_RATE_WORKER="4/day")
+    claim = {"worker_id": "w-limits", "workflows": ["echo"], "max_jobs": 1, "wait_s": 0}
+    with live.client() as http:
+        for _ in range(2):
+            assert http.get(LIMITED).status_code == 404
+        assert_refused(http.get(LIMITED))
+        for remaining in (3, 2, 1, 0):
+            response = http.post("/api/v1/workers/claim", json=claim)
+            assert response.status_code == 204
+            assert response.headers["RateLimit-Limit"] == "4"
+            assert response.headers["RateLimit-Remaining"] == str(remaining)
+        assert_refused(http.post("/api/v1/workers/claim", json=claim))
+        stale = http.post(
+            "/api/v1/jobs/00000000-0000-0000-0000-000000000000/heartbeat",
+            json={"worker_id": "w-limits", "attempt": 1},
+        )
+        assert_refused(stale)

@@ -129,15 +129,16 @@ def test_fail_twin_and_lease_lost_as_user_error(client: httpx.Client) -> None:
 
 
 def test_bad_input_gives_the_same_fields_on_both_surfaces(client: httpx.Client) -> None:
-    for fields, rest_fields, field in [
-        ({"maxJobs": 0}, {"max_jobs": 0}, "max_jobs"),
-        ({"waitS": 31}, {"wait_s": 31}, "wait_s"),
-        ({"workflows": ["nope"]}, {"workflows": ["nope"]}, "workflows"),
+    # Each surface names the field as its clients spell it: `maxJobs` in GraphQL, `max_jobs` in JSON.
+    for fields, rest_fields, graphql_field, rest_field in [
+        ({"maxJobs": 0}, {"max_jobs": 0}, "maxJobs", "max_jobs"),
+        ({"waitS": 31}, {"wait_s": 31}, "waitS", "wait_s"),
+        ({"workflows": ["nope"]}, {"workflows": ["nope"]}, "workflows", "workflows"),
     ]:
         payload = gql_claim(client, **fields)
         assert payload["jobs"] == []
-        assert [(e["field"], e["code"]) for e in payload["userErrors"]] == [(field, "BAD_USER_INPUT")]
-        body = assert_error(claim(client, **rest_fields), 400, "invalid_request", field=field)
+        assert [(e["field"], e["code"]) for e in payload["userErrors"]] == [(graphql_field, "BAD_USER_INPUT")]
+        body = assert_error(claim(client, **rest_fields), 400, "invalid_request", field=rest_field)
         assert payload["userErrors"][0]["message"] == body["details"][0]["message"]
 
     unknown = gql_data(
