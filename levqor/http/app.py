@@ -24,8 +24,8 @@ from levqor.http.metrics import MetricsMiddleware, build_metrics, metrics_endpoi
 from levqor.http.middleware import BodyLimitMiddleware, InternalErrorMiddleware, RequestContextMiddleware
 from levqor.http.pages import page_routes
 from levqor.http.ratelimit import RateLimiter, RateLimitMiddleware
-from levqor.queue.intake import IntakeWriter
 from levqor.resolvers.auth import Authenticator
+from levqor.resolvers.batches import RequestBatches
 from levqor.resolvers.health import PublicMetricsCache, record_uptime_sample
 from levqor.resolvers.keys import any_active_managed_key, any_managed_key
 from levqor.rest import health, jobs, keys, users, workers
@@ -114,12 +114,12 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
         # The wake-up for new jobs and, unless LEVQOR_INPROCESS_WORKER=false, the in-process worker.
         worker_services = WorkerServices(app.state.db, settings)
         app.state.wakeup = await worker_services.start()
-        app.state.intake = IntakeWriter(app.state.db)
-        await app.state.intake.start()
+        app.state.batches = RequestBatches(app.state.db)
+        await app.state.batches.start()
         try:
             yield
         finally:
-            await app.state.intake.stop()  # writes and answers the submits already waiting
+            await app.state.batches.stop()  # writes and answers the submits already waiting
             await worker_services.stop()  # graceful: running jobs finish or go back to the queue
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):

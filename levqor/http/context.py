@@ -17,5 +17,5 @@ def context_for(connection: HTTPConnection) -> Context:
         principal=getattr(state, "principal", ANONYMOUS),
         request_id=getattr(state, "request_id", None),
         wakeup=getattr(app_state, "wakeup", None),
-        intake=getattr(app_state, "intake", None),
+        batches=getattr(app_state, "batches", None),
     )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from levqor.config import Settings
 from levqor.db.engine import Database
 from levqor.errors import Forbidden, Unauthorized
-from levqor.queue.intake import IntakeWriter
 from levqor.queue.wakeup import Wakeup
+
+if TYPE_CHECKING:
+    from levqor.resolvers.batches import RequestBatches
 
 
 class Scope:
@@ -57,5 +60,6 @@ class Context:
     request_id: str | None = None
     # The process's wake-up for new jobs (owned by the app lifespan); long-polling claims wait on it.
     wakeup: Wakeup | None = None
-    # The process's batching intake writer (owned by the app lifespan); without it, one row per commit.
-    intake: IntakeWriter | None = None
+    # The process's coalescing intake and status reads (owned by the app lifespan); without them,
+    # each call has its own transaction.
+    batches: RequestBatches | None = None

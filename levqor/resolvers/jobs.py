@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import anyio.to_thread
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -22,6 +23,7 @@ from levqor.errors import Conflict, InvalidRequest, NotFound
 from levqor.queue import control, events
 from levqor.queue.intake import job_row
 from levqor.resolvers.context import Context, Scope
+from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
 from levqor.resolvers.validation import parse_id, parse_input
 from levqor.workflows.registry import registry_for
 
@@ -114,7 +116,7 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
     if idempotency_key is not None:
         scoped_key = f"{ctx.principal.id}:{_check_idempotency_key(idempotency_key)}"
     request_hash = _request_hash(fields) if scoped_key else None
-    if ctx.intake is not None and scoped_key is None and fields.user_id is None:
+    if ctx.batches is not None and scoped_key is None and fields.user_id is None:
         # Nothing to read first: the row joins the next group commit.
         row = job_row(
             workflow=fields.workflow,
@@ -125,7 +127,7 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
             max_attempts=fields.max_attempts or flow.max_attempts,
             timeout_s=fields.timeout_s or flow.timeout_s,
         )
-        return SubmitResult(job=await ctx.intake.submit(row), created=True)
+        return SubmitResult(job=await ctx.batches.intake.call(row), created=True)
 
     def find_existing(session: Session) -> SubmitResult | None:
         if scoped_key is None:
@@ -187,6 +189,18 @@ async def get_job(ctx: Context, job_id: str | uuid.UUID) -> Job:
     if job is None:
         raise NotFound(f"no job with id '{key}'")
     return job
+
+
+async def get_job_status(ctx: Context, job_id: str | uuid.UUID) -> JobStatusView:
+    """What the seed's public status route shows of a job."""
+    key = parse_id(job_id, kind="job")
+    if ctx.batches is not None:
+        found = await ctx.batches.status.call(key)
+    else:
+        found = (await anyio.to_thread.run_sync(read_job_statuses, ctx.db, [key]))[0]
+    if found is None:
+        raise NotFound(f"no job with id '{key}'")
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ async def intake(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    job = await jobs.get_job(context_for(request), request.path_params["job_id"])
+    job = await jobs.get_job_status(context_for(request), request.path_params["job_id"])
     return json_response(JobStatusBody.from_row(job))
 
 

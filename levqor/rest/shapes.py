@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from levqor.db.models import Job, JobEvent, User
+from levqor.resolvers.job_reads import JobStatusView
 
 
 def unix_s(value: datetime | None) -> int | None:
@@ -72,7 +73,7 @@ class JobStatusBody(BaseModel):
     finished_at: int | None
 
     @classmethod
-    def from_row(cls, job: Job) -> JobStatusBody:
+    def from_row(cls, job: Job | JobStatusView) -> JobStatusBody:
         return cls(
             job_id=str(job.id),
             status=job.status,

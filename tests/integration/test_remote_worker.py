@@ -186,7 +186,7 @@ async def test_the_remote_worker_rides_out_rate_limits(
     make_server: Callable[..., LiveServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Claims and reports that get 429 wait for Retry-After and go on; no job is lost or retried."""
-    server = make_server(**REMOTE_ENV, RATE_BURST="6/second")
+    server = make_server(**REMOTE_ENV, LEVQOR_RATE_WORKER="6/second")
     with LevqorClient(server.url) as client:
         ids = [client.submit("remote.task", {"n": n}) for n in range(5)]
 
