@@ -1,0 +1,120 @@
+"""Coalescing concurrent database calls of one event loop into one thread hop and one transaction.
+
+Under load, many requests want the same kind of call at once (insert a job, read a job's status).
+Paid one by one, each costs a thread hop, a pooled connection and a transaction, which outweigh the
+statement. A `Batcher` queues the calls; one task takes everything waiting (up to `max_batch`),
+runs `run_batch` on all of it in a worker thread, and hands each caller its own result. Nothing
+waits for a batch to fill: a lone call goes at once, and calls that arrive while one batch runs form
+the next, so batches grow exactly as fast as the database falls behind.
+
+A batch that raises is run again item by item, so one bad item fails only its own caller, unless
+`retry_alone` says the error is not the items' fault (the database is down or locked): then every
+caller of the batch gets it at once, rather than each after its own wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import anyio.to_thread
+
+logger = logging.getLogger(__name__)
+
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+@dataclass(slots=True)
+class _Call(Generic[K, R]):
+    item: K
+    answer: asyncio.Future[R]
+
+
+class Batcher(Generic[K, R]):
+    """`run_batch(items)` returns one result per item, in order; it runs in a worker thread.
+
+    Owned by a lifespan: `start` before serving, `stop` after; `stop` runs the calls already waiting
+    before it returns. Before `start` and after `stop`, a call runs alone (still off the loop)."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[K]], Sequence[R]],
+        *,
+        max_batch: int,
+        retry_alone: Callable[[Exception], bool] = lambda _exc: True,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._retry_alone = retry_alone
+        self._queue: asyncio.Queue[_Call[K, R] | None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, name: str) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(self._queue), name=name)
+
+    async def stop(self) -> None:
+        queue, task = self._queue, self._task
+        self._queue = self._task = None  # later calls run alone
+        if queue is None or task is None:
+            return
+        queue.put_nowait(None)
+        await task
+
+    async def call(self, item: K) -> R:
+        queue = self._queue
+        if queue is None:
+            return (await anyio.to_thread.run_sync(self._run_batch, [item]))[0]
+        answer: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        queue.put_nowait(_Call(item, answer))
+        return await answer
+
+    async def _run(self, queue: asyncio.Queue[_Call[K, R] | None]) -> None:
+        batch: list[_Call[K, R]] = []
+        stopping = False
+        try:
+            while not stopping:
+                first = await queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < self._max_batch and not queue.empty():
+                    waiting = queue.get_nowait()
+                    if waiting is None:
+                        stopping = True
+                        break
+                    batch.append(waiting)
+                await self._answer(batch)
+                batch = []
+        finally:
+            # Cancelled without `stop` (the loop is closing): no caller may wait forever.
+            while not queue.empty():
+                waiting = queue.get_nowait()
+                if waiting is not None:
+                    batch.append(waiting)
+            for call in batch:
+                if not call.answer.done():
+                    call.answer.set_exception(RuntimeError("the batcher has stopped"))
+
+    async def _answer(self, batch: list[_Call[K, R]]) -> None:
+        try:
+            results = await anyio.to_thread.run_sync(self._run_batch, [call.item for call in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"a batch of {len(batch)} gave {len(results)} results")
+        except Exception as exc:
+            if len(batch) == 1 or not self._retry_alone(exc):
+                for call in batch:
+                    if not call.answer.done():
+                        call.answer.set_exception(exc)
+                return
+            logger.warning("a batch of %d calls failed; running them one by one", len(batch), exc_info=True)
+            for call in batch:
+                await self._answer([call])
+            return
+        for call, result in zip(batch, results, strict=True):
+            if not call.answer.done():  # a caller that went away has cancelled its wait
+                call.answer.set_result(result)
