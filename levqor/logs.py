@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,14 +17,24 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 
 
+# `json.dumps(entry, default=str)`, without building an encoder for each record.
+_ENCODER = json.JSONEncoder(default=str)
+
+
 def _context(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in record.__dict__.items() if key not in _STANDARD}
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        # Records come many to a second: the date and time up to the second is formatted once.
+        self._second = -1
+        self._second_text = ""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -31,7 +42,19 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
+
+    def _timestamp(self, created: float) -> str:
+        """ISO 8601 in UTC to the millisecond, as `datetime.isoformat(timespec="milliseconds")`."""
+        # Rounded to the microsecond the way `datetime.fromtimestamp` rounds, then cut to the millisecond.
+        fraction, whole = math.modf(created)
+        second, microsecond = int(whole), round(fraction * 1_000_000)
+        if microsecond >= 1_000_000:
+            second, microsecond = second + 1, microsecond - 1_000_000
+        if second != self._second:
+            self._second_text = datetime.fromtimestamp(second, UTC).isoformat()[: -len("+00:00")]
+            self._second = second
+        return f"{self._second_text}.{microsecond // 1000:03d}+00:00"
 
 
 class TextFormatter(logging.Formatter):

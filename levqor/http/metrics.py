@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from levqor.config import Settings
 from levqor.db.engine import Database
@@ -67,10 +66,19 @@ class HttpMetrics:
             registry=registry,
         )
 
+        # The series of each label set, looked up once: `labels()` checks and locks on every call.
+        # Bounded, as the labels are: known methods, route templates and statuses.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
     def observe(self, method: str, route: str, status: int, duration_s: float) -> None:
-        labels = (method if method in KNOWN_METHODS else OTHER_METHOD, route, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(duration_s)
+        series = self._series.get((method, route, status))
+        if series is None:
+            labels = (method if method in KNOWN_METHODS else OTHER_METHOD, route, str(status))
+            series = (self.requests.labels(*labels), self.latency.labels(*labels))
+            if method in KNOWN_METHODS:
+                self._series[(method, route, status)] = series
+        series[0].inc()
+        series[1].observe(duration_s)
 
 
 def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
@@ -84,44 +92,6 @@ def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
     if isinstance(route, Route | WebSocketRoute):
         return route.path
     return UNMATCHED_ROUTE
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request. Outermost, so it sees the final status of every answer."""
-
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics, routes: Sequence[BaseRoute]) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # what the client gets when the app fails before answering
-        observed = False
-
-        def observe() -> None:
-            nonlocal observed
-            observed = True
-            duration_s = time.perf_counter() - started
-            self.metrics.observe(scope["method"], route_template(scope, self.routes), status, duration_s)
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                # Counted before the last byte leaves: a client that has its answer finds it counted.
-                observe()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            if not observed:
-                observe()
 
 
 class JobsCollector:

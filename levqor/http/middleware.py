@@ -9,13 +9,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from levqor.http.errors import error_body
+from levqor.http.metrics import HttpMetrics, route_template
 
 logger = logging.getLogger("levqor.access")
 error_logger = logging.getLogger("levqor.errors")
@@ -30,48 +31,79 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _MAX_CLIENT_REQUEST_ID = 128
 
 
-def _client_request_id(scope: Scope) -> str | None:
-    """Keep a caller's own request id when it is short and plain, so traces join up."""
+_SECURITY_HEADERS_RAW = tuple(
+    (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in SECURITY_HEADERS
+)
+_REQUEST_ID_RAW = REQUEST_ID_HEADER.lower().encode("latin-1")
+
+
+def _request_headers(scope: Scope) -> tuple[str | None, str | None]:
+    """The caller's own request id, kept when it is short and plain so traces join up, and its
+    User-Agent, in one pass over the headers."""
+    request_id = user_agent = None
     for name, value in scope["headers"]:
-        if name == b"x-request-id":
+        if name == b"x-request-id" and request_id is None:
             text: str = value.decode("latin-1")
             if 0 < len(text) <= _MAX_CLIENT_REQUEST_ID and text.isascii() and text.isprintable():
-                return text
-    return None
+                request_id = text
+        elif name == b"user-agent" and user_agent is None:
+            user_agent = value.decode("latin-1")
+    return request_id, user_agent
 
 
 class RequestContextMiddleware:
     """Gives every request an id, every response the security headers and the id, every request one
-    log line, and turns an unexpected exception into `internal_error` with the request id (the
-    traceback goes to the log, never to the client)."""
+    log line and its metrics (counted by route template, timed), and turns an unexpected exception
+    into `internal_error` with the request id (the traceback goes to the log, never to the client).
 
-    def __init__(self, app: ASGIApp) -> None:
+    One layer for all of it, outermost, so it sees the final status of every answer: each layer that
+    wraps `send` costs every request a coroutine call per message."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: HttpMetrics | None = None, routes: Sequence[BaseRoute] = ()
+    ) -> None:
         self.app = app
+        self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                scope.setdefault("state", {})["request_id"] = _request_headers(scope)[0] or uuid.uuid4().hex
             await self.app(scope, receive, send)
             return
-        request_id = _client_request_id(scope) or uuid.uuid4().hex
+        started = time.perf_counter()
+        client_request_id, user_agent = _request_headers(scope)
+        request_id = client_request_id or uuid.uuid4().hex
+        request_id_raw = request_id.encode("latin-1")
         state: MutableMapping[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
-        if scope["type"] == "websocket":
-            await self.app(scope, receive, send)
-            return
-
-        started = time.perf_counter()
-        status = 500
+        status = 500  # what the client gets when the app fails before answering
         response_started = False
+        observed = False
+
+        def observe() -> None:
+            nonlocal observed
+            observed = True
+            if self.metrics is not None:
+                duration_s = time.perf_counter() - started
+                self.metrics.observe(scope["method"], route_template(scope, self.routes), status, duration_s)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, response_started
-            if message["type"] == "http.response.start":
+            message_type = message["type"]
+            if message_type == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS:
-                    headers.setdefault(name, value)
-                headers[REQUEST_ID_HEADER] = request_id
+                # The security headers unless the route set its own; the request id always, once.
+                headers = [pair for pair in message.get("headers", ()) if pair[0] != _REQUEST_ID_RAW]
+                present = {pair[0] for pair in headers}
+                headers.extend(pair for pair in _SECURITY_HEADERS_RAW if pair[0] not in present)
+                headers.append((_REQUEST_ID_RAW, request_id_raw))
+                message["headers"] = headers
+            elif message_type == "http.response.body" and not message.get("more_body", False):
+                # Counted before the last byte leaves: a client that has its answer finds it counted.
+                observe()
             await send(message)
 
         try:
@@ -83,20 +115,31 @@ class RequestContextMiddleware:
             status = 500
             await answer_internal_error(scope, send_with_headers, request_id)
         finally:
+            if not observed:
+                observe()
             client = scope.get("client")
-            logger.info(
-                "request",
-                extra={
+            log_request(
+                {
                     "method": scope.get("method"),
                     "path": scope.get("path"),
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     "client_ip": state.get("client_ip") or (client[0] if client else None),
-                    "user_agent": _header(scope, b"user-agent"),
+                    "user_agent": user_agent,
                     "request_id": request_id,
                     "key_id": _key_id(state),
-                },
+                }
             )
+
+
+def log_request(fields: dict[str, Any]) -> None:
+    """The access log line: `logger.info(..., extra=fields)` without its look-up of the caller's
+    source line (a walk up the stack per request, for a location no one reads)."""
+    if logger.isEnabledFor(logging.INFO):
+        record = logger.makeRecord(
+            logger.name, logging.INFO, "(unknown file)", 0, "request", (), None, "(unknown function)", fields
+        )
+        logger.handle(record)
 
 
 class InternalErrorMiddleware:
@@ -224,13 +267,6 @@ class BodyLimitMiddleware:
 
 class _BodyTooLarge(Exception):
     pass
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:

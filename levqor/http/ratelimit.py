@@ -1,9 +1,10 @@
 """Rate limits per client address (`RATE_BURST`) and for the whole service (`RATE_GLOBAL`).
 
-Counters live in the `limits` storage named by `LEVQOR_RATE_STORAGE`: `memory://` for one process,
-`redis://...` when several processes or machines must share them. The strategy is `limits`' sliding
-window counter: it follows a moving window closely with two counters per client, whatever the limit,
-where an exact moving window keeps one entry per request.
+Counters live in the storage named by `LEVQOR_RATE_STORAGE`: `memory://` for one process (counted by
+`LocalWindows`, with no storage calls), `redis://...` (through `limits`) when several processes or
+machines must share them. The strategy is `limits`' sliding window counter: it follows a moving window
+closely with two counters per client, whatever the limit, where an exact moving window keeps one entry
+per request.
 
 A client's own limit is charged first and the global one only if that passed, so one client past its
 limit cannot use up everyone's allowance. Limited responses carry `RateLimit-Limit`,
@@ -13,6 +14,7 @@ limit cannot use up everyone's allowance. Limited responses carry `RateLimit-Lim
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -22,16 +24,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage
 from limits.aio.storage import Storage as AsyncStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from levqor.config import ConfigError, Settings
 from levqor.errors import RateLimited
 from levqor.http.client_ip import ClientAddress
+from levqor.http.ratelimit_counters import LocalWindows, Verdict
 from levqor.http.refusal import send_refusal
 
 logger = logging.getLogger(__name__)
@@ -65,26 +68,6 @@ def async_storage_uri(uri: str) -> str:
     return uri if uri.startswith("async+") else "async+" + uri
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    allowed: bool
-    limit: int | None = None  # None when the counters could not be read (storage down)
-    remaining: int = 0
-    reset_s: int = 0
-
-    def headers(self) -> list[tuple[str, str]]:
-        if self.limit is None:
-            return []
-        headers = [
-            ("RateLimit-Limit", str(self.limit)),
-            ("RateLimit-Remaining", str(self.remaining)),
-            ("RateLimit-Reset", str(self.reset_s)),
-        ]
-        if not self.allowed:
-            headers.append(("Retry-After", str(max(1, self.reset_s))))
-        return headers
-
-
 class RateLimiter:
     """The counters of one server process; built in the lifespan, closed at shutdown."""
 
@@ -99,10 +82,18 @@ class RateLimiter:
             raise ConfigError(f"LEVQOR_RATE_STORAGE {settings.rate_storage!r} has no asyncio storage")
         self.storage: AsyncStorage = storage
         self.strategy = SlidingWindowCounterRateLimiter(self.storage)
+        # In one process the counters need no storage round trips at all.
+        self.local: LocalWindows | None = LocalWindows() if isinstance(storage, MemoryStorage) else None
         self.per_client: list[RateLimitItem] = parse_many(settings.rate_burst)
         self.whole_service: list[RateLimitItem] = parse_many(settings.rate_global)
         self.per_worker: list[RateLimitItem] = parse_many(settings.rate_worker)
         self.client_address = ClientAddress(settings.trusted_proxies)
+        # For the in-process counters, in the order `_limits` charges them: (kind, per address, limit,
+        # window in seconds).
+        self._request_plan = [("ip", True, item.amount, item.get_expiry()) for item in self.per_client] + [
+            ("all", False, item.amount, item.get_expiry()) for item in self.whole_service
+        ]
+        self._worker_plan = [("worker", True, item.amount, item.get_expiry()) for item in self.per_worker]
         self._warned_at = -math.inf
 
     async def check(self) -> bool:
@@ -115,6 +106,8 @@ class RateLimiter:
     async def hit(self, client_ip: str, cost: int = 1, *, worker_api: bool = False) -> Verdict:
         """Charge `cost` requests to the client and to the service (or, for the worker API, to the
         address's worker allowance); refuse if either is spent."""
+        if self.local is not None:
+            return self._hit_local(self.local, client_ip, cost, worker_api)
         try:
             return await self._hit(client_ip, cost, worker_api)
         except StorageError:
@@ -125,14 +118,29 @@ class RateLimiter:
                 logger.warning("rate-limit storage unreachable: requests are not limited", exc_info=True)
             return Verdict(allowed=True)
 
+    def _limits(
+        self, client_ip: str, worker_api: bool
+    ) -> tuple[tuple[list[RateLimitItem], tuple[str, ...]], ...]:
+        if worker_api:
+            return ((self.per_worker, ("worker", client_ip)),)
+        return ((self.per_client, ("ip", client_ip)), (self.whole_service, ("all",)))
+
+    def _hit_local(self, local: LocalWindows, client_ip: str, cost: int, worker_api: bool) -> Verdict:
+        best: Verdict | None = None
+        now = time.time()
+        for kind, per_address, amount, expiry_s in self._worker_plan if worker_api else self._request_plan:
+            # The same limit for the same caller as `item.key_for(*identifiers)`, built cheaper.
+            key = (kind, client_ip if per_address else kind, amount, expiry_s)
+            verdict = local.charge(key, amount, expiry_s, cost, now)
+            if not verdict.allowed:
+                return verdict
+            if best is None or _tighter(verdict, best):
+                best = verdict
+        return best or Verdict(allowed=True)
+
     async def _hit(self, client_ip: str, cost: int, worker_api: bool) -> Verdict:
         charged: list[tuple[RateLimitItem, tuple[str, ...]]] = []
-        limits: tuple[tuple[list[RateLimitItem], tuple[str, ...]], ...] = (
-            ((self.per_worker, ("worker", client_ip)),)
-            if worker_api
-            else ((self.per_client, ("ip", client_ip)), (self.whole_service, ("all",)))
-        )
-        for items, identifiers in limits:
+        for items, identifiers in self._limits(client_ip, worker_api):
             for item in items:
                 if not await self.strategy.hit(item, *identifiers, cost=cost):
                     return await self._verdict(False, [(item, identifiers)])
@@ -141,13 +149,16 @@ class RateLimiter:
 
     async def _verdict(self, allowed: bool, items: list[tuple[RateLimitItem, tuple[str, ...]]]) -> Verdict:
         """The verdict with the counters of the tightest limit among `items`."""
+        # Read together: on Redis the round trips overlap instead of following one another.
+        all_stats = await asyncio.gather(
+            *(self.strategy.get_window_stats(item, *identifiers) for item, identifiers in items)
+        )
         now = time.time()
         best: Verdict | None = None
-        for item, identifiers in items:
-            stats = await self.strategy.get_window_stats(item, *identifiers)
+        for (item, _identifiers), stats in zip(items, all_stats, strict=True):
             reset_s = max(0, math.ceil(stats.reset_time - now))
             verdict = Verdict(allowed, item.amount, max(0, stats.remaining), reset_s)
-            if best is None or (verdict.remaining, verdict.limit) < (best.remaining, best.limit or 0):
+            if best is None or _tighter(verdict, best):
                 best = verdict
         return best or Verdict(allowed=allowed)
 
@@ -157,6 +168,10 @@ class RateLimiter:
         close = getattr(client, "aclose", None)
         if close is not None:
             await close()
+
+
+def _tighter(verdict: Verdict, than: Verdict) -> bool:
+    return (verdict.remaining, verdict.limit or 0) < (than.remaining, than.limit or 0)
 
 
 @dataclass(slots=True)
@@ -216,10 +231,12 @@ class RateLimitMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start" and allowance.verdict is not None:
-                headers = MutableHeaders(scope=message)
-                # The latest verdict: a GraphQL document may have charged more since the start.
-                for name, value in allowance.verdict.headers():
-                    headers[name] = value
+                # The latest verdict: a GraphQL document may have charged more since the start. Its
+                # headers replace any the route set (a GraphQL refusal's own Retry-After).
+                limit_headers = allowance.verdict.raw_headers()
+                names = {name for name, _value in limit_headers}
+                kept = [pair for pair in message.get("headers", ()) if pair[0] not in names]
+                message["headers"] = kept + limit_headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
