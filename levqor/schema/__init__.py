@@ -6,24 +6,18 @@ from typing import Any
 
 import strawberry
 from graphql.error import GraphQLError
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import SchemaExtension
+from strawberry.extensions.runner import SchemaExtensionsRunner
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from levqor.schema.errors import LevqorErrors, QueryParserCache
+from levqor.schema.documents import PreparedDocument
+from levqor.schema.errors import LevqorErrors
 from levqor.schema.mutation import Mutation
+from levqor.schema.names import CachedNameConverter
 from levqor.schema.query import Query
 from levqor.schema.ratelimit import MutationFieldRateLimit
-
-MAX_QUERY_DEPTH = 10
-MAX_QUERY_TOKENS = 2_000
-# Room for a batch of 25 aliased mutations; each root mutation field is charged to the rate limits.
-MAX_ALIASES = 30
+from levqor.schema.runner import LeanExtensionsRunner
 
 
 class LevqorSchema(strawberry.Schema):
@@ -32,27 +26,20 @@ class LevqorSchema(strawberry.Schema):
     ) -> None:
         """`LevqorErrors` has logged what deserves a log line; client errors need none."""
 
-
-# The depth and alias limiters each make a new validation-rule class when constructed. Built once here,
-# so the rules are the same objects on every request and `ValidationCache`, which keys on them, hits.
-_LIMIT_RULES = [
-    *QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH).validation_rules,
-    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
-]
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return LeanExtensionsRunner(execution_context=execution_context, extensions=extensions)
 
 
 def build_schema() -> strawberry.Schema:
     return LevqorSchema(
         query=Query,
         mutation=Mutation,
-        extensions=[
-            LevqorErrors,
-            MutationFieldRateLimit,
-            lambda: AddValidationRules(_LIMIT_RULES),
-            lambda: MaxTokensLimiter(max_token_count=MAX_QUERY_TOKENS),
-            lambda: QueryParserCache(maxsize=256),
-            lambda: ValidationCache(maxsize=256),
-        ],
+        config=StrawberryConfig(name_converter=CachedNameConverter()),
+        # Classes: Strawberry makes each extension anew for every request (it keeps that request's
+        # execution context). The limits and caches are one extension (`levqor.schema.documents`).
+        extensions=[LevqorErrors, PreparedDocument, MutationFieldRateLimit],
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from graphql.error import GraphQLError, GraphQLSyntaxError
-from strawberry.extensions import MaskErrors, ParserCache
+from strawberry.extensions import MaskErrors
 
 from levqor.errors import BudgetExceeded, Conflict, InvalidRequest, LevqorError, NotFound
 from levqor.schema.types import UserError
@@ -62,6 +62,19 @@ class LevqorErrors(MaskErrors):
     def __init__(self) -> None:
         super().__init__(error_message="internal server error")
 
+    def on_operation(self) -> Iterator[None]:
+        # `MaskErrors` finds the errors with an `isinstance` check against a runtime protocol, which
+        # costs more than the rest of this hook. A result is one value here: the schema has no
+        # subscriptions, and streamed results are masked one by one in `on_stream_result`.
+        self._stream_result_processed = False
+        yield
+        if self._stream_result_processed:
+            return
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)  # type: ignore[union-attr]
+
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         context = self.execution_context.context
         request_id = getattr(getattr(context, "levqor", None), "request_id", None)
@@ -107,16 +120,3 @@ def _with_extensions(
         extensions=extensions,
     )
 
-
-class QueryParserCache(ParserCache):
-    """Strawberry's parser cache, except that a document which does not parse is left to Strawberry's
-    own parse step: raised from this hook, the syntax error would skip `LevqorErrors` and reach the
-    client without `extensions.code`."""
-
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        try:
-            context.graphql_document = self.cached_parse_document(context.query, **context.parse_options)
-        except GraphQLError:
-            context.graphql_document = None
-        yield

@@ -8,6 +8,7 @@ at all. Queries are charged per HTTP request only.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import lru_cache
 from typing import Any, Protocol
 
 from graphql import (
@@ -20,11 +21,15 @@ from graphql import (
     InlineFragmentNode,
     OperationType,
     SelectionSetNode,
+    parse,
 )
 from graphql.utilities import get_operation_ast
 from strawberry.extensions import SchemaExtension
 
 from levqor.errors import RateLimited
+
+# Distinct (query text, operation name) pairs whose count is kept; bounded against unique documents.
+MUTATION_COUNT_CACHE_ENTRIES = 256
 
 
 class Allowance(Protocol):
@@ -69,8 +74,11 @@ class MutationFieldRateLimit(SchemaExtension):
         context = self.execution_context
         allowance = _allowance_of(context.context)
         document = context.graphql_document
-        if allowance is not None and document is not None and _is_mutation(document, context.operation_name):
-            fields = root_field_count(document, context.operation_name)
+        if allowance is not None and document is not None:
+            fields = _mutation_field_count(document, context.query, context.operation_name)
+        else:
+            fields = 0
+        if allowance is not None and fields:
             try:
                 await allowance.charge(fields - 1 if allowance.request_counted else fields)
             except RateLimited as exc:
@@ -81,9 +89,25 @@ class MutationFieldRateLimit(SchemaExtension):
         yield
 
 
-def _is_mutation(document: DocumentNode, operation_name: str | None) -> bool:
+def _mutation_field_count(document: DocumentNode, query: str | None, operation_name: str | None) -> int:
+    """Root fields of the operation if it is a mutation, else 0."""
+    if query is None:  # a document given without its text: nothing to key a cache on
+        return _count_mutation_fields(document, operation_name)
+    return _mutation_field_count_of_text(query, operation_name)
+
+
+@lru_cache(maxsize=MUTATION_COUNT_CACHE_ENTRIES)
+def _mutation_field_count_of_text(query: str, operation_name: str | None) -> int:
+    # Counted once per query text and operation name. The text parsed before it got here (a
+    # document of the request), so parsing it again, once, cannot fail.
+    return _count_mutation_fields(parse(query, no_location=True), operation_name)
+
+
+def _count_mutation_fields(document: DocumentNode, operation_name: str | None) -> int:
     operation = get_operation_ast(document, operation_name)
-    return operation is not None and operation.operation == OperationType.MUTATION
+    if operation is None or operation.operation != OperationType.MUTATION:
+        return 0
+    return root_field_count(document, operation_name)
 
 
 def _allowance_of(graphql_context: Any) -> Allowance | None:
