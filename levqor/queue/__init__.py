@@ -6,7 +6,8 @@ writes each state change's job event in that same transaction.
 
 from levqor.queue.claim import ClaimedJob, claim_jobs
 from levqor.queue.control import cancel, force_complete, retry
-from levqor.queue.events import enqueue, enqueue_many
+from levqor.queue.events import enqueue
+from levqor.queue.intake import enqueue_many
 from levqor.queue.lease import Heartbeat, Lease, heartbeat, heartbeat_many, reap_expired
 from levqor.queue.outcomes import (
     DEFAULT_BACKOFF,

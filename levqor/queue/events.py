@@ -86,39 +86,6 @@ def enqueue(session: Session, job: Job) -> Job:
     return job
 
 
-def enqueue_many(session: Session, jobs: Sequence[Job]) -> int:
-    """Insert many queued jobs with their `submitted` events in two statements (bulk loads,
-    benchmarks). The `Job` objects are templates: they are not attached to the session."""
-    if not jobs:
-        return 0
-    now = utcnow()
-    rows = []
-    for job in jobs:
-        row = job.model_dump(exclude={"seq"})
-        row.update(status=JobStatus.QUEUED.value, created_at=now, updated_at=now)
-        if row["run_at"] is None or row["run_at"] < now:
-            row["run_at"] = now
-        rows.append(row)
-    session.execute(insert(JOBS), rows)
-    insert_events(
-        session,
-        [
-            event_row(
-                row["id"],
-                "submitted",
-                from_status=None,
-                to_status=row["status"],
-                attempt=0,
-                worker_id=None,
-                at=now,
-            )
-            for row in rows
-        ],
-    )
-    mark_claimable(session)
-    return len(rows)
-
-
 def finish(
     session: Session,
     job: Job,

@@ -87,6 +87,15 @@ def insert_jobs(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     mark_claimable(session)
 
 
+def enqueue_many(session: Session, jobs: Sequence[Job]) -> int:
+    """Insert many queued jobs with their `submitted` events (bulk loads, benchmarks). The `Job`
+    objects are templates: they are not attached to the session."""
+    if not jobs:
+        return 0
+    insert_jobs(session, [job.model_dump(exclude={"seq"}) for job in jobs])
+    return len(jobs)
+
+
 def write_jobs(db: Database, rows: Sequence[dict[str, Any]]) -> list[Job]:
     """One write transaction for a batch of submits (rows from `job_row`); their jobs, once committed."""
 
