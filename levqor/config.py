@@ -80,9 +80,7 @@ def _rate_storage(raw: str) -> str:
     value = raw.strip()
     scheme = value.split("://", 1)[0].removeprefix("async+") if "://" in value else ""
     if scheme not in RATE_STORAGE_SCHEMES:
-        raise ConfigError(
-            f"LEVQOR_RATE_STORAGE must be memory:// or a redis://host:port/db URI, not {raw!r}"
-        )
+        raise ConfigError(f"LEVQOR_RATE_STORAGE must be memory:// or a redis://host:port/db URI, not {raw!r}")
     return value
 
 

@@ -7,24 +7,24 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp
 
 from levqor.config import ConfigError, Settings
 from levqor.db.engine import Database
-from levqor.http.auth import ApiKeyMiddleware
-from levqor.http.cors import cors_middleware
 from levqor.http.errors import EXCEPTION_HANDLERS
+from levqor.http.gateway import Gateway
 from levqor.http.graphql import graphql_app
-from levqor.http.metrics import build_metrics, metrics_endpoint
-from levqor.http.middleware import BodyLimitMiddleware, InternalErrorMiddleware, RequestContextMiddleware
+from levqor.http.metrics import HttpMetrics, build_metrics, metrics_endpoint
 from levqor.http.pages import page_routes
-from levqor.http.ratelimit import RateLimiter, RateLimitMiddleware
+from levqor.http.ratelimit import RateLimiter
 from levqor.resolvers.auth import Authenticator
 from levqor.resolvers.batches import RequestBatches
 from levqor.resolvers.health import PublicMetricsCache, record_uptime_sample
@@ -98,6 +98,29 @@ async def _sample_uptime(db: Database) -> None:
         await asyncio.sleep(UPTIME_SAMPLE_INTERVAL_S)
 
 
+class LevqorApp(Starlette):
+    """Starlette with the gateway as its whole middleware stack.
+
+    Starlette's own stack puts `ServerErrorMiddleware` outermost; the gateway answers every failure
+    itself (`internal_error` with the request id), so that layer would only add a frame to each
+    request. What the gateway hands on gets Starlette's exception handling and router unchanged."""
+
+    def __init__(self, settings: Settings, metrics: HttpMetrics | None, **options: Any) -> None:
+        super().__init__(**options)
+        self.state.settings = settings
+        self.http_metrics = metrics
+
+    def build_middleware_stack(self) -> ASGIApp:
+        fallback = ExceptionMiddleware(self.router, handlers=self.exception_handlers, debug=self.debug)
+        return Gateway(
+            fallback,
+            router=self.router,
+            settings=self.state.settings,
+            metrics=self.http_metrics,
+            exception_handlers=self.exception_handlers,
+        )
+
+
 def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
     """Build the ASGI app. A `db` passed in is the caller's to dispose of; otherwise the lifespan
     opens one from `settings` and disposes of it at shutdown."""
@@ -136,23 +159,13 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
 
     routes = build_routes(settings)
     http_metrics, metrics_registry = build_metrics(settings, lambda: app.state.db)
-    middleware = [
-        # Outermost: ids, security headers, the access log and the request metrics, in one layer.
-        Middleware(RequestContextMiddleware, metrics=http_metrics, routes=routes),
-        cors_middleware(settings),
-        Middleware(InternalErrorMiddleware),
-        # Limits before keys, so a flood of guessed keys never reaches the database.
-        Middleware(RateLimitMiddleware),
-        Middleware(ApiKeyMiddleware),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
-    ]
-    app = Starlette(
+    app = LevqorApp(
+        settings,
+        http_metrics,
         routes=routes,
-        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
-    app.state.settings = settings
     app.state.public_metrics = PublicMetricsCache()
     app.state.metrics_registry = metrics_registry
     return app

@@ -1,4 +1,4 @@
-"""The API-key middleware: every HTTP request and WebSocket handshake gets a principal, or a 401.
+"""API keys at the gateway: every HTTP request and WebSocket handshake gets a principal, or a 401.
 
 It only decides who is calling. What a caller may do is decided by the resolvers
 (`ctx.principal.require(...)`), so REST and GraphQL cannot disagree. A key that is wrong, expired or
@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from levqor.errors import Unauthorized
 from levqor.http.refusal import send_refusal
 from levqor.resolvers.auth import Authenticator
 
 _BEARER = "bearer "
+_CHALLENGE = (("WWW-Authenticate", 'Bearer realm="levqor"'),)
 
 
 def presented_key(scope: Scope) -> str | None:
@@ -33,23 +34,15 @@ def presented_key(scope: Scope) -> str | None:
     return None
 
 
-class ApiKeyMiddleware:
-    """Puts the caller on `scope["state"]["principal"]` (and its `key_id` for the access log)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        authenticator: Authenticator = scope["app"].state.authenticator
-        try:
-            principal = await authenticator.authenticate(presented_key(scope))
-        except Unauthorized as exc:
-            await send_refusal(scope, send, exc, [("WWW-Authenticate", 'Bearer realm="levqor"')])
-            return
-        state: MutableMapping[str, Any] = scope.setdefault("state", {})
-        state["principal"] = principal
-        state["key_id"] = principal.key_id
-        await self.app(scope, receive, send)
+async def identify(scope: Scope, send: Send, authenticator: Authenticator) -> bool:
+    """Put the caller on `scope["state"]["principal"]` (and its `key_id` for the access log); answer
+    401 and return False when the key is refused."""
+    try:
+        principal = await authenticator.authenticate(presented_key(scope))
+    except Unauthorized as exc:
+        await send_refusal(scope, send, exc, _CHALLENGE)
+        return False
+    state: MutableMapping[str, Any] = scope.setdefault("state", {})
+    state["principal"] = principal
+    state["key_id"] = principal.key_id
+    return True

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 
 from starlette.datastructures import Headers
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from levqor.config import Settings
 from levqor.http.errors import error_body
@@ -33,24 +32,8 @@ CORS_MAX_AGE_S = 600
 
 
 class LevqorCORSMiddleware(CORSMiddleware):
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _has_origin(scope):
-            await super().__call__(scope, receive, send)
-            return
-
-        # Without `Origin` it is no CORS request: all that Starlette's middleware would do is add
-        # `Origin` to `Vary` (caches must keep answers to browsers apart), which this does cheaper.
-        async def send_with_vary(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                vary = [value for name, value in headers if name == b"vary"]
-                if vary:
-                    headers = [pair for pair in headers if pair[0] != b"vary"]
-                headers.append((b"vary", b", ".join([*vary, b"Origin"])))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_vary)
+    """Starlette's CORS middleware, for requests with an `Origin` only: the gateway answers the others
+    itself (all the middleware would do for them is add `Origin` to `Vary`)."""
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
@@ -67,13 +50,9 @@ class LevqorCORSMiddleware(CORSMiddleware):
         return Response(body, status_code=403, headers=headers, media_type="application/json")
 
 
-def _has_origin(scope: Scope) -> bool:
-    return any(name == b"origin" for name, _value in scope["headers"])
-
-
-def cors_middleware(settings: Settings) -> Middleware:
-    return Middleware(
-        LevqorCORSMiddleware,
+def cors_layer(app: ASGIApp, settings: Settings) -> LevqorCORSMiddleware:
+    return LevqorCORSMiddleware(
+        app,
         allow_origins=list(settings.cors_origins),
         allow_methods=list(CORS_METHODS),
         allow_headers=list(CORS_HEADERS),

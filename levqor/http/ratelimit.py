@@ -19,7 +19,6 @@ import logging
 import math
 import re
 import time
-from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +28,11 @@ from limits.aio.storage import Storage as AsyncStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from levqor.config import ConfigError, Settings
 from levqor.errors import RateLimited
 from levqor.http.client_ip import ClientAddress
 from levqor.http.ratelimit_counters import LocalWindows, Verdict
-from levqor.http.refusal import send_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -196,47 +193,7 @@ class Allowance:
             )
 
 
-class RateLimitMiddleware:
-    """Charges each HTTP request; leaves the client address on `state.client_ip` for the access log."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        limiter: RateLimiter = scope["app"].state.rate_limiter
-        state: MutableMapping[str, Any] = scope.setdefault("state", {})
-        client_ip = limiter.client_address.of(scope)
-        state["client_ip"] = client_ip
-        if scope["type"] == "websocket":
-            state["rate_limit"] = Allowance(limiter, client_ip, request_counted=False)
-            await self.app(scope, receive, send)
-            return
-        if is_unlimited(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-
-        allowance = Allowance(limiter, client_ip, request_counted=True)
-        allowance.verdict = await limiter.hit(client_ip, worker_api=is_worker_api(scope["path"]))
-        if not allowance.verdict.allowed:
-            exc = RateLimited(
-                f"rate limit reached; retry in {max(1, allowance.verdict.reset_s)} s",
-                retry_after_s=max(1, allowance.verdict.reset_s),
-            )
-            await send_refusal(scope, send, exc, allowance.verdict.headers())
-            return
-        state["rate_limit"] = allowance
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and allowance.verdict is not None:
-                # The latest verdict: a GraphQL document may have charged more since the start. Its
-                # headers replace any the route set (a GraphQL refusal's own Retry-After).
-                limit_headers = allowance.verdict.raw_headers()
-                names = {name for name, _value in limit_headers}
-                kept = [pair for pair in message.get("headers", ()) if pair[0] not in names]
-                message["headers"] = kept + limit_headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def refusal(verdict: Verdict) -> RateLimited:
+    """The 429 for a request the limiter refused."""
+    retry_after_s = max(1, verdict.reset_s)
+    return RateLimited(f"rate limit reached; retry in {retry_after_s} s", retry_after_s=retry_after_s)

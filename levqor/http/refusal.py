@@ -1,4 +1,4 @@
-"""Answering a request that middleware refuses (401, 429) before it reaches a route.
+"""Answering a request that the gateway refuses (401, 429) before it reaches a route.
 
 REST callers get the contract's error body (CONTRACT.md §4); GraphQL callers get a GraphQL response
 with the error's `extensions.code`, since that is what their clients read (CONTRACT.md §3).

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import lru_cache
 
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse, specified_rules
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.schema.schema import validate_document
 
@@ -30,6 +30,16 @@ LIMIT_RULES: tuple[type[ASTValidationRule], ...] = (
     *QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH).validation_rules,
     *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
 )
+
+
+def with_limit_rules(rules: tuple[type[ASTValidationRule], ...]) -> tuple[type[ASTValidationRule], ...]:
+    """A request's validation rules: the given ones, then the depth and alias limits."""
+    return (*rules, *LIMIT_RULES)
+
+
+# What a request is validated against when nothing else asks for other rules: Strawberry's default
+# (the spec's rules) with the limits. The key of the cache below, for both GraphQL paths.
+REQUEST_RULES = with_limit_rules(tuple(specified_rules))
 
 
 def prepared_document(
@@ -62,7 +72,7 @@ class PreparedDocument(SchemaExtension):
         context = self.execution_context
         # Strawberry's own parse (of a document that does not parse) must count tokens too.
         context.parse_options["max_tokens"] = MAX_QUERY_TOKENS
-        context.validation_rules = (*context.validation_rules, *LIMIT_RULES)
+        context.validation_rules = with_limit_rules(context.validation_rules)
         if context.query is not None and context.graphql_document is None:
             prepared = prepared_document(context.schema._schema, context.query, context.validation_rules)
             if prepared is not None:

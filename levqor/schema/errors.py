@@ -55,12 +55,15 @@ async def with_user_errors(call: Callable[[], Awaitable[T]], on_error: Callable[
         return on_error(user_errors_of(exc))
 
 
+INTERNAL_ERROR_MESSAGE = "internal server error"
+
+
 class LevqorErrors(MaskErrors):
     """Adds `extensions.code` to domain errors; masks every other exception as INTERNAL_SERVER_ERROR
     with the request id, after logging its traceback (CONTRACT.md §3)."""
 
     def __init__(self) -> None:
-        super().__init__(error_message="internal server error")
+        super().__init__(error_message=INTERNAL_ERROR_MESSAGE)
 
     def on_operation(self) -> Iterator[None]:
         # `MaskErrors` finds the errors with an `isinstance` check against a runtime protocol, which
@@ -76,35 +79,41 @@ class LevqorErrors(MaskErrors):
             result.errors = self._process_errors(errors)  # type: ignore[union-attr]
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        context = self.execution_context.context
-        request_id = getattr(getattr(context, "levqor", None), "request_id", None)
-        return [self._process(error, request_id) for error in errors]
+        return client_errors(errors, self.execution_context.context)
 
-    def _process(self, error: GraphQLError, request_id: str | None) -> GraphQLError:
-        original = error.original_error
-        if original is None or (error.path is None and isinstance(original, GraphQLError | ValueError)):
-            # The client's own request: a document that does not parse or validate, or variables
-            # that do not coerce to their types (those carry the scalar's error, but no path).
-            if isinstance(error, GraphQLSyntaxError):
-                code = "GRAPHQL_PARSE_FAILED"
-            elif original is None:
-                code = "GRAPHQL_VALIDATION_FAILED"
-            else:
-                code = "BAD_USER_INPUT"
-            extensions: dict[str, Any] = {"code": code, **(error.extensions or {})}
-            return _with_extensions(error, error.message, extensions, keep_original=False)
-        if isinstance(original, LevqorError):
-            extensions = {"code": original.graphql_code}
-            if original.details:
-                extensions["details"] = original.details
-            return _with_extensions(error, original.message, extensions)
-        logger.error(
-            "unhandled error in GraphQL resolver",
-            exc_info=original,
-            extra={"request_id": request_id, "path": error.path},
-        )
-        extensions = {"code": "INTERNAL_SERVER_ERROR", "request_id": request_id}
-        return _with_extensions(error, self.error_message, extensions, keep_original=False)
+
+def client_errors(errors: list[GraphQLError], graphql_context: Any) -> list[GraphQLError]:
+    """The errors as the client sees them: codes added, unexpected ones logged and masked. The one
+    treatment of both GraphQL paths (`LevqorErrors` and `levqor.schema.plans`)."""
+    request_id = getattr(getattr(graphql_context, "levqor", None), "request_id", None)
+    return [_client_error(error, request_id) for error in errors]
+
+
+def _client_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
+    original = error.original_error
+    if original is None or (error.path is None and isinstance(original, GraphQLError | ValueError)):
+        # The client's own request: a document that does not parse or validate, or variables
+        # that do not coerce to their types (those carry the scalar's error, but no path).
+        if isinstance(error, GraphQLSyntaxError):
+            code = "GRAPHQL_PARSE_FAILED"
+        elif original is None:
+            code = "GRAPHQL_VALIDATION_FAILED"
+        else:
+            code = "BAD_USER_INPUT"
+        extensions: dict[str, Any] = {"code": code, **(error.extensions or {})}
+        return _with_extensions(error, error.message, extensions, keep_original=False)
+    if isinstance(original, LevqorError):
+        extensions = {"code": original.graphql_code}
+        if original.details:
+            extensions["details"] = original.details
+        return _with_extensions(error, original.message, extensions)
+    logger.error(
+        "unhandled error in GraphQL resolver",
+        exc_info=original,
+        extra={"request_id": request_id, "path": error.path},
+    )
+    extensions = {"code": "INTERNAL_SERVER_ERROR", "request_id": request_id}
+    return _with_extensions(error, INTERNAL_ERROR_MESSAGE, extensions, keep_original=False)
 
 
 def _with_extensions(
@@ -119,4 +128,3 @@ def _with_extensions(
         original_error=error.original_error if keep_original else None,
         extensions=extensions,
     )
-

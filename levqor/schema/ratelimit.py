@@ -72,21 +72,35 @@ def root_field_count(document: DocumentNode, operation_name: str | None) -> int:
 class MutationFieldRateLimit(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         context = self.execution_context
-        allowance = _allowance_of(context.context)
         document = context.graphql_document
-        if allowance is not None and document is not None:
-            fields = _mutation_field_count(document, context.query, context.operation_name)
-        else:
-            fields = 0
-        if allowance is not None and fields:
-            try:
-                await allowance.charge(fields - 1 if allowance.request_counted else fields)
-            except RateLimited as exc:
+        if document is not None:
+            refusal = await charge_mutation_fields(
+                context.context, document, context.query, context.operation_name
+            )
+            if refusal is not None:
                 # A result set before execution replaces it: no field of the document runs.
-                error = GraphQLError(exc.message, original_error=exc)
-                context.result = ExecutionResult(data=None, errors=[error])
-                _mark_response(context.context, exc)
+                context.result = refusal
         yield
+
+
+async def charge_mutation_fields(
+    graphql_context: Any, document: DocumentNode, query: str | None, operation_name: str | None
+) -> ExecutionResult | None:
+    """Charge the root mutation fields the request has not paid for yet; the refusal to answer
+    instead of executing, when the allowance is spent (and the response marked 429). Shared by
+    both GraphQL paths: the extension above and `levqor.schema.plans`."""
+    allowance = _allowance_of(graphql_context)
+    if allowance is None:
+        return None
+    fields = _mutation_field_count(document, query, operation_name)
+    if not fields:
+        return None
+    try:
+        await allowance.charge(fields - 1 if allowance.request_counted else fields)
+    except RateLimited as exc:
+        _mark_response(graphql_context, exc)
+        return ExecutionResult(data=None, errors=[GraphQLError(exc.message, original_error=exc)])
+    return None
 
 
 def _mutation_field_count(document: DocumentNode, query: str | None, operation_name: str | None) -> int:
