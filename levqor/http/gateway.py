@@ -36,12 +36,12 @@ from levqor.http.middleware import (
     declared_length_refusal,
     key_id_of,
     log_error_after_start,
-    log_request,
     read_request_heads,
     refuse_body,
 )
 from levqor.http.ratelimit import Allowance, RateLimiter, is_unlimited, is_worker_api, refusal
 from levqor.http.refusal import send_refusal
+from levqor.logs import log_access
 
 # Where the gateway leaves a request's `Exchange` in its scope, for the steps CORS calls back into.
 EXCHANGE_KEY = "levqor.exchange"
@@ -133,7 +133,7 @@ class Exchange:
     def log(self, state: MutableMapping[str, Any]) -> None:
         scope = self.scope
         client = scope.get("client")
-        log_request(
+        log_access(
             {
                 "method": scope.get("method"),
                 "path": scope.get("path"),

@@ -14,7 +14,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from levqor.http.errors import error_body
 
-logger = logging.getLogger("levqor.access")
 error_logger = logging.getLogger("levqor.errors")
 
 SECURITY_HEADERS = (
@@ -61,16 +60,6 @@ def read_request_heads(scope: Scope) -> RequestHeads:
         elif name == b"transfer-encoding":
             heads.chunked = True
     return heads
-
-
-def log_request(fields: dict[str, Any]) -> None:
-    """The access log line: `logger.info(..., extra=fields)` without its look-up of the caller's
-    source line (a walk up the stack per request, for a location no one reads)."""
-    if logger.isEnabledFor(logging.INFO):
-        record = logger.makeRecord(
-            logger.name, logging.INFO, "(unknown file)", 0, "request", (), None, "(unknown function)", fields
-        )
-        logger.handle(record)
 
 
 def log_error_after_start(scope: Scope, request_id: str | None) -> None:
