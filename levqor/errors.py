@@ -21,6 +21,10 @@ class LevqorError(Exception):
         self.message = message
         self.details = details or []
 
+    def http_headers(self) -> dict[str, str]:
+        """The response headers HTTP asks for with this status."""
+        return {}
+
 
 class InvalidRequest(LevqorError):
     """The request is malformed or a field fails validation; `details` name each failing field."""
@@ -34,6 +38,11 @@ class Unauthorized(LevqorError):
     code = "unauthorized"
     graphql_code = "UNAUTHENTICATED"
     status = 401
+    # RFC 9110 §11.6.1: a 401 names the scheme that would get the caller in.
+    CHALLENGE: ClassVar[str] = 'Bearer realm="levqor"'
+
+    def http_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.CHALLENGE}
 
 
 class Forbidden(LevqorError):
@@ -84,3 +93,6 @@ class RateLimited(LevqorError):
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}

@@ -18,7 +18,6 @@ from levqor.http.refusal import send_refusal
 from levqor.resolvers.auth import Authenticator
 
 _BEARER = "bearer "
-_CHALLENGE = (("WWW-Authenticate", 'Bearer realm="levqor"'),)
 
 
 def presented_key(scope: Scope) -> str | None:
@@ -40,7 +39,7 @@ async def identify(scope: Scope, send: Send, authenticator: Authenticator) -> bo
     try:
         principal = await authenticator.authenticate(presented_key(scope))
     except Unauthorized as exc:
-        await send_refusal(scope, send, exc, _CHALLENGE)
+        await send_refusal(scope, send, exc, exc.http_headers().items())
         return False
     state: MutableMapping[str, Any] = scope.setdefault("state", {})
     state["principal"] = principal

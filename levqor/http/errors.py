@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from levqor.errors import LevqorError, RateLimited
+from levqor.errors import LevqorError
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,8 @@ def error_body(
 
 def levqor_error_response(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LevqorError)
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
     body = error_body(exc.code, exc.message, request_id=request_id_of(request), details=exc.details)
-    return JSONResponse(body, status_code=exc.status, headers=headers)
+    return JSONResponse(body, status_code=exc.status, headers=exc.http_headers() or None)
 
 
 def http_error_response(request: Request, exc: Exception) -> Response:

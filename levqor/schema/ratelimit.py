@@ -135,4 +135,4 @@ def _mark_response(graphql_context: Any, exc: RateLimited) -> None:
     response = getattr(graphql_context, "response", None)
     if response is not None:
         response.status_code = exc.status
-        response.headers["Retry-After"] = str(exc.retry_after_s)
+        response.headers.update(exc.http_headers())

@@ -285,6 +285,9 @@ def test_rest_auth_matrix(world: tuple[LiveServer, World]) -> None:
                 failures.append(f"{method} {path} as {caller}: {response.status_code}, want {want}")
             elif outcome != "ok" and _error_code(path, response) != outcome:
                 failures.append(f"{method} {path} as {caller}: error body {response.text[:200]}")
+            elif outcome == "unauthorized" and "www-authenticate" not in response.headers:
+                # Whichever layer refused it (the key check, or a resolver for a keyless caller).
+                failures.append(f"{method} {path} as {caller}: 401 without WWW-Authenticate")
     assert not failures, "\n".join(failures)
 
 
