@@ -2,7 +2,7 @@
 framework ceiling, a bare Starlette JSON route (bench/bare_app.py) on the same uvicorn settings, in one
 run. Prints one line of JSON: the figures, the ratios DESIGN.md sets goals for, and a pass flag each.
 
-    python bench/http.py [--duration 10] [--warmup 2] [--connections 32] [--postgres]
+    python bench/http.py [--duration 5] [--rounds 3] [--warmup 2] [--connections 32] [--postgres]
 
 What is measured, and why so:
 - Every server is one uvicorn process (httptools + uvloop, as uvicorn[standard] picks), on loopback,
@@ -14,14 +14,23 @@ What is measured, and why so:
   one server core against one server core. With wrk on one core, one wrk thread is right (-t1); 32
   connections keep a single-threaded server always busy, while staying under the 40 threads anyio
   lends to blocking calls, so Levqor's database calls never queue for a thread token.
-- Each target gets a warm-up, then a fixed measured run. The writes are checked afterwards: the jobs
-  table must hold at least as many new jobs as wrk counted answers. Any non-2xx answer, socket error
-  or failed check makes the run invalid (exit status 1), because a fast error is not throughput.
+- The speed of this shared machine drifts by a third within a minute, so a ratio of two figures taken a
+  minute apart would mostly measure the drift. Hence rounds: all servers start once and stay up; each
+  target gets one warm-up; then each round measures every target for --duration seconds, each right
+  next to its reference (bare_post, intake, graphql_submit, bare_get, status; with --postgres the
+  PostgreSQL targets sit on the other side of the same reference), every other round in reverse
+  order so that a steady drift favours neither side. A ratio is the median of its rounds' ratios,
+  and the pass flag is on that median. Each ratio also gives the ratio of server CPU time per request
+  (the reference's over the target's), which other load disturbs less than req/s, as a cross-check.
+- The writes are checked after every run, warm-ups included: the jobs table must hold at least as many
+  new jobs as wrk counted answers. Any non-2xx answer, socket error or failed check makes the run
+  invalid (exit status 1), because a fast error is not throughput.
 - CPU use of the server, of wrk and of everything else on the machine (other people's tests) is
-  recorded for each measured run, in cores, with the load average before it, and the server's CPU
-  time per answer, which other load disturbs less than req/s.
-- `--profile-dir DIR` (needs py-spy) records the GIL-holding stacks of each Levqor run to DIR, in
-  py-spy's collapsed format; profiling slows the server a little, and the JSON says it was on.
+  recorded for each measured run, in cores, with the load average before it; each target reports the
+  medians over its rounds and every round's req/s and CPU time per request.
+- `--profile-dir DIR` (needs py-spy) records the GIL-holding stacks of each Levqor run to DIR, one file
+  per target and round, in py-spy's collapsed format; profiling slows the server a little, and the
+  JSON says it was on.
 
 The script cleans up its servers, its files and its PostgreSQL database, on Ctrl-C too.
 """
@@ -44,10 +53,11 @@ import json
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,9 +78,11 @@ from bench.http_support import (
     parse_wrk,
     pinned,
     post_script,
+    quotients,
     settled,
     start_server,
     status_script,
+    summarize_rounds,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,8 +131,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="bench/http.py",
         description="Levqor REST intake, status and GraphQL submitJob against a bare Starlette route.",
     )
-    parser.add_argument("--duration", type=_bounded(1, 300), default=10, help="seconds per target (10)")
-    parser.add_argument("--warmup", type=_bounded(0, 60), default=2, help="warm-up seconds per target (2)")
+    parser.add_argument(
+        "--duration", type=_bounded(1, 300), default=5, help="seconds per target in each round (5)"
+    )
+    parser.add_argument(
+        "--rounds", type=_bounded(1, 50), default=3, help="rounds; ratios are their median (3)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_bounded(0, 60),
+        default=2,
+        help="warm-up seconds per target, once, before round 1 (2)",
+    )
     parser.add_argument("--connections", type=_bounded(1, 1000), default=32, help="wrk connections (32)")
     parser.add_argument("--threads", type=_bounded(1, 64), default=1, help="wrk threads (1)")
     parser.add_argument("--pool", type=_bounded(1, 100_000), default=256, help="jobs for status GETs (256)")
@@ -136,35 +158,74 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def ratio_report(rps: dict[str, float]) -> dict[str, dict[str, Any]]:
-    """Each goal's ratio of req/s, with its pass flag."""
+def round_order(kinds: Sequence[str], index: int) -> list[tuple[str, str]]:
+    """The (server, target) runs of round `index`, each ratio's two targets back to back: the second
+    database's targets mirror the first's around the shared reference. Odd rounds run in reverse, so
+    a steady drift of the machine favours the numerator in half the rounds and the reference in the
+    other half."""
+    if not 1 <= len(kinds) <= 2:
+        raise ValueError(f"one or two databases keep every target next to its reference, not {kinds}")
+    first, *others = kinds
+    posts = [("bare", "bare_post"), (first, "intake"), (first, "graphql_submit")]
+    gets = [("bare", "bare_get"), (first, "status")]
+    for kind in others:
+        posts = [(kind, "graphql_submit"), (kind, "intake"), *posts]
+        gets = [(kind, "status"), *gets]
+    order = posts + gets
+    return order[::-1] if index % 2 else order
+
+
+def ratio_report(rounds: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each goal's ratio of req/s, the median of the per-round ratios (each round measures the target
+    next to its reference), with its pass flag; and, for information, the same for the ratio of
+    server CPU time per request, the reference's over the target's."""
     report: dict[str, dict[str, Any]] = {}
     for name, (numerator, denominator, goal) in RATIOS.items():
-        if numerator not in rps or denominator not in rps or rps[denominator] <= 0:
+        if numerator not in rounds or denominator not in rounds:
             continue
-        value = rps[numerator] / rps[denominator]
-        report[name] = {"value": round(value, 3), "goal": goal, "pass": value >= goal}
+        rps = quotients(_column(rounds[numerator], "rps"), _column(rounds[denominator], "rps"))
+        if rps is None:
+            continue
+        value = statistics.median(rps)
+        report[name] = {
+            "value": round(value, 3),
+            "goal": goal,
+            "pass": value >= goal,
+            "rounds": [round(ratio, 3) for ratio in rps],
+        }
+        cpu_key = "server_cpu_us_per_request"
+        cpu = quotients(_column(rounds[denominator], cpu_key), _column(rounds[numerator], cpu_key))
+        if cpu is not None:
+            report[name]["cpu_per_request"] = {
+                "value": round(statistics.median(cpu), 3),
+                "rounds": [round(ratio, 3) for ratio in cpu],
+            }
     return report
+
+
+def _column(rounds: Sequence[dict[str, Any]], key: str) -> list[float]:
+    return [figures[key] for figures in rounds]
 
 
 def assemble(
     settings: dict[str, Any],
-    bare: dict[str, dict[str, Any]],
-    levqor: dict[str, dict[str, dict[str, Any]]],
+    bare: Mapping[str, Sequence[dict[str, Any]]],
+    levqor: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]],
     problems: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The one JSON object the run prints. `levqor` maps a database kind to its targets' figures."""
+    """The one JSON object the run prints. `bare` maps each reference to its figures in every round;
+    `levqor` maps a database kind to its targets' figures in every round."""
     databases: dict[str, Any] = {}
     for kind, targets in levqor.items():
-        rps = {name: figures["rps"] for name, figures in {**bare, **targets}.items()}
-        databases[kind] = {**targets, "ratios": ratio_report(rps)}
+        summaries = {name: summarize_rounds(rounds) for name, rounds in targets.items()}
+        databases[kind] = {**summaries, "ratios": ratio_report({**bare, **targets})}
     ratios_pass = all(
         ratio["pass"] for database in databases.values() for ratio in database["ratios"].values()
     )
     return {
         "bench": "http",
         "settings": settings,
-        "bare": bare,
+        "bare": {name: summarize_rounds(rounds) for name, rounds in bare.items()},
         "levqor": databases,
         "valid": not problems,
         "problems": list(problems),
@@ -185,11 +246,36 @@ def levqor_supports(flag: str) -> bool:
 # --- measuring ----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Target:
+    """One route of a running server that wrk loads, with its Lua script."""
+
+    name: str  # in the log, the problems and the profile files: "intake_sqlite"
+    server: subprocess.Popen[bytes]
+    url: str
+    script: Path
+    count_rows: Callable[[], int] | None = None  # the jobs table, for a target that writes
+    profiled: bool = False
+
+
 @dataclass
 class Bench:
     args: argparse.Namespace
     run: Run
     problems: list[str] = field(default_factory=list)
+
+    def target(
+        self,
+        name: str,
+        server: subprocess.Popen[bytes],
+        url: str,
+        script_text: str,
+        count_rows: Callable[[], int] | None = None,
+        profiled: bool = False,
+    ) -> Target:
+        script = self.run.workdir / f"{name}.lua"
+        script.write_text(script_text)
+        return Target(name, server, url, script, count_rows, profiled)
 
     def wrk(self, url: str, script: Path, duration_s: int) -> Figures:
         command = [
@@ -209,23 +295,33 @@ class Bench:
             raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
         return parse_wrk(done.stdout)
 
-    def measure(
-        self,
-        name: str,
-        server: subprocess.Popen[bytes],
-        url: str,
-        script_text: str,
-        count_rows: Callable[[], int] | None = None,
-    ) -> dict[str, Any]:
-        script = self.run.workdir / f"{name}.lua"
-        script.write_text(script_text)
-        rows_before = count_rows() if count_rows else 0
-        warmup = self.wrk(url, script, self.args.warmup) if self.args.warmup else None
+    def rounds(self, servers: dict[str, dict[str, Target]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """Every target's figures in every round; `servers` maps "bare" and each database kind to its
+        targets. The servers stay up throughout, so no round pays for a start."""
+        kinds = [kind for kind in servers if kind != "bare"]
+        if self.args.warmup:
+            for server, name in round_order(kinds, 0):
+                self.warm_up(servers[server][name])
+        figures: dict[str, dict[str, list[dict[str, Any]]]] = {
+            server: {name: [] for name in targets} for server, targets in servers.items()
+        }
+        for index in range(self.args.rounds):
+            for server, name in round_order(kinds, index):
+                figures[server][name].append(self.measure(servers[server][name], index + 1))
+        return figures
+
+    def warm_up(self, target: Target) -> None:
+        rows_before = target.count_rows() if target.count_rows else 0
+        figures = self.wrk(target.url, target.script, self.args.warmup)
+        self.check_run(target, "warm-up", figures, rows_before)
+
+    def measure(self, target: Target, round_number: int) -> dict[str, Any]:
+        rows_before = target.count_rows() if target.count_rows else 0
         load_1m = round(os.getloadavg()[0], 2)
-        with self.profiled(name, server.pid):
-            before = cpu_sample(server.pid)
-            figures = self.wrk(url, script, self.args.duration)
-            after = cpu_sample(server.pid)
+        with self.profiled(target, round_number):
+            before = cpu_sample(target.server.pid)
+            figures = self.wrk(target.url, target.script, self.args.duration)
+            after = cpu_sample(target.server.pid)
         result = {
             **figures.as_json(),
             # Server CPU per answer: it moves less than req/s when other work shares the machine (it
@@ -236,32 +332,41 @@ class Bench:
             "cpu_cores": cpu_use(before, after),
             "load_1m_before": load_1m,
         }
-        for run_figures in (warmup, figures):
-            if run_figures and sum(run_figures.errors.values()):
-                self.problems.append(f"{name}: wrk saw errors {run_figures.errors}")
-        if count_rows is not None:
-            answered = figures.requests + (warmup.requests if warmup else 0)
-            written = settled(count_rows) - rows_before
+        written = self.check_run(target, f"round {round_number}", figures, rows_before)
+        if written is not None:
             result["jobs_written"] = written
-            if written < answered - sum(figures.errors.values()):
-                self.problems.append(f"{name}: {answered} answers but only {written} new jobs")
-        log(f"{name}: {result}")
+        log(f"{target.name} round {round_number}: {result}")
         return result
 
+    def check_run(self, target: Target, label: str, figures: Figures, rows_before: int) -> int | None:
+        """Records what makes the run invalid: wrk errors, or fewer new jobs than answers to a write
+        (a fast error is not throughput). Returns the jobs written, for a target that writes."""
+        errors = sum(figures.errors.values())
+        if errors:
+            self.problems.append(f"{target.name} {label}: wrk saw errors {figures.errors}")
+        if target.count_rows is None:
+            return None
+        written = settled(target.count_rows) - rows_before
+        if written < figures.requests - errors:
+            self.problems.append(
+                f"{target.name} {label}: {figures.requests} answers but only {written} new jobs"
+            )
+        return written
+
     @contextmanager
-    def profiled(self, name: str, pid: int) -> Iterator[None]:
-        if self.args.profile_dir is None or not name.startswith(("intake", "status", "graphql")):
+    def profiled(self, target: Target, round_number: int) -> Iterator[None]:
+        if self.args.profile_dir is None or not target.profiled:
             yield
             return
         py_spy = find_py_spy()
         assert py_spy is not None  # main() refused to start without it
         self.args.profile_dir.mkdir(parents=True, exist_ok=True)
-        out = self.args.profile_dir / f"{name}.txt"
+        out = self.args.profile_dir / f"{target.name}_round{round_number}.txt"
         # Collapsed stacks ("raw") of the thread holding the GIL: on one pinned core, that is where
         # the server's Python time goes (py-spy's idle detection counts threads waiting on a lock as
         # busy, so without --gil the thread pool's waits swamp the profile). C code that releases
         # the GIL (sqlite3 steps, socket I/O) is not in it; the CPU figures of the run include it.
-        command = [py_spy, "record", "--pid", str(pid), "--duration", str(self.args.duration)]
+        command = [py_spy, "record", "--pid", str(target.server.pid), "--duration", str(self.args.duration)]
         command += ["--format", "raw", "--gil", "--rate", str(PROFILE_RATE_HZ), "-o", str(out)]
         profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -274,10 +379,10 @@ class Bench:
                 profiler.wait()
 
 
-# --- the targets ------------------------------------------------------------------------------------
+# --- the servers and their targets ------------------------------------------------------------------
 
 
-def measure_bare(bench: Bench) -> dict[str, dict[str, Any]]:
+def start_bare(bench: Bench) -> dict[str, Target]:
     import httpx
 
     port = free_port()
@@ -297,13 +402,10 @@ def measure_bare(bench: Bench) -> dict[str, dict[str, Any]]:
     answer = httpx.post(base + INTAKE_PATH, json=INTAKE_BODY)
     check(answer.status_code == 202, f"bare POST answered {answer.status_code}")
     ids = [str(uuid.uuid4()) for _ in range(bench.args.pool)]
-    try:
-        return {
-            "bare_post": bench.measure("bare_post", server, base + INTAKE_PATH, post_script(INTAKE_BODY)),
-            "bare_get": bench.measure("bare_get", server, base, status_script(ids)),
-        }
-    finally:
-        bench.run.stop(server)
+    return {
+        "bare_post": bench.target("bare_post", server, base + INTAKE_PATH, post_script(INTAKE_BODY)),
+        "bare_get": bench.target("bare_get", server, base, status_script(ids)),
+    }
 
 
 def levqor_env(database_env: dict[str, str], port: int) -> dict[str, str]:
@@ -328,9 +430,9 @@ def levqor_env(database_env: dict[str, str], port: int) -> dict[str, str]:
     return env
 
 
-def measure_levqor(
+def start_levqor(
     bench: Bench, kind: str, database_env: dict[str, str], count_jobs: Callable[[], int]
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, Target]:
     import httpx
 
     port = free_port()
@@ -349,35 +451,42 @@ def measure_levqor(
         "/health",
     )
     headers = {"X-Api-Key": API_KEY}
-    try:
-        with httpx.Client(base_url=base, headers=headers, timeout=10.0) as client:
-            ids = []
-            for _ in range(bench.args.pool):
-                answer = client.post(INTAKE_PATH, json=INTAKE_BODY)
-                check(answer.status_code == 202, f"intake answered {answer.status_code}: {answer.text}")
-                ids.append(answer.json()["job_id"])
-            answer = client.get(f"/api/v1/status/{ids[0]}")
-            check(answer.status_code == 200 and answer.json()["job_id"] == ids[0], f"status: {answer.text}")
-            answer = client.post("/graphql", json=GRAPHQL_BODY)
-            payload = answer.json().get("data") or {}
-            submitted = payload.get("submitJob") or {}
-            check(
-                answer.status_code == 200
-                and submitted.get("userErrors") == []
-                and (submitted.get("job") or {}).get("status") == "QUEUED",
-                f"submitJob answered {answer.status_code}: {answer.text}",
-            )
-        return {
-            "intake": bench.measure(
-                f"intake_{kind}", server, base + INTAKE_PATH, post_script(INTAKE_BODY), count_rows=count_jobs
-            ),
-            "status": bench.measure(f"status_{kind}", server, base, status_script(ids)),
-            "graphql_submit": bench.measure(
-                f"graphql_{kind}", server, base + "/graphql", post_script(GRAPHQL_BODY), count_rows=count_jobs
-            ),
-        }
-    finally:
-        bench.run.stop(server)
+    with httpx.Client(base_url=base, headers=headers, timeout=10.0) as client:
+        ids = []
+        for _ in range(bench.args.pool):
+            answer = client.post(INTAKE_PATH, json=INTAKE_BODY)
+            check(answer.status_code == 202, f"intake answered {answer.status_code}: {answer.text}")
+            ids.append(answer.json()["job_id"])
+        answer = client.get(f"/api/v1/status/{ids[0]}")
+        check(answer.status_code == 200 and answer.json()["job_id"] == ids[0], f"status: {answer.text}")
+        answer = client.post("/graphql", json=GRAPHQL_BODY)
+        payload = answer.json().get("data") or {}
+        submitted = payload.get("submitJob") or {}
+        check(
+            answer.status_code == 200
+            and submitted.get("userErrors") == []
+            and (submitted.get("job") or {}).get("status") == "QUEUED",
+            f"submitJob answered {answer.status_code}: {answer.text}",
+        )
+    return {
+        "intake": bench.target(
+            f"intake_{kind}",
+            server,
+            base + INTAKE_PATH,
+            post_script(INTAKE_BODY),
+            count_rows=count_jobs,
+            profiled=True,
+        ),
+        "status": bench.target(f"status_{kind}", server, base, status_script(ids), profiled=True),
+        "graphql_submit": bench.target(
+            f"graphql_{kind}",
+            server,
+            base + "/graphql",
+            post_script(GRAPHQL_BODY),
+            count_rows=count_jobs,
+            profiled=True,
+        ),
+    }
 
 
 def sqlite_target(run: Run) -> tuple[dict[str, str], Callable[[], int]]:
@@ -436,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(args=args, run=run)
     settings = {
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "warmup_s": args.warmup,
         "connections": args.connections,
         "threads": args.threads,
@@ -445,10 +555,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_1m_at_start": round(os.getloadavg()[0], 2),
     }
     try:
-        bare = measure_bare(bench)
-        levqor = {"sqlite": measure_levqor(bench, "sqlite", *sqlite_target(run))}
+        servers = {"bare": start_bare(bench), "sqlite": start_levqor(bench, "sqlite", *sqlite_target(run))}
         if args.postgres:
-            levqor["postgres"] = measure_levqor(bench, "postgres", *postgres_target(run, args.pg_admin_url))
+            servers["postgres"] = start_levqor(bench, "postgres", *postgres_target(run, args.pg_admin_url))
+        levqor = bench.rounds(servers)
+        bare = levqor.pop("bare")  # what is left is one entry per database kind
     except BenchError as exc:
         log(f"failed: {exc}")
         return 1

@@ -9,10 +9,11 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,42 @@ def parse_wrk(output: str) -> Figures:
                 },
             )
     raise BenchError(f"wrk printed no result line:\n{output[-2000:]}")
+
+
+def summarize_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One target's figures over its rounds (each as `Bench.measure` gives it): the median of each
+    rate, latency and CPU figure, since one round disturbed by other load moves a median least; the
+    sums of the counts; and every round's req/s and CPU per request, to show the spread."""
+    summary: dict[str, Any] = {
+        "rps": median(figures["rps"] for figures in rounds),
+        "server_cpu_us_per_request": median(figures["server_cpu_us_per_request"] for figures in rounds),
+        **{key: median(figures[key] for figures in rounds) for key in ("p50_ms", "p90_ms", "p99_ms")},
+        "max_ms": max(figures["max_ms"] for figures in rounds),
+        "requests": sum(figures["requests"] for figures in rounds),
+        "errors": sum(figures["errors"] for figures in rounds),
+        "cpu_cores": {
+            key: median(figures["cpu_cores"][key] for figures in rounds) for key in rounds[0]["cpu_cores"]
+        },
+        "load_1m_before": median(figures["load_1m_before"] for figures in rounds),
+        "rps_rounds": [figures["rps"] for figures in rounds],
+        "server_cpu_us_per_request_rounds": [figures["server_cpu_us_per_request"] for figures in rounds],
+    }
+    if all("jobs_written" in figures for figures in rounds):
+        summary["jobs_written"] = sum(figures["jobs_written"] for figures in rounds)
+    return summary
+
+
+def median(values: Iterable[float]) -> float:
+    """The median, rounded as the figures it is taken from are (an even count averages two)."""
+    return round(statistics.median(values), 2)
+
+
+def quotients(numerators: Sequence[float], denominators: Sequence[float]) -> list[float] | None:
+    """Each round's quotient, or None when a denominator is not positive (no answers, no CPU
+    time counted) and a quotient would mean nothing."""
+    if any(denominator <= 0 for denominator in denominators):
+        return None
+    return [numerator / denominator for numerator, denominator in zip(numerators, denominators, strict=True)]
 
 
 def post_script(body: dict[str, Any]) -> str:
