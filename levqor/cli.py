@@ -71,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port or settings.port,
             workers=workers,
             log_config=None,
+            access_log=False,  # Levqor writes its own access log (levqor.http.gateway)
             proxy_headers=False,  # X-Forwarded-For is trusted only from LEVQOR_TRUSTED_PROXIES
             server_header=False,
             timeout_graceful_shutdown=30,
