@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import configure_mappers
 from sqlmodel import Session
 
+from levqor.db.bulk import BulkInsert
 from levqor.db.engine import Database
 from levqor.db.models import Job, JobStatus
 from levqor.db.types import utcnow
@@ -43,6 +43,9 @@ _DEFAULT_FACTORIES: tuple[tuple[str, Callable[[], Any]], ...] = tuple(
     for name in _JOB_COLUMNS
     if (factory := Job.model_fields[name].default_factory) is not None
 )
+_EVENT_COLUMNS = tuple(column.name for column in JOB_EVENTS.columns if column.name != "id")
+_INSERT_JOBS = BulkInsert(JOBS, _JOB_COLUMNS)
+_INSERT_EVENTS = BulkInsert(JOB_EVENTS, _EVENT_COLUMNS)
 
 
 def job_row(**values: Any) -> dict[str, Any]:
@@ -67,10 +70,11 @@ def insert_jobs(session: Session, rows: Sequence[dict[str, Any]]) -> None:
             row["run_at"] = now
     # Plain executemany, without RETURNING: one short statement that the driver prepares once and
     # sends for every row in one round trip (a pipeline on PostgreSQL), where a multi-row VALUES
-    # statement would be new text, parsed again, for every batch size.
-    session.execute(insert(JOBS), list(rows))
-    session.execute(
-        insert(JOB_EVENTS),
+    # statement would be new text, parsed again, for every batch size. `BulkInsert` binds the values
+    # shared by the batch (None, `now`) once, rather than once per row and column.
+    _INSERT_JOBS.execute(session, rows)
+    _INSERT_EVENTS.execute(
+        session,
         [
             event_row(
                 row["id"],
@@ -103,17 +107,21 @@ def write_jobs(db: Database, rows: Sequence[dict[str, Any]]) -> list[Job]:
         insert_jobs(session, rows)
         # Built before the commit, so that a failure here rolls the rows back and a retry cannot find
         # them written. `seq` (arrival order, for list cursors) is not read back.
-        return [_job_of(row) for row in rows]
+        return _jobs_of(rows)
 
     return db.write_sync(run)
 
 
-def _job_of(row: dict[str, Any]) -> Job:
-    """A `Job` outside any session holding `row`, made as the ORM makes the rows it loads: `Job(**row)`
+def _jobs_of(rows: Sequence[dict[str, Any]]) -> list[Job]:
+    """`Job`s outside any session holding `rows`, made as the ORM makes the rows it loads: `Job(**row)`
     runs SQLModel's constructor, which costs as much per row as the insert itself."""
     mapper = sa_inspect(Job)
     if not mapper.configured:
         configure_mappers()
-    job: Job = mapper.class_manager.new_instance()
-    job.__dict__.update(row, seq=None)
-    return job
+    new_instance = mapper.class_manager.new_instance
+    jobs: list[Job] = []
+    for row in rows:
+        job: Job = new_instance()
+        job.__dict__.update(row, seq=None)
+        jobs.append(job)
+    return jobs

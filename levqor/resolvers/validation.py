@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -49,34 +50,54 @@ MAX_JSON_DEPTH = 64
 
 def check_json_value(value: Any) -> None:
     """Refuse what JSON columns cannot store faithfully on every dialect: U+0000 and lone surrogates
-    in strings (PostgreSQL's jsonb rejects both), NaN and infinities, and nesting past 64 levels."""
-    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    in strings (PostgreSQL's jsonb rejects both), NaN and infinities, and nesting past 64 levels.
+
+    Every intake body passes through here, so the walk names a value's path only when it refuses it:
+    each stack entry carries its parent's entry and its own key, not a string built in advance."""
+    stack: list[tuple[Any, _Trail, int]] = [(value, None, 0)]
     while stack:
-        item, path, depth = stack.pop()
+        item, trail, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             raise InvalidRequest.for_field(
-                path or "body", f"is nested deeper than {MAX_JSON_DEPTH} levels", "depth"
+                _path(trail), f"is nested deeper than {MAX_JSON_DEPTH} levels", "depth"
             )
         if isinstance(item, str):
-            _check_text(item, path)
+            _check_text(item, trail)
         elif isinstance(item, float):
-            if item != item or item in (float("inf"), float("-inf")):
-                raise InvalidRequest.for_field(path or "body", "must be a finite number", "number")
-        elif isinstance(item, Mapping):
+            if not math.isfinite(item):
+                raise InvalidRequest.for_field(_path(trail), "must be a finite number", "number")
+        elif isinstance(item, dict | Mapping):
+            depth += 1
             for key, child in item.items():
-                _check_text(str(key), path)
-                stack.append((child, f"{path}.{key}" if path else str(key), depth + 1))
+                _check_text(str(key), trail)
+                stack.append((child, (trail, key), depth))
         elif isinstance(item, list | tuple):
-            stack.extend(
-                (child, f"{path}.{index}" if path else str(index), depth + 1)
-                for index, child in enumerate(item)
-            )
+            depth += 1
+            stack.extend((child, (trail, index), depth) for index, child in enumerate(item))
 
 
-def _check_text(text: str, path: str) -> None:
+# The way from the checked value to an item: (the parent's trail, the item's key or index); None at the top.
+_Trail = tuple[Any, Any] | None
+
+
+def _path(trail: _Trail) -> str:
+    """`a.b.0` for a trail; `body` for the value itself."""
+    keys: list[Any] = []
+    while trail is not None:
+        trail, key = trail
+        keys.append(key)
+    path = ""
+    for key in reversed(keys):
+        path = f"{path}.{key}" if path else str(key)  # so an empty key at the top adds no dot
+    return path or "body"
+
+
+def _check_text(text: str, trail: _Trail) -> None:
     if "\x00" in text:
-        raise InvalidRequest.for_field(path or "body", "may not contain the character U+0000", "string")
+        raise InvalidRequest.for_field(_path(trail), "may not contain the character U+0000", "string")
+    if text.isascii():
+        return  # a surrogate is never ASCII
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidRequest.for_field(path or "body", "contains an unpaired surrogate", "string") from None
+        raise InvalidRequest.for_field(_path(trail), "contains an unpaired surrogate", "string") from None

@@ -29,7 +29,7 @@ async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
 def decode_json(raw: str | bytes) -> Any:
     """Strict JSON (RFC 8259) as both API surfaces read it; `InvalidRequest` when it is not."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return _DECODER.decode(_text_of(raw))
     except UnicodeDecodeError:
         raise InvalidRequest("the request body is not UTF-8") from None
     except RecursionError:
@@ -43,6 +43,20 @@ def decode_json(raw: str | bytes) -> Any:
         raise InvalidRequest("the request body has a number too long to read") from None
 
 
+def _text_of(raw: str | bytes) -> str:
+    """The text `json.loads` would read: bytes decoded as their first bytes say (UTF-8, -16 or -32),
+    a str with a byte-order mark refused. `json.loads` with any option builds a new decoder per call;
+    this lets every body share one."""
+    if isinstance(raw, str):
+        if raw.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+        return raw
+    return raw.decode(json.detect_encoding(raw), "surrogatepass")
+
+
 def _reject_constant(name: str) -> Any:
     # Python's json accepts NaN and Infinity; JSON (RFC 8259) and PostgreSQL's jsonb do not.
     raise InvalidRequest(f"the request body is not valid JSON: {name} is not a JSON value")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
