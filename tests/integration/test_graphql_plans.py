@@ -17,12 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine
 
 from levqor.http.graphql import LevqorGraphQL
 from levqor.schema import schema
 from levqor.schema.plans import operation_plan
 from tests.conftest import LiveServer
+from tests.ops_support import table_out_of_service
 from tests.support import UNKNOWN_ID
 
 JOB_FIELDS = (
@@ -227,15 +227,8 @@ def test_mutations_match(compare: Callable[..., httpx.Response], client: httpx.C
 @pytest.fixture
 def users_table_gone(db_url: str) -> Iterator[None]:
     """The users table renamed away: a real failure inside the resolvers."""
-    engine = create_engine(db_url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE users RENAME TO users_away")
-    try:
+    with table_out_of_service(db_url, "users"):
         yield
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ALTER TABLE users_away RENAME TO users")
-        engine.dispose()
 
 
 def test_unexpected_errors_are_masked_alike(

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine
 
 from tests.conftest import DB_KINDS
+from tests.ops_support import table_out_of_service
 from tests.support import assert_error, gql, gql_error_code, row_counts, shared_server
 
 UPSERT = 'mutation { upsertUser(input: {email: "g@example.com", name: "G"}) { user { id } } }'
@@ -145,15 +145,8 @@ def test_a_request_that_is_not_a_graphql_request_gets_the_contract_error(
 @pytest.fixture
 def users_table_gone(db_url: str) -> Iterator[None]:
     """The users table renamed away for the test: a real database failure, not a mock."""
-    engine = create_engine(db_url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE users RENAME TO users_away")
-    try:
+    with table_out_of_service(db_url, "users"):
         yield
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ALTER TABLE users_away RENAME TO users")
-        engine.dispose()
 
 
 def test_unexpected_errors_are_masked_with_the_request_id(
