@@ -13,7 +13,7 @@ def context_for(connection: HTTPConnection) -> Context:
     return Context(
         db=app_state.db,
         settings=app_state.settings,
-        # The API-key middleware sets it on every request; without it, the caller is nobody.
+        # The request gateway sets it on every request; without it, the caller is nobody.
         principal=getattr(state, "principal", ANONYMOUS),
         request_id=getattr(state, "request_id", None),
         wakeup=getattr(app_state, "wakeup", None),

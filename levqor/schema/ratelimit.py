@@ -1,6 +1,6 @@
 """Each root mutation field counts as one request against the rate limits (CONTRACT.md §3).
 
-The HTTP request has paid for one field in the middleware; this extension charges the others before
+The HTTP request has paid for one field in the request gateway; this extension charges the others before
 anything runs, so 25 aliased `submitJob` fields cost 25 and a document over the allowance does nothing
 at all. Queries are charged per HTTP request only.
 """
@@ -33,7 +33,7 @@ MUTATION_COUNT_CACHE_ENTRIES = 256
 
 
 class Allowance(Protocol):
-    """What the rate-limit middleware leaves on the request (`levqor.http.ratelimit.Allowance`)."""
+    """What the request gateway leaves on the request (`levqor.http.ratelimit.Allowance`)."""
 
     request_counted: bool
 
