@@ -6,7 +6,8 @@ Run it as a module (bench/http.py would hide the standard library's `http` from 
 
 - Authentication: `Authenticator.authenticate` for no key, a static `API_KEYS` key and a managed
   `lvq_` key. A managed key is looked up in the database on every request (one read in a worker
-  thread), so a revocation holds on the next request in every process; this shows what that costs.
+  thread), so a revocation holds on the next request in every process; this shows what that costs,
+  alone and with 32 requests at once, whose look-ups share one read (per request).
 - Rate limits: `RateLimiter.hit` (the client's limit, the global one, and the counters for the
   headers) with `memory://` and, given --redis, `redis://`.
 The variants run interleaved, round after round, and each figure is the median over the rounds, in
@@ -34,6 +35,7 @@ from levqor.resolvers.auth import Authenticator
 from levqor.resolvers.context import DEV_PRINCIPAL, Context
 
 STATIC_KEY = "bench-static-key"
+CONCURRENT = 32
 FAR_ABOVE_LOAD = "1000000000/minute"
 
 
@@ -59,15 +61,26 @@ async def auth_costs(db_url: str, rounds: int, per: int) -> dict[str, float]:
             Context(db, settings, DEV_PRINCIPAL), {"name": "bench", "scopes": ["jobs:read"]}
         )
         auth = Authenticator(db, settings)
-        return await interleaved(
-            {
-                "no_key": lambda: auth.authenticate(None),
-                "static_key": lambda: auth.authenticate(STATIC_KEY),
-                "managed_key": lambda: auth.authenticate(made.secret),
-            },
-            rounds,
-            per,
+        await auth.start()
+        try:
+            figures = await interleaved(
+                {
+                    "no_key": lambda: auth.authenticate(None),
+                    "static_key": lambda: auth.authenticate(STATIC_KEY),
+                    "managed_key": lambda: auth.authenticate(made.secret),
+                    f"managed_key_{CONCURRENT}_at_once": lambda: asyncio.gather(
+                        *(auth.authenticate(made.secret) for _ in range(CONCURRENT))
+                    ),
+                },
+                rounds,
+                per,
+            )
+        finally:
+            await auth.stop()
+        figures[f"managed_key_{CONCURRENT}_at_once"] = round(
+            figures[f"managed_key_{CONCURRENT}_at_once"] / CONCURRENT, 1
         )
+        return figures
     finally:
         db.dispose()
 

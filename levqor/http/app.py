@@ -131,6 +131,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
         app.state.db = db or Database(settings.db_url)
         await anyio.to_thread.run_sync(check_startup, settings, app.state.db)
         app.state.authenticator = Authenticator(app.state.db, settings)
+        await app.state.authenticator.start()
         app.state.rate_limiter = RateLimiter(settings)
         if not await app.state.rate_limiter.check():
             logger.warning("rate-limit storage %s does not answer", settings.rate_storage.split("@")[-1])
@@ -154,6 +155,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
             await app.state.rate_limiter.close()
+            await app.state.authenticator.stop()
             if own_db:
                 app.state.db.dispose()
 

@@ -2,7 +2,9 @@
 
 Static keys (`API_KEYS`) are compared in constant time against their SHA-256, with every scope.
 Managed keys (`lvq_...`) are looked up by hash in the database on every request, so a revocation
-holds on the next request in every process; that is one read, and no cache to go stale.
+holds on the next request in every process; that is one read, and no cache to go stale. Under load
+the reads of concurrent requests coalesce (levqor/db/batching.py): one thread hop and one statement
+for all of them, each request's read still starting after the request arrived.
 """
 
 from __future__ import annotations
@@ -10,15 +12,15 @@ from __future__ import annotations
 import hmac
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import anyio.to_thread
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlmodel import Session, col
 
 from levqor.config import Settings
+from levqor.db.batching import Batcher
 from levqor.db.engine import Database
 from levqor.db.models import ApiKey
 from levqor.db.types import utcnow
@@ -35,13 +37,17 @@ DEV_MODE_RECHECK_S = 1.0
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
+# Fewer than psycopg's 50 parameters, so every `IN (...)` statement text stays in its parse cache.
+MAX_LOOKUP_BATCH = 48
+
 _LOOKUP = select(
+    col(ApiKey.secret_hash),
     col(ApiKey.id),
     col(ApiKey.scopes),
     col(ApiKey.revoked_at),
     col(ApiKey.expires_at),
     col(ApiKey.last_used_at),
-)
+).where(col(ApiKey.secret_hash).in_(bindparam("hashes", expanding=True)))
 
 
 def static_principal(key: str) -> Principal:
@@ -76,6 +82,17 @@ class Authenticator:
             _StaticKey(bytes.fromhex(hash_secret(key)), static_principal(key)) for key in settings.api_keys
         ]
         self._presence = presence_for(db)
+        # A read fails for all its keys or none: nothing to retry alone.
+        self._lookups: Batcher[str, _Lookup | None] = Batcher(
+            self._lookup_sync, max_batch=MAX_LOOKUP_BATCH, retry_alone=lambda _exc: False
+        )
+
+    async def start(self) -> None:
+        """Coalesce the key look-ups of concurrent requests; without it each runs alone."""
+        await self._lookups.start("levqor-key-lookups")
+
+    async def stop(self) -> None:
+        await self._lookups.stop()
 
     async def dev_mode(self) -> bool:
         """True while no key of any kind exists and this is not production (the seed's rule)."""
@@ -98,7 +115,7 @@ class Authenticator:
         if static is not None:
             return static
         if presented.startswith(SECRET_PREFIX):
-            found = await anyio.to_thread.run_sync(self._lookup_sync, digest_hex)
+            found = await self._lookups.call(digest_hex)
             if found is not None:
                 self._presence.seen = True
                 if found.problem is not None:
@@ -121,37 +138,40 @@ class Authenticator:
                 match = key.principal
         return match
 
-    def _lookup_sync(self, digest_hex: str) -> _Lookup | None:
+    def _lookup_sync(self, digests: Sequence[str]) -> list[_Lookup | None]:
+        """The managed key behind each digest (None for no key), in order; a key used for the first
+        time this minute has its `last_used_at` written."""
         now = utcnow()
 
-        def read(session: Session) -> tuple[_Lookup, bool] | None:
-            # Only the columns needed, without building an ORM object: this runs on every request.
-            key = session.execute(_LOOKUP.where(col(ApiKey.secret_hash) == digest_hex)).first()
-            if key is None:
-                return None
-            problem = None
-            if key.revoked_at is not None:
-                problem = "this API key has been revoked"
-            elif key.expires_at is not None and key.expires_at <= now:
-                problem = "this API key has expired"
-            stale = key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION
-            return _Lookup(key.id, frozenset(key.scopes), problem), stale and problem is None
+        def read(session: Session) -> dict[str, tuple[_Lookup, bool]]:
+            # Only the columns needed, without building ORM objects: this runs on every request.
+            found: dict[str, tuple[_Lookup, bool]] = {}
+            for key in session.execute(_LOOKUP, {"hashes": list(dict.fromkeys(digests))}):
+                problem = None
+                if key.revoked_at is not None:
+                    problem = "this API key has been revoked"
+                elif key.expires_at is not None and key.expires_at <= now:
+                    problem = "this API key has expired"
+                stale = key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION
+                found[key.secret_hash] = (
+                    _Lookup(key.id, frozenset(key.scopes), problem),
+                    stale and problem is None,
+                )
+            return found
 
-        result = self.db.read_sync(read)
-        if result is None:
-            return None
-        found, touch = result
-        if touch:
-            self.db.write_sync(lambda session: _touch(session, found.key_id, now))
-        return found
+        found = self.db.read_sync(read)
+        touched = [lookup.key_id for lookup, stale in found.values() if stale]
+        if touched:
+            self.db.write_sync(lambda session: _touch(session, touched, now))
+        return [found[digest][0] if digest in found else None for digest in digests]
 
 
-def _touch(session: Session, key_id: uuid.UUID, now: datetime) -> None:
+def _touch(session: Session, key_ids: Sequence[uuid.UUID], now: datetime) -> None:
     # Conditional, so several processes touching the same key in the same minute write once.
     cutoff = now - LAST_USED_RESOLUTION
     session.execute(
         update(ApiKey)
-        .where(col(ApiKey.id) == key_id)
+        .where(col(ApiKey.id).in_(key_ids))
         .where(col(ApiKey.last_used_at).is_(None) | (col(ApiKey.last_used_at) < cutoff))
         .values(last_used_at=now)
     )

@@ -3,6 +3,7 @@ in every process; development mode and its end; production's refusal to start wi
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -314,3 +315,33 @@ def test_websocket_handshake_needs_a_good_key(make_server: Callable[..., LiveSer
     assert refused.value.response.status_code == 403
     with connect(url, subprotocols=["graphql-transport-ws"], additional_headers={"X-Api-Key": ADMIN}) as ws:
         assert ws.subprotocol == "graphql-transport-ws"
+
+
+def test_concurrent_requests_each_get_their_own_keys_answer(make_server: Callable[..., LiveServer]) -> None:
+    """Look-ups of concurrent requests share one read: each request must still get the answer for the
+    key it sent (valid, revoked, unknown, a scope it lacks), and a revocation holds at once."""
+    live = make_server(API_KEYS=ADMIN)
+    with live.client() as http:
+        reader = str(create_key(http, ["jobs:read"])["secret"])
+        writer = str(create_key(http, ["jobs:write"])["secret"])
+        gone = create_key(http, ["jobs:read"])
+        assert http.delete(f"/api/v1/keys/{dict(gone['key'])['id']}", headers={"X-Api-Key": ADMIN}).is_success
+    unknown = "lvq_" + "x" * 43
+    want = {reader: 200, writer: 403, str(gone["secret"]): 401, unknown: 401}
+    sent = [key for _ in range(20) for key in want]
+
+    async def fire() -> list[int]:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+            responses = await asyncio.gather(
+                *(client.get("/api/v1/jobs", headers={"X-Api-Key": key}) for key in sent)
+            )
+        return [response.status_code for response in responses]
+
+    assert asyncio.run(fire()) == [want[key] for key in sent]
+    with live.client() as http:
+        # The reader's revocation holds on the very next request.
+        listing = http.get("/api/v1/keys", headers={"X-Api-Key": ADMIN}).json()["keys"]
+        reader_id = next(item["id"] for item in listing if item["prefix"] == reader[:12])
+        assert next(item for item in listing if item["id"] == reader_id)["last_used_at"] is not None
+        assert http.delete(f"/api/v1/keys/{reader_id}", headers={"X-Api-Key": ADMIN}).is_success
+        assert http.get("/api/v1/jobs", headers={"X-Api-Key": reader}).status_code == 401
