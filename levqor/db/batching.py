@@ -24,6 +24,10 @@ import anyio.to_thread
 
 logger = logging.getLogger(__name__)
 
+# For batches read with one `WHERE ... IN (...)`: fewer than psycopg's 50 parameters, so every such
+# statement text stays in its parse cache.
+MAX_IN_LIST_BATCH = 48
+
 K = TypeVar("K")
 R = TypeVar("R")
 

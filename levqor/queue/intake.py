@@ -33,15 +33,19 @@ MAX_BATCH_ROWS = 64
 _JOB_COLUMNS = tuple(column.name for column in JOBS.columns if column.name != "seq")
 # `Job`'s defaults live in Python, not in the table; read once, since asking pydantic for a field's
 # default on every row costs more than building the row.
+# Columns `insert_jobs` always sets itself, from the batch's one `now`: their defaults are not worth
+# computing for each row only to be overwritten.
+_SET_AT_INSERT = frozenset({"created_at", "updated_at"})
 _STATIC_DEFAULTS = {
-    name: Job.model_fields[name].default
+    name: None if name in _SET_AT_INSERT else Job.model_fields[name].default
     for name in _JOB_COLUMNS
-    if Job.model_fields[name].default_factory is None and not Job.model_fields[name].is_required()
+    if name in _SET_AT_INSERT
+    or (Job.model_fields[name].default_factory is None and not Job.model_fields[name].is_required())
 }
 _DEFAULT_FACTORIES: tuple[tuple[str, Callable[[], Any]], ...] = tuple(
     (name, factory)  # type: ignore[misc]
     for name in _JOB_COLUMNS
-    if (factory := Job.model_fields[name].default_factory) is not None
+    if name not in _SET_AT_INSERT and (factory := Job.model_fields[name].default_factory) is not None
 )
 _EVENT_COLUMNS = tuple(column.name for column in JOB_EVENTS.columns if column.name != "id")
 _INSERT_JOBS = BulkInsert(JOBS, _JOB_COLUMNS)

@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, select, update
 from sqlmodel import Session, col
 
 from levqor.config import Settings
-from levqor.db.batching import Batcher
+from levqor.db.batching import MAX_IN_LIST_BATCH, Batcher
 from levqor.db.engine import Database
 from levqor.db.models import ApiKey
 from levqor.db.types import utcnow
@@ -36,9 +36,6 @@ DEV_MODE_RECHECK_S = 1.0
 # `last_used_at` is kept to the minute: one write per key per minute, not one per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
-
-# Fewer than psycopg's 50 parameters, so every `IN (...)` statement text stays in its parse cache.
-MAX_LOOKUP_BATCH = 48
 
 _LOOKUP = select(
     col(ApiKey.secret_hash),
@@ -84,7 +81,7 @@ class Authenticator:
         self._presence = presence_for(db)
         # A read fails for all its keys or none: nothing to retry alone.
         self._lookups: Batcher[str, _Lookup | None] = Batcher(
-            self._lookup_sync, max_batch=MAX_LOOKUP_BATCH, retry_alone=lambda _exc: False
+            self._lookup_sync, max_batch=MAX_IN_LIST_BATCH, retry_alone=lambda _exc: False
         )
 
     async def start(self) -> None:

@@ -13,14 +13,11 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from levqor.db.batching import Batcher
+from levqor.db.batching import MAX_IN_LIST_BATCH, Batcher
 from levqor.db.engine import Database
 from levqor.db.models import Job
 from levqor.queue.intake import MAX_BATCH_ROWS, write_jobs
 from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
-
-# Fewer than psycopg's 50 parameters, so every `IN (...)` statement text stays in its parse cache.
-MAX_STATUS_BATCH = 48
 
 
 class RequestBatches:
@@ -30,7 +27,7 @@ class RequestBatches:
         )
         # A read fails for all its ids or none: nothing to retry alone.
         self.status: Batcher[uuid.UUID, JobStatusView | None] = Batcher(
-            partial(read_job_statuses, db), max_batch=MAX_STATUS_BATCH, retry_alone=lambda _exc: False
+            partial(read_job_statuses, db), max_batch=MAX_IN_LIST_BATCH, retry_alone=lambda _exc: False
         )
 
     async def start(self) -> None:

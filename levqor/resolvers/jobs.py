@@ -116,17 +116,18 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
     if idempotency_key is not None:
         scoped_key = f"{ctx.principal.id}:{_check_idempotency_key(idempotency_key)}"
     request_hash = _request_hash(fields) if scoped_key else None
+    # What the job takes from the request and its workflow, the same on both paths below.
+    values: dict[str, Any] = {
+        "workflow": fields.workflow,
+        "payload": fields.payload,
+        "callback_url": str(fields.callback_url) if fields.callback_url else None,
+        "priority": fields.priority.rank,
+        "max_attempts": fields.max_attempts or flow.max_attempts,
+        "timeout_s": fields.timeout_s or flow.timeout_s,
+    }
     if ctx.batches is not None and scoped_key is None and fields.user_id is None:
         # Nothing to read first: the row joins the next group commit.
-        row = job_row(
-            workflow=fields.workflow,
-            payload=fields.payload,
-            callback_url=str(fields.callback_url) if fields.callback_url else None,
-            priority=fields.priority.rank,
-            run_at=fields.run_at,
-            max_attempts=fields.max_attempts or flow.max_attempts,
-            timeout_s=fields.timeout_s or flow.timeout_s,
-        )
+        row = job_row(**values, run_at=fields.run_at)
         return SubmitResult(job=await ctx.batches.intake.call(row), created=True)
 
     def find_existing(session: Session) -> SubmitResult | None:
@@ -151,14 +152,9 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
         if fields.user_id is not None and session.get(User, fields.user_id) is None:
             raise InvalidRequest.for_field("user_id", f"no user with id '{fields.user_id}'", "not_found")
         job = Job(
-            workflow=fields.workflow,
-            payload=fields.payload,
-            callback_url=str(fields.callback_url) if fields.callback_url else None,
-            priority=fields.priority.rank,
+            **values,
             user_id=fields.user_id,
             run_at=fields.run_at or utcnow(),
-            max_attempts=fields.max_attempts or flow.max_attempts,
-            timeout_s=fields.timeout_s or flow.timeout_s,
             idempotency_key=scoped_key,
             request_hash=request_hash,
         )

@@ -53,23 +53,10 @@ def _job_rows(user_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> list[dict[str, An
         "n": [1, 2.5, -0.0, 10**20, True, None],
         "deep": {"a": {}},
     }
+    # Two rows that share the payload and `now` objects, then one with every column set.
+    shared = {"workflow": "echo", "payload": shared_payload, "status": "queued"}
     rows = [
-        job_row(
-            workflow="echo",
-            payload=shared_payload,
-            status="queued",
-            created_at=now,
-            updated_at=now,
-            run_at=now,
-        ),
-        job_row(
-            workflow="echo",
-            payload=shared_payload,
-            status="queued",
-            created_at=now,
-            updated_at=now,
-            run_at=now,
-        ),
+        *(job_row(**shared, created_at=now, updated_at=now, run_at=now) for _ in range(2)),
         job_row(
             workflow="llm.chat",
             payload=odd_payload,
