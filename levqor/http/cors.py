@@ -7,15 +7,13 @@ refused origin never gets an allow-origin header.
 
 from __future__ import annotations
 
-import json
-
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from levqor.config import Settings
-from levqor.http.errors import error_body
+from levqor.http.errors import error_body, json_bytes
 
 CORS_METHODS = ("GET", "POST", "OPTIONS", "PATCH", "PUT", "DELETE")
 CORS_HEADERS = ("Content-Type", "Authorization", "X-Api-Key", "Idempotency-Key")
@@ -41,7 +39,7 @@ class LevqorCORSMiddleware(CORSMiddleware):
             return response
         # Starlette says which parts were refused ("Disallowed CORS origin, headers"); keep that text.
         message = bytes(response.body).decode()
-        body = json.dumps(error_body("forbidden", message, request_id=None)).encode()
+        body = json_bytes(error_body("forbidden", message, request_id=None))
         headers = {
             name: value
             for name, value in response.headers.items()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -25,6 +26,11 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
 }
+
+
+def json_bytes(body: dict[str, Any]) -> bytes:
+    """A body as every JSON answer is encoded (as Starlette's `JSONResponse` does): compact, UTF-8."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def request_id_of(request: Request) -> str | None:

@@ -4,7 +4,6 @@ the last-resort 500 and the body limits. `levqor.http.gateway` calls these in on
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from levqor.http.errors import error_body
+from levqor.http.errors import error_body, json_bytes
 
 error_logger = logging.getLogger("levqor.errors")
 
@@ -156,7 +155,7 @@ class _BodyTooLarge(Exception):
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
+    payload = json_bytes(body)
     await send(
         {
             "type": "http.response.start",

@@ -6,13 +6,12 @@ with the error's `extensions.code`, since that is what their clients read (CONTR
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from starlette.types import Scope, Send
 
 from levqor.errors import LevqorError
-from levqor.http.errors import error_body
+from levqor.http.errors import error_body, json_bytes
 
 GRAPHQL_PATH = "/graphql"
 
@@ -42,7 +41,7 @@ async def send_refusal(
         body: dict[str, object] = {"errors": [{"message": exc.message, "extensions": extensions}]}
     else:
         body = error_body(exc.code, exc.message, request_id=request_id, details=exc.details)
-    payload = json.dumps(body).encode()
+    payload = json_bytes(body)
     raw_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
