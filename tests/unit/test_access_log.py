@@ -1,15 +1,20 @@
 """The access log's direct path writes the line the logging machinery would, and steps aside for any
-other logging set-up."""
+other logging set-up; its lines wait for the end of the event loop's turn, and nothing else's."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-from levqor.logs import ACCESS_LOGGER, _only_destination, configure_logging, log_access
+import pytest
+
+from levqor.logs import ACCESS_LOGGER, _encode, _only_destination, configure_logging, log_access
 
 FIELDS = {
     "method": "POST",
@@ -101,3 +106,70 @@ def test_text_lines_take_the_logging_path() -> None:
     line = stream.getvalue()
     assert f" INFO {ACCESS_LOGGER}: request " in line
     assert "request_id=abc123" in line
+
+
+def test_lines_of_one_loop_turn_are_written_together_at_its_end() -> None:
+    async def requests(stream: io.StringIO) -> tuple[str, str]:
+        for number in range(3):
+            log_access({**FIELDS, "request_id": f"r{number}"})
+        during_the_turn = stream.getvalue()
+        await asyncio.sleep(0)  # the turn ends: the flush it scheduled runs
+        return during_the_turn, stream.getvalue()
+
+    with json_logging() as stream:
+        during_the_turn, after_it = asyncio.run(requests(stream))
+    assert during_the_turn == ""
+    assert [json.loads(line)["request_id"] for line in after_it.splitlines()] == ["r0", "r1", "r2"]
+
+
+def test_other_records_and_flushes_write_the_waiting_lines_first() -> None:
+    async def requests(stream: io.StringIO) -> list[str]:
+        log_access({**FIELDS, "request_id": "first"})
+        logging.getLogger("levqor.errors").warning("after the first request")
+        log_access({**FIELDS, "request_id": "second"})
+        logging.getLogger().handlers[0].flush()  # as `logging.shutdown` does at exit
+        written = [json.loads(line)["msg"] for line in stream.getvalue().splitlines()]
+        log_access({**FIELDS, "request_id": "third"})
+        await asyncio.sleep(0)
+        return written
+
+    with json_logging() as stream:
+        written_before_the_turn_ended = asyncio.run(requests(stream))
+    assert written_before_the_turn_ended == ["request", "after the first request", "request"]
+    assert [entry.get("request_id") for entry in _lines(stream)] == ["first", None, "second", "third"]
+
+
+def test_a_broken_stream_does_not_break_the_request(capsys: pytest.CaptureFixture[str]) -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("disk full")
+
+    async def request() -> None:
+        log_access(dict(FIELDS))
+        await asyncio.sleep(0)
+
+    with json_logging() as stream:
+        logging.getLogger().handlers[0].setStream(Broken())
+        asyncio.run(request())  # does not raise
+    assert stream.getvalue() == ""
+    assert "disk full" in capsys.readouterr().err  # `Handler.handleError` reports it
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"text": 'ünïcode "quoted" \\ \n\t\x00 \ud800 line'},
+        {"float": 1.5, "big": 1e100, "nan": float("nan"), "inf": float("-inf"), "int": 2**70},
+        {"nested": {"list": [1, None, True, False, "x"], "tuple": (1, 2)}, "empty": {}},
+        {"object": ValueError("an exception"), "path": Path("/tmp/x"), 3: "int key", None: "none key"},
+    ],
+)
+def test_the_encoder_writes_what_json_dumps_writes(context: dict[Any, Any]) -> None:
+    assert _encode(context) == json.dumps(context, default=str)
+
+
+def test_a_record_that_contains_itself_is_refused_as_json_dumps_refuses_it() -> None:
+    context: dict[str, Any] = {}
+    context["self"] = context
+    with pytest.raises(ValueError, match="Circular reference"):
+        _encode(context)
