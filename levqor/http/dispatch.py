@@ -30,7 +30,7 @@ ExceptionHandlers = Mapping[Any, Callable[[Request, Exception], Any]]
 # (a mount, a `{name:path}` parameter), False when the path ends there.
 Shape = tuple[tuple[str | None, ...], bool]
 
-_NAMED_GROUP = re.compile(r"\(\?P<\w+>")
+_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>")
 
 
 class Progress(Protocol):
@@ -63,9 +63,10 @@ class RouteTable:
                 table = self.exact if not route.param_convertors else templates
                 table.setdefault(route.path, {})[method] = target
         self._templates = list(templates.values())
-        # One regex for every template, in route order: `lastgroup` names the one that matched.
+        # One regex for every template, in route order: `lastgroup` names the one that matched, and
+        # its parameters are captured as `t<number>_<name>`.
         alternatives = (
-            f"(?P<t{number}>{_bare(next(iter(methods.values())).route)})"
+            f"(?P<t{number}>{_alternative(next(iter(methods.values())).route, number)})"
             for number, methods in enumerate(self._templates)
         )
         self._template_regex = re.compile("^(?:" + "|".join(alternatives) + ")$") if templates else None
@@ -84,16 +85,16 @@ class RouteTable:
         match = self._template_regex.match(path)
         if match is None or match.lastgroup is None:
             return None
-        target = self._templates[int(match.lastgroup[1:])].get(method)
+        number = match.lastgroup[1:]
+        target = self._templates[int(number)].get(method)
         if target is None:
             return None
-        route = target.route
-        # The route's own regex and convertors, so the parameters are exactly Starlette's.
-        params = route.path_regex.match(path)
-        if params is None:
-            return None
+        # The alternative is the route's own regex, so its captures are the ones Starlette's match
+        # of that regex makes; converted by the route's own convertors.
+        prefix = f"t{number}_"
         path_params = {
-            name: route.param_convertors[name].convert(value) for name, value in params.groupdict().items()
+            name: convertor.convert(match.group(prefix + name))
+            for name, convertor in target.route.param_convertors.items()
         }
         return target, path_params
 
@@ -166,10 +167,11 @@ def _is_asgi_endpoint(route: Route) -> bool:
     return not (inspect.isfunction(handler) or inspect.ismethod(handler))
 
 
-def _bare(route: Route) -> str:
-    """The route's regex without anchors or group names, for one alternative of the table's regex."""
+def _alternative(route: Route, number: int) -> str:
+    """The route's regex without anchors, its groups renamed `t<number>_<name>`, for one alternative
+    of the table's regex."""
     pattern = route.path_regex.pattern.removeprefix("^").removesuffix("$")
-    return _NAMED_GROUP.sub("(?:", pattern)
+    return _NAMED_GROUP.sub(lambda group: f"(?P<t{number}_{group[1]}>", pattern)
 
 
 def _may_match(earlier: BaseRoute, route: Route, method: str) -> bool:

@@ -40,12 +40,19 @@ from levqor.http.middleware import (
     refuse_body,
 )
 from levqor.http.ratelimit import Allowance, RateLimiter, is_unlimited, is_worker_api, refusal
+from levqor.http.ratelimit_counters import RATE_LIMIT_HEADERS_RAW
 from levqor.http.refusal import send_refusal
 from levqor.logs import log_access
 
 # Where the gateway leaves a request's `Exchange` in its scope, for the steps CORS calls back into.
 EXCHANGE_KEY = "levqor.exchange"
 RawHeaders = Sequence[tuple[bytes, bytes]]
+# The response headers the gateway sets or merges; a route that sets none of them (most) gets ours
+# appended without a merge.
+_OURS = frozenset(
+    {*RATE_LIMIT_HEADERS_RAW, REQUEST_ID_RAW, b"vary", *(name for name, _value in SECURITY_HEADERS_RAW)}
+)
+_VARY_ORIGIN = ((b"vary", b"Origin"),)
 
 
 def new_request_id() -> str:
@@ -106,6 +113,19 @@ class Exchange:
         limit_headers = (
             allowance.verdict.raw_headers() if allowance is not None and allowance.verdict is not None else []
         )
+        for name, _value in headers:
+            if name in _OURS:
+                break
+        else:
+            # The common case, the route set none of the headers above: they are all added, in order.
+            vary_origin = _VARY_ORIGIN if not self.heads.has_origin else ()
+            return [
+                *headers,
+                *limit_headers,
+                *vary_origin,
+                *SECURITY_HEADERS_RAW,
+                (REQUEST_ID_RAW, self.request_id_raw),
+            ]
         replaced = {name for name, _value in limit_headers}
         replaced.add(REQUEST_ID_RAW)
         add_vary = not self.heads.has_origin

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 LOCAL_SWEEP_INTERVAL_S = 60.0
+# The limit, what is left of it, when more is left; Retry-After only on a refusal.
+RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After")
+RATE_LIMIT_HEADERS_RAW = tuple(name.lower().encode("latin-1") for name in RATE_LIMIT_HEADERS)
+_Name = TypeVar("_Name", str, bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,20 +21,23 @@ class Verdict:
     reset_s: int = 0
 
     def headers(self) -> list[tuple[str, str]]:
-        if self.limit is None:
-            return []
-        headers = [
-            ("RateLimit-Limit", str(self.limit)),
-            ("RateLimit-Remaining", str(self.remaining)),
-            ("RateLimit-Reset", str(self.reset_s)),
-        ]
-        if not self.allowed:
-            headers.append(("Retry-After", str(max(1, self.reset_s))))
-        return headers
+        return [(name, value.decode("latin-1")) for name, value in self._pairs(RATE_LIMIT_HEADERS)]
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """`headers()` as ASGI response headers: lower-case names, bytes."""
-        return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers()]
+        return self._pairs(RATE_LIMIT_HEADERS_RAW)
+
+    def _pairs(self, names: tuple[_Name, ...]) -> list[tuple[_Name, bytes]]:
+        if self.limit is None:
+            return []
+        pairs = [
+            (names[0], b"%d" % self.limit),
+            (names[1], b"%d" % self.remaining),
+            (names[2], b"%d" % self.reset_s),
+        ]
+        if not self.allowed:
+            pairs.append((names[3], b"%d" % max(1, self.reset_s)))
+        return pairs
 
 
 # (kind of limit, whom it counts, limit, window in seconds)

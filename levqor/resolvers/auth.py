@@ -78,6 +78,11 @@ class Authenticator:
         self._static = [
             _StaticKey(bytes.fromhex(hash_secret(key)), static_principal(key)) for key in settings.api_keys
         ]
+        # Static keys met so far, by the text presented: settings never revoke them while the process
+        # runs, so a key that matched once matches again without a hash. At most one entry per
+        # static key; an entry is found only by the exact text of a key, so the look-up tells a
+        # guess nothing.
+        self._static_seen: dict[str, Principal] = {}
         self._presence = presence_for(db)
         # A read fails for all its keys or none: nothing to retry alone.
         self._lookups: Batcher[str, _Lookup | None] = Batcher(
@@ -107,9 +112,14 @@ class Authenticator:
             return DEV_PRINCIPAL if await self.dev_mode() else ANONYMOUS
         if len(presented) > MAX_PRESENTED_KEY_CHARS:
             return await self._unknown()
+        static = self._static_seen.get(presented)
+        if static is not None:
+            return static
         digest_hex = hash_secret(presented)
         static = self._match_static(bytes.fromhex(digest_hex))
         if static is not None:
+            if len(self._static_seen) < len(self._static):
+                self._static_seen[presented] = static
             return static
         if presented.startswith(SECRET_PREFIX):
             found = await self._lookups.call(digest_hex)

@@ -63,3 +63,7 @@ class Context:
     # The process's coalescing intake and status reads (owned by the app lifespan); without them,
     # each call has its own transaction.
     batches: RequestBatches | None = None
+
+    def for_caller(self, principal: Principal, request_id: str | None) -> Context:
+        """This context's services for another caller and request."""
+        return Context(self.db, self.settings, principal, request_id, self.wakeup, self.batches)

@@ -20,9 +20,11 @@ from sqlalchemy.engine import make_url
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from levqor.config import Settings
 from levqor.db.engine import Database
 from levqor.db.models import ApiKey
-from levqor.resolvers.auth import DEV_MODE_RECHECK_S
+from levqor.errors import Unauthorized
+from levqor.resolvers.auth import DEV_MODE_RECHECK_S, Authenticator, static_principal
 from tests.conftest import LiveServer, free_port
 
 ADMIN = "static-admin-key-for-tests"
@@ -345,3 +347,20 @@ def test_concurrent_requests_each_get_their_own_keys_answer(make_server: Callabl
         assert next(item for item in listing if item["id"] == reader_id)["last_used_at"] is not None
         assert http.delete(f"/api/v1/keys/{reader_id}", headers={"X-Api-Key": ADMIN}).is_success
         assert http.get("/api/v1/jobs", headers={"X-Api-Key": reader}).status_code == 401
+
+
+async def test_static_keys_met_before_are_known_by_their_exact_text_only(db: Database) -> None:
+    """A static key that matched once is found again without hashing it; nothing but its exact text
+    finds it, and the keys seen never outnumber the static keys configured."""
+    settings = Settings.from_env({"API_KEYS": "first-static-key,second-static-key"}, env_file=None)
+    authenticator = Authenticator(db, settings)
+    first, second = (static_principal(key) for key in settings.api_keys)
+    near_misses = ["first-static-key-", "first-static-ke", "FIRST-STATIC-KEY", "second-static-key\x00"]
+    for _ in range(3):
+        assert await authenticator.authenticate("first-static-key") == first
+        assert await authenticator.authenticate("second-static-key") == second
+        for guess in near_misses:
+            with pytest.raises(Unauthorized):
+                await authenticator.authenticate(guess)
+    assert first.key_id != second.key_id
+    assert set(authenticator._static_seen) == {"first-static-key", "second-static-key"}
