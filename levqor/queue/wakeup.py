@@ -4,7 +4,7 @@ Three paths, fastest first:
 - in one process, a commit that made a job claimable pokes every `Wakeup` of the process at once
   (a session flag read by an `after_commit` hook, so a worker never wakes before the row is visible);
 - across processes on PostgreSQL, the same transaction sends `NOTIFY levqor_jobs`, and each process
-  keeps one listening connection;
+  where something has waited for jobs keeps one listening connection;
 - everywhere, `wait_for_jobs` returns after the poll interval at the latest, which covers SQLite across
   processes, scheduled `run_at` times, retries with backoff, and a listener that is reconnecting.
 """
@@ -86,8 +86,9 @@ class Wakeup:
         self._event = asyncio.Event()
         with _registry_lock:
             _registry.add(self)
-        if self._listen_url is not None:
-            self._listener = asyncio.create_task(self._listen(self._listen_url), name="levqor-listen")
+        # PostgreSQL's notifications are listened for from the first wait on: a process where
+        # nothing ever waits for jobs (an API server without a worker) holds no listening
+        # connection and reads no notification of the jobs it writes itself.
 
     async def stop(self) -> None:
         with _registry_lock:
@@ -127,6 +128,9 @@ class Wakeup:
         if waiting_on is None:  # not started: plain polling
             await asyncio.sleep(delay_s)
             return
+        if self._listener is None and self._listen_url is not None:
+            # Once listening, it pokes: what was sent before it listened is looked for again then.
+            self._listener = asyncio.create_task(self._listen(self._listen_url), name="levqor-listen")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiting_on.wait(), delay_s)
 
