@@ -36,6 +36,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def http_protocol() -> str:
+    """uvicorn's httptools protocol with one socket write per small answer (levqor.http.protocol);
+    without httptools, uvicorn's default (h11), as "auto" would pick. An import string, so that each
+    worker process (--workers) imports it itself."""
+    import importlib.util
+
+    return "levqor.http.protocol:HeadHoldingProtocol" if importlib.util.find_spec("httptools") else "auto"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -75,6 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proxy_headers=False,  # X-Forwarded-For is trusted only from LEVQOR_TRUSTED_PROXIES
             server_header=False,
             timeout_graceful_shutdown=30,
+            http=http_protocol(),
         )
     return 0
 

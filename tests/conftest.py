@@ -27,6 +27,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
+from levqor.cli import http_protocol
 from levqor.config import Settings
 from levqor.db.engine import Database, create_db_engine
 from levqor.db.migrate import upgrade
@@ -200,8 +201,11 @@ def start_live_server(settings: Settings) -> LiveServer:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    # As `levqor serve`: X-Forwarded-For is the app's to judge (LEVQOR_TRUSTED_PROXIES), not uvicorn's.
-    config = uvicorn.Config(app, log_config=None, lifespan="on", access_log=False, proxy_headers=False)
+    # As `levqor serve`: its HTTP protocol, and X-Forwarded-For is the app's to judge
+    # (LEVQOR_TRUSTED_PROXIES), not uvicorn's.
+    config = uvicorn.Config(
+        app, log_config=None, lifespan="on", access_log=False, proxy_headers=False, http=http_protocol()
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
