@@ -3,12 +3,16 @@ framework ceiling, a bare Starlette JSON route (bench/bare_app.py) on the same u
 run. Prints one line of JSON: the figures, the ratios DESIGN.md sets goals for, and a pass flag each.
 
     python bench/http.py [--duration 5] [--rounds 3] [--warmup 2] [--connections 32] [--postgres]
+                         [--no-floor]
 
 What is measured, and why so:
 - Every server is one uvicorn process (httptools + uvloop, as uvicorn[standard] picks), on loopback,
-  uvicorn's access log off. Levqor runs as in production: `levqor serve` on a fresh SQLite file (or,
-  with --postgres, also on a scratch PostgreSQL database), no in-process worker, an API key configured
-  and sent (X-Api-Key), rate limits raised far above the load, and its JSON access log on (to a file).
+  uvicorn's access log off, on the HTTP protocol `levqor serve` uses: the reference servers get
+  `--http levqor.http.protocol:HeadHoldingProtocol` (uvicorn's httptools protocol, writing a small
+  answer's head and body in one write), so that no ratio measures a difference of uvicorn settings.
+  Levqor runs as in production: `levqor serve` on a fresh SQLite file (or, with --postgres, also on a
+  scratch PostgreSQL database), no in-process worker, an API key configured and sent (X-Api-Key), rate
+  limits raised far above the load, and its JSON access log on (to a file).
 - The load generator is wrk, with Lua scripts for the bodies. On the 2-core machine the server is pinned
   to CPU 0 and wrk to CPU 1 (--no-pin to turn off), the same for every target, so the figures compare
   one server core against one server core. With wrk on one core, one wrk thread is right (-t1); 32
@@ -17,11 +21,19 @@ What is measured, and why so:
 - The speed of this shared machine drifts by a third within a minute, so a ratio of two figures taken a
   minute apart would mostly measure the drift. Hence rounds: all servers start once and stay up; each
   target gets one warm-up; then each round measures every target for --duration seconds, each right
-  next to its reference (bare_post, intake, graphql_submit, bare_get, status; with --postgres the
-  PostgreSQL targets sit on the other side of the same reference), every other round in reverse
-  order so that a steady drift favours neither side. A ratio is the median of its rounds' ratios,
-  and the pass flag is on that median. Each ratio also gives the ratio of server CPU time per request
-  (the reference's over the target's), which other load disturbs less than req/s, as a cross-check.
+  next to its reference (bare_post, intake, graphql_submit, bare_get, status, floor_get; with
+  --postgres the PostgreSQL targets sit on the other side of the same reference), every other round
+  in reverse order so that a steady drift favours neither side. A ratio is the median of its rounds'
+  ratios, and the pass flag is on that median. Each ratio also gives the ratio of server CPU time per
+  request (the reference's over the target's), which other load disturbs less than req/s, as a
+  cross-check.
+- The floor (bench/floor_app.py, target floor_get; --no-floor to skip it) does the status GET's
+  duties and nothing else (rate limit, API key, the batched read off the event loop, the body, the
+  headers, the metrics, the access line), with Levqor's own parts, straight on ASGI, on the same
+  uvicorn settings, reading the SQLite Levqor server's file. Of the gap between bare_get and status,
+  floor_get/bare_get is what the duties cost whatever the code looks like, and status/floor_get what
+  Levqor spends beyond them. Both are reported, without a goal and not judged. The status GETs hold
+  both sides of bare_get, so floor_get runs next to the SQLite status, one run from bare_get.
 - The writes are checked after every run, warm-ups included: the jobs table must hold at least as many
   new jobs as wrk counted answers. Any non-2xx answer, socket error or failed check makes the run
   invalid (exit status 1), because a fast error is not throughput.
@@ -59,7 +71,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +114,18 @@ SUBMIT_JOB = (
 )
 GRAPHQL_BODY: dict[str, Any] = {"query": SUBMIT_JOB, "variables": {"input": INTAKE_BODY}}
 
-# name: (numerator, denominator, goal) — DESIGN.md, "Targets and how they are measured".
-RATIOS: dict[str, tuple[str, str, float]] = {
+# name: (numerator, denominator, goal) — DESIGN.md, "Targets and how they are measured". A goal of None
+# is a ratio reported for information, not judged: it has no pass flag and no say in the run's.
+RATIOS: dict[str, tuple[str, str, float | None]] = {
     "intake/bare_post": ("intake", "bare_post", 0.25),
     "graphql_submit/intake": ("graphql_submit", "intake", 0.60),
     "status/bare_get": ("status", "bare_get", 0.40),
+    "floor_get/bare_get": ("floor_get", "bare_get", None),
+    "status/floor_get": ("status", "floor_get", None),
 }
+# The database whose file the floor reads: only its status has the floor for a reference.
+FLOOR_DATABASE = "sqlite"
+REFERENCE_SERVERS = ("bare", "floor")  # the servers that are not Levqor on a database
 
 
 # --- arguments and the JSON line (pure; tests/unit/test_bench_http.py covers these) ---------------
@@ -150,6 +168,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL, help="where to create the scratch database")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin server and wrk")
     parser.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="do not measure the status GET's floor"
+    )
+    parser.add_argument(
         "--profile-dir", type=Path, help="record py-spy collapsed stacks of each Levqor run into this folder"
     )
     args = parser.parse_args(argv)
@@ -158,16 +179,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def round_order(kinds: Sequence[str], index: int) -> list[tuple[str, str]]:
-    """The (server, target) runs of round `index`, each ratio's two targets back to back: the second
-    database's targets mirror the first's around the shared reference. Odd rounds run in reverse, so
-    a steady drift of the machine favours the numerator in half the rounds and the reference in the
-    other half."""
+def round_order(kinds: Sequence[str], index: int, floor: bool = False) -> list[tuple[str, str]]:
+    """The (server, target) runs of round `index`, each goal's two targets back to back: the second
+    database's targets mirror the first's around the shared reference. The floor follows the first
+    database's status, next to it; bare_get's two sides are taken by the status GETs, so the floor
+    is one run away from bare_get. Odd rounds run in reverse, so a steady drift of the machine
+    favours the numerator in half the rounds and the reference in the other half."""
     if not 1 <= len(kinds) <= 2:
         raise ValueError(f"one or two databases keep every target next to its reference, not {kinds}")
     first, *others = kinds
     posts = [("bare", "bare_post"), (first, "intake"), (first, "graphql_submit")]
     gets = [("bare", "bare_get"), (first, "status")]
+    if floor:
+        gets.append(("floor", "floor_get"))
     for kind in others:
         posts = [(kind, "graphql_submit"), (kind, "intake"), *posts]
         gets = [(kind, "status"), *gets]
@@ -176,9 +200,9 @@ def round_order(kinds: Sequence[str], index: int) -> list[tuple[str, str]]:
 
 
 def ratio_report(rounds: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Each goal's ratio of req/s, the median of the per-round ratios (each round measures the target
-    next to its reference), with its pass flag; and, for information, the same for the ratio of
-    server CPU time per request, the reference's over the target's."""
+    """Each ratio of req/s, the median of the per-round ratios (each round measures the target next
+    to its reference), with its pass flag when it has a goal; and, for information, the same for the
+    ratio of server CPU time per request, the reference's over the target's."""
     report: dict[str, dict[str, Any]] = {}
     for name, (numerator, denominator, goal) in RATIOS.items():
         if numerator not in rounds or denominator not in rounds:
@@ -187,12 +211,10 @@ def ratio_report(rounds: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, di
         if rps is None:
             continue
         value = statistics.median(rps)
-        report[name] = {
-            "value": round(value, 3),
-            "goal": goal,
-            "pass": value >= goal,
-            "rounds": [round(ratio, 3) for ratio in rps],
-        }
+        report[name] = {"value": round(value, 3), "goal": goal}
+        if goal is not None:
+            report[name]["pass"] = value >= goal
+        report[name]["rounds"] = [round(ratio, 3) for ratio in rps]
         cpu_key = "server_cpu_us_per_request"
         cpu = quotients(_column(rounds[denominator], cpu_key), _column(rounds[numerator], cpu_key))
         if cpu is not None:
@@ -212,20 +234,27 @@ def assemble(
     bare: Mapping[str, Sequence[dict[str, Any]]],
     levqor: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]],
     problems: Sequence[str] = (),
+    floor: Mapping[str, Sequence[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """The one JSON object the run prints. `bare` maps each reference to its figures in every round;
-    `levqor` maps a database kind to its targets' figures in every round."""
+    `levqor` maps a database kind to its targets' figures in every round; `floor`, when measured,
+    floor_get to its figures in every round (a reference for FLOOR_DATABASE's status only)."""
     databases: dict[str, Any] = {}
     for kind, targets in levqor.items():
         summaries = {name: summarize_rounds(rounds) for name, rounds in targets.items()}
-        databases[kind] = {**summaries, "ratios": ratio_report({**bare, **targets})}
+        references = {**bare, **(floor or {})} if kind == FLOOR_DATABASE else bare
+        databases[kind] = {**summaries, "ratios": ratio_report({**references, **targets})}
     ratios_pass = all(
-        ratio["pass"] for database in databases.values() for ratio in database["ratios"].values()
+        ratio["pass"]
+        for database in databases.values()
+        for ratio in database["ratios"].values()
+        if ratio["goal"] is not None
     )
     return {
         "bench": "http",
         "settings": settings,
         "bare": {name: summarize_rounds(rounds) for name, rounds in bare.items()},
+        "floor": {name: summarize_rounds(rounds) for name, rounds in (floor or {}).items()},
         "levqor": databases,
         "valid": not problems,
         "problems": list(problems),
@@ -296,17 +325,19 @@ class Bench:
         return parse_wrk(done.stdout)
 
     def rounds(self, servers: dict[str, dict[str, Target]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-        """Every target's figures in every round; `servers` maps "bare" and each database kind to its
-        targets. The servers stay up throughout, so no round pays for a start."""
-        kinds = [kind for kind in servers if kind != "bare"]
+        """Every target's figures in every round; `servers` maps "bare", "floor" (when measured) and
+        each database kind to its targets. The servers stay up throughout, so no round pays for a
+        start."""
+        kinds = [kind for kind in servers if kind not in REFERENCE_SERVERS]
+        floor = "floor" in servers
         if self.args.warmup:
-            for server, name in round_order(kinds, 0):
+            for server, name in round_order(kinds, 0, floor):
                 self.warm_up(servers[server][name])
         figures: dict[str, dict[str, list[dict[str, Any]]]] = {
             server: {name: [] for name in targets} for server, targets in servers.items()
         }
         for index in range(self.args.rounds):
-            for server, name in round_order(kinds, index):
+            for server, name in round_order(kinds, index, floor):
                 figures[server][name].append(self.measure(servers[server][name], index + 1))
         return figures
 
@@ -382,18 +413,27 @@ class Bench:
 # --- the servers and their targets ------------------------------------------------------------------
 
 
+def uvicorn_command(app: str, port: int) -> list[str]:
+    """A reference app (bare, floor) under uvicorn, run from the repository root: one process, no
+    uvicorn access log, no Server header, X-Forwarded-For not read, and Levqor's HTTP protocol (one
+    write per small answer), as `levqor serve` runs."""
+    from levqor.cli import http_protocol
+
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1", "--no-access-log", "--no-server-header"]
+    command += ["--no-proxy-headers", "--http", http_protocol()]
+    return [*command, "--log-level", "warning"]
+
+
 def start_bare(bench: Bench) -> dict[str, Target]:
     import httpx
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1", "--no-access-log", "--no-server-header"]
-    command += ["--no-proxy-headers", "--log-level", "warning"]
     server = start_server(
         bench.run,
         "bare",
-        pinned(command, SERVER_CPU, bench.args.pin),
+        pinned(uvicorn_command("bench.bare_app:app", port), SERVER_CPU, bench.args.pin),
         dict(os.environ),
         ROOT,
         base,
@@ -432,7 +472,8 @@ def levqor_env(database_env: dict[str, str], port: int) -> dict[str, str]:
 
 def start_levqor(
     bench: Bench, kind: str, database_env: dict[str, str], count_jobs: Callable[[], int]
-) -> dict[str, Target]:
+) -> tuple[dict[str, Target], list[str]]:
+    """Levqor's targets, and the ids of the jobs its status GETs cycle through."""
     import httpx
 
     port = free_port()
@@ -468,7 +509,7 @@ def start_levqor(
             and (submitted.get("job") or {}).get("status") == "QUEUED",
             f"submitJob answered {answer.status_code}: {answer.text}",
         )
-    return {
+    targets = {
         "intake": bench.target(
             f"intake_{kind}",
             server,
@@ -487,6 +528,37 @@ def start_levqor(
             profiled=True,
         ),
     }
+    return targets, ids
+
+
+def floor_env(sqlite_path: str, log_path: Path) -> dict[str, str]:
+    return {**os.environ, "SQLITE_PATH": sqlite_path, "FLOOR_LOG": str(log_path), "API_KEYS": API_KEY}
+
+
+def start_floor(bench: Bench, sqlite_path: str, status: Target, ids: Sequence[str]) -> dict[str, Target]:
+    """The floor on the SQLite Levqor server's file, loaded with the very script of its status GETs
+    (the same ids, in the same order); it must answer what Levqor answers."""
+    import httpx
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(
+        bench.run,
+        "floor",
+        pinned(uvicorn_command("bench.floor_app:app", port), SERVER_CPU, bench.args.pin),
+        floor_env(sqlite_path, bench.run.workdir / "floor-access.log"),
+        ROOT,
+        base,
+        "/api/v1/status/ready",
+    )
+    path = f"/api/v1/status/{ids[0]}"
+    expected = httpx.get(status.url + path, headers={"X-Api-Key": API_KEY})
+    answer = httpx.get(base + path, headers={"X-Api-Key": API_KEY})
+    check(
+        answer.status_code == 200 and answer.content == expected.content,
+        f"floor answered {answer.status_code}: {answer.text} where Levqor answered {expected.text}",
+    )
+    return {"floor_get": replace(status, name="floor_get", server=server, url=base, profiled=False)}
 
 
 def sqlite_target(run: Run) -> tuple[dict[str, str], Callable[[], int]]:
@@ -550,16 +622,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "connections": args.connections,
         "threads": args.threads,
         "pinned": args.pin,
+        "floor": args.floor,
         "profiled": args.profile_dir is not None,
         "cpus": os.cpu_count(),
         "load_1m_at_start": round(os.getloadavg()[0], 2),
     }
     try:
-        servers = {"bare": start_bare(bench), "sqlite": start_levqor(bench, "sqlite", *sqlite_target(run))}
+        servers = {"bare": start_bare(bench)}
+        database_env, count_jobs = sqlite_target(run)
+        servers["sqlite"], ids = start_levqor(bench, "sqlite", database_env, count_jobs)
+        if args.floor:
+            status = servers["sqlite"]["status"]
+            servers["floor"] = start_floor(bench, database_env["SQLITE_PATH"], status, ids)
         if args.postgres:
-            servers["postgres"] = start_levqor(bench, "postgres", *postgres_target(run, args.pg_admin_url))
+            servers["postgres"] = start_levqor(bench, "postgres", *postgres_target(run, args.pg_admin_url))[0]
         levqor = bench.rounds(servers)
-        bare = levqor.pop("bare")  # what is left is one entry per database kind
+        bare = levqor.pop("bare")
+        floor = levqor.pop("floor", None)  # what is left is one entry per database kind
     except BenchError as exc:
         log(f"failed: {exc}")
         return 1
@@ -568,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         run.close()
-    result = assemble(settings, bare, levqor, bench.problems)
+    result = assemble(settings, bare, levqor, bench.problems, floor)
     print(json.dumps(result, separators=(",", ":")), flush=True)
     return 0 if result["valid"] else 1
 
