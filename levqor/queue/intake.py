@@ -13,6 +13,7 @@ transaction, and those submits keep the one-row path (`events.enqueue`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -119,13 +120,20 @@ def write_jobs(db: Database, rows: Sequence[dict[str, Any]]) -> list[Job]:
 def _jobs_of(rows: Sequence[dict[str, Any]]) -> list[Job]:
     """`Job`s outside any session holding `rows`, made as the ORM makes the rows it loads: `Job(**row)`
     runs SQLModel's constructor, which costs as much per row as the insert itself."""
-    mapper = sa_inspect(Job)
-    if not mapper.configured:
-        configure_mappers()
-    new_instance = mapper.class_manager.new_instance
+    new_instance = _new_job_instance()
     jobs: list[Job] = []
     for row in rows:
         job: Job = new_instance()
         job.__dict__.update(row, seq=None)
         jobs.append(job)
     return jobs
+
+
+@functools.cache
+def _new_job_instance() -> Callable[[], Job]:
+    """The ORM's constructor of loaded `Job`s, looked up once (the look-up cost more than a row)."""
+    mapper = sa_inspect(Job)
+    if not mapper.configured:
+        configure_mappers()
+    new_instance: Callable[[], Job] = mapper.class_manager.new_instance
+    return new_instance
