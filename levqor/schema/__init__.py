@@ -10,9 +10,11 @@ from strawberry.extensions import SchemaExtension
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
+from strawberry.types.base import StrawberryObjectDefinition
 
 from levqor.schema.documents import PreparedDocument
 from levqor.schema.errors import LevqorErrors
+from levqor.schema.input_values import build_inputs_leanly
 from levqor.schema.mutation import Mutation
 from levqor.schema.names import CachedNameConverter
 from levqor.schema.query import Query
@@ -33,7 +35,7 @@ class LevqorSchema(strawberry.Schema):
 
 
 def build_schema() -> strawberry.Schema:
-    return LevqorSchema(
+    built = LevqorSchema(
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(name_converter=CachedNameConverter()),
@@ -41,6 +43,14 @@ def build_schema() -> strawberry.Schema:
         # execution context). The limits and caches are one extension (`levqor.schema.documents`).
         extensions=[LevqorErrors, PreparedDocument, MutationFieldRateLimit],
     )
+    build_inputs_leanly(
+        definition.origin
+        for definition in (
+            graphql_type.definition for graphql_type in built.schema_converter.type_map.values()
+        )
+        if isinstance(definition, StrawberryObjectDefinition) and definition.is_input
+    )
+    return built
 
 
 schema = build_schema()
