@@ -195,17 +195,12 @@ class LiveServer:
         self.thread.join(timeout=30)
 
 
-def start_live_server(settings: Settings) -> LiveServer:
-    app = create_app(settings)
+def serve_in_thread(config: uvicorn.Config) -> tuple[uvicorn.Server, threading.Thread, int]:
+    """A uvicorn server for `config` in a thread, on a free loopback port; returns once it serves."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    # As `levqor serve`: its HTTP protocol, and X-Forwarded-For is the app's to judge
-    # (LEVQOR_TRUSTED_PROXIES), not uvicorn's.
-    config = uvicorn.Config(
-        app, log_config=None, lifespan="on", access_log=False, proxy_headers=False, http=http_protocol()
-    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -214,6 +209,21 @@ def start_live_server(settings: Settings) -> LiveServer:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
+    return server, thread, port
+
+
+def start_live_server(settings: Settings) -> LiveServer:
+    # As `levqor serve`: its HTTP protocol, and X-Forwarded-For is the app's to judge
+    # (LEVQOR_TRUSTED_PROXIES), not uvicorn's.
+    config = uvicorn.Config(
+        create_app(settings),
+        log_config=None,
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,
+        http=http_protocol(),
+    )
+    server, thread, port = serve_in_thread(config)
     return LiveServer(url=f"http://127.0.0.1:{port}", settings=settings, server=server, thread=thread)
 
 

@@ -30,7 +30,7 @@ from uvicorn.server import ServerState
 
 from levqor.http.app import create_app
 from levqor.http.protocol import HeadHoldingProtocol, HeadHoldingTransport
-from tests.conftest import settings_for, start_server_process, stop_server_process
+from tests.conftest import serve_in_thread, settings_for, start_server_process, stop_server_process
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -118,19 +118,10 @@ class Server:
 def serve(app: ASGIApp, protocol: type[HttpToolsProtocol], **config: Any) -> Server:
     """`app` on a uvicorn server in a thread, as tests/conftest.py's live server, on `protocol`."""
     connections: list[list[bytes]] = []
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     settings = {"log_config": None, "lifespan": "off", "access_log": False, **config}
-    server = uvicorn.Server(uvicorn.Config(app, http=recording(protocol, connections), **settings))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
+    server, thread, port = serve_in_thread(
+        uvicorn.Config(app, http=recording(protocol, connections), **settings)
+    )
     return Server(port=port, server=server, thread=thread, connections=connections)
 
 
