@@ -20,17 +20,15 @@ WAL lets both read it), `FLOOR_LOG` (the file of its access log) and `API_KEYS` 
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import hashlib
 import hmac
 import json
 import os
-import random
 import time
 import uuid
 from functools import partial
-from typing import IO, Any
+from typing import IO
 
 from starlette.types import Receive, Scope, Send
 
@@ -38,12 +36,14 @@ from levqor.db.batching import MAX_IN_LIST_BATCH, Batcher
 from levqor.db.engine import Database
 from levqor.http.app import GC_YOUNG_THRESHOLD
 from levqor.http.errors import error_body, json_bytes
+from levqor.http.gateway import new_request_id
 from levqor.http.metrics import UNMATCHED_ROUTE, HttpMetrics
 from levqor.http.middleware import SECURITY_HEADERS_RAW
 from levqor.http.ratelimit_counters import LocalKey, LocalWindows, Verdict
-from levqor.logs import ACCESS_LOGGER, JsonFormatter
+from levqor.logs import ACCESS_LOGGER, JsonFormatter, JsonLinesHandler
 from levqor.resolvers.auth import static_principal
 from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
+from levqor.rest.shapes import unix_s
 
 STATUS_PREFIX = "/api/v1/status/"
 STATUS_TEMPLATE = STATUS_PREFIX + "{job_id}"
@@ -68,10 +68,6 @@ def _setting(name: str) -> str:
     return value
 
 
-def _unix_s(value: Any) -> int | None:
-    return None if value is None else int(value.timestamp())
-
-
 class Serving:
     """What the floor holds while it serves: built in the lifespan's startup, closed at shutdown."""
 
@@ -86,29 +82,23 @@ class Serving:
         self.key_id = static_principal(api_key).key_id
         self.metrics = HttpMetrics(None)
         self.formatter = JsonFormatter()
+        # Levqor's own access-log handler: the lines of one loop turn go out in one write at its end.
         self.log_file: IO[str] = open(log_path, "a", encoding="utf-8")  # noqa: SIM115  # closed in stop
-        self.lines: list[str] = []
-        self.loop = asyncio.get_running_loop()
+        self.log = JsonLinesHandler()
+        self.log.setStream(self.log_file)
 
     async def start(self) -> None:
         await self.reads.start("floor-status-reads")
 
     async def stop(self) -> None:
         await self.reads.stop()
-        self.flush()
+        self.log.flush()
         self.log_file.close()
         self.db.dispose()
 
-    def flush(self) -> None:
-        """Write the access lines of this turn of the event loop, in one write."""
-        if self.lines:
-            self.log_file.write("".join(self.lines))
-            self.log_file.flush()
-            self.lines.clear()
-
     async def http(self, scope: Scope, send: Send) -> None:
         started = time.perf_counter()
-        request_id = f"{random.getrandbits(128):032x}"
+        request_id = new_request_id()
         user_agent: str | None = None
         presented: bytes | None = None
         for name, value in scope["headers"]:
@@ -130,16 +120,11 @@ class Serving:
         else:
             route = STATUS_TEMPLATE
             verdict = self.charge(client_ip)
+            extra = verdict.raw_headers()
             if not verdict.allowed:
                 message = f"rate limit reached; retry in {max(1, verdict.reset_s)} s"
                 status, body = 429, json_bytes(error_body("rate_limited", message, request_id=request_id))
-                extra = verdict.raw_headers()
             else:
-                extra = [
-                    (b"ratelimit-limit", b"%d" % RATE_LIMIT),
-                    (b"ratelimit-remaining", b"%d" % verdict.remaining),
-                    (b"ratelimit-reset", b"%d" % verdict.reset_s),
-                ]
                 if presented is not None and not hmac.compare_digest(
                     hashlib.sha256(presented.strip()).digest(), self.key_digest
                 ):
@@ -171,9 +156,7 @@ class Serving:
             "request_id": request_id,
             "key_id": key_id,
         }
-        if not self.lines:
-            self.loop.call_soon(self.flush)
-        self.lines.append(self.formatter.line(time.time(), "INFO", ACCESS_LOGGER, "request", fields) + "\n")
+        self.log.add_line(self.formatter.line(time.time(), "INFO", ACCESS_LOGGER, "request", fields))
 
     def charge(self, client_ip: str) -> Verdict:
         """The client's limit, then the whole service's (only if the client's passed), as Levqor
@@ -204,8 +187,8 @@ class Serving:
             "result": job.result,
             "error": job.error,
             "attempts": job.attempts,
-            "started_at": _unix_s(job.started_at),
-            "finished_at": _unix_s(job.finished_at),
+            "started_at": unix_s(job.started_at),
+            "finished_at": unix_s(job.finished_at),
         }
         return 200, _ENCODER.encode(body).encode()
 

@@ -425,20 +425,20 @@ def uvicorn_command(app: str, port: int) -> list[str]:
     return [*command, "--log-level", "warning"]
 
 
+def start_reference(
+    bench: Bench, name: str, app: str, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A reference app under uvicorn, pinned like Levqor; its server and base URL, once it answers."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = pinned(uvicorn_command(app, port), SERVER_CPU, bench.args.pin)
+    return start_server(bench.run, name, command, env, ROOT, base, "/api/v1/status/ready"), base
+
+
 def start_bare(bench: Bench) -> dict[str, Target]:
     import httpx
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = start_server(
-        bench.run,
-        "bare",
-        pinned(uvicorn_command("bench.bare_app:app", port), SERVER_CPU, bench.args.pin),
-        dict(os.environ),
-        ROOT,
-        base,
-        "/api/v1/status/ready",
-    )
+    server, base = start_reference(bench, "bare", "bench.bare_app:app", dict(os.environ))
     answer = httpx.post(base + INTAKE_PATH, json=INTAKE_BODY)
     check(answer.status_code == 202, f"bare POST answered {answer.status_code}")
     ids = [str(uuid.uuid4()) for _ in range(bench.args.pool)]
@@ -540,17 +540,8 @@ def start_floor(bench: Bench, sqlite_path: str, status: Target, ids: Sequence[st
     (the same ids, in the same order); it must answer what Levqor answers."""
     import httpx
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = start_server(
-        bench.run,
-        "floor",
-        pinned(uvicorn_command("bench.floor_app:app", port), SERVER_CPU, bench.args.pin),
-        floor_env(sqlite_path, bench.run.workdir / "floor-access.log"),
-        ROOT,
-        base,
-        "/api/v1/status/ready",
-    )
+    env = floor_env(sqlite_path, bench.run.workdir / "floor-access.log")
+    server, base = start_reference(bench, "floor", "bench.floor_app:app", env)
     path = f"/api/v1/status/{ids[0]}"
     expected = httpx.get(status.url + path, headers={"X-Api-Key": API_KEY})
     answer = httpx.get(base + path, headers={"X-Api-Key": API_KEY})
