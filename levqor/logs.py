@@ -16,13 +16,13 @@ the handler writes, a flush and the shutdown of logging write the waiting lines 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
 from datetime import UTC, datetime
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
+
+from levqor.json_encoding import Encoder
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is context.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -34,24 +34,7 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 
 
 # `json.dumps(entry, default=str)`, without building an encoder for each record.
-_ENCODER = json.JSONEncoder(default=str)
-# The same encoding by the C encoder that `_ENCODER.encode` builds on every call, built once. It
-# skips the check for circular references: a record whose context refers to itself fails with a
-# RecursionError, and `_encode` lets `_ENCODER` report that instead.
-_C_ENCODER = (
-    c_make_encoder(None, str, encode_basestring_ascii, None, ": ", ", ", False, False, True)
-    if c_make_encoder is not None
-    else None
-)
-
-
-def _encode(entry: dict[str, Any]) -> str:
-    if _C_ENCODER is not None:
-        try:
-            return "".join(_C_ENCODER(entry, 0))
-        except RecursionError:
-            pass
-    return _ENCODER.encode(entry)
+_encode = Encoder(default=str)
 
 
 def _context(record: logging.LogRecord) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from strawberry.types import ExecutionResult
 from levqor.errors import InvalidRequest, LevqorError, MethodNotAllowed, UnsupportedMediaType
 from levqor.http.context import context_for
 from levqor.http.errors import error_body, request_id_of
+from levqor.json_encoding import Encoder
 from levqor.resolvers.context import Context
 from levqor.resolvers.health import PublicMetricsCache
 from levqor.rest.body import decode_json, is_json
@@ -39,6 +40,7 @@ _TRANSPORT_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_a
 # The members of a request the fast path reads; a request with others (`extensions`) takes the
 # general path.
 _PLAIN_REQUEST_KEYS = frozenset({"query", "variables", "operationName"})
+_encode_compact = Encoder(separators=(",", ":"))
 
 
 @dataclass
@@ -126,6 +128,10 @@ class LevqorGraphQL(GraphQL[GraphQLContext, None]):
             levqor=context_for(request),
             public_metrics=request.app.state.public_metrics,
         )
+
+    def encode_json(self, data: object) -> str:
+        # Strawberry's own `json.dumps(data, separators=(",", ":"))`, with the encoder built once.
+        return _encode_compact(data)
 
     def decode_json(self, data: str | bytes) -> object:
         # The same strict reading as REST bodies: no NaN, no 4300-digit integers, no deep nesting.
