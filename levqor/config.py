@@ -26,6 +26,9 @@ DEFAULT_SHUTDOWN_GRACE_S = 10  # how long a stopping worker lets running jobs fi
 DEFAULT_RETRY_BASE_MS = 1000  # backoff before the first retry (doubles per attempt, with jitter)
 DEFAULT_RETRY_MAX_S = 3600  # the longest backoff between attempts
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # a request's whole head (request line and headers), as h11's default
+DEFAULT_HEAD_TIMEOUT_S = 10  # how long a connection may take to send a request's head
+DEFAULT_RATE_KEY = "600/minute"  # per API key, for callers with a valid key (CONTRACT.md §6)
 DEFAULT_CALLBACK_RETRY_S = (5, 300, 1800, 7200, 18000, 36000, 36000)
 DEFAULT_CORS_ORIGINS = ("https://levqor.ai",)
 
@@ -87,12 +90,13 @@ def _rate_storage(raw: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     env: str = "development"
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     sqlite_path: str = "levqor.db"
     database_url: str | None = None
     api_keys: tuple[str, ...] = ()
     rate_burst: str = "20/minute"
+    rate_key: str = DEFAULT_RATE_KEY
     rate_worker: str = "6000/minute"
     rate_global: str = "200/minute"
     rate_storage: str = "memory://"
@@ -116,6 +120,8 @@ class Settings:
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    head_timeout_s: int = DEFAULT_HEAD_TIMEOUT_S
     # prometheus-client's own variable: where server processes share their metrics (several workers).
     metrics_multiproc_dir: str | None = None
 
@@ -162,12 +168,14 @@ class Settings:
         retry = get("LEVQOR_CALLBACK_RETRY_S")
         settings = cls(
             env=env,
-            host=get("LEVQOR_HOST") or "0.0.0.0",
+            # Development mode lets every request through: outside production, loopback only.
+            host=get("LEVQOR_HOST") or ("0.0.0.0" if env == "production" else "127.0.0.1"),
             port=_int("PORT", get("PORT") or str(DEFAULT_PORT), minimum=1),
             sqlite_path=get("SQLITE_PATH") or "levqor.db",
             database_url=get("LEVQOR_DATABASE_URL") or None,
             api_keys=_list(get("API_KEYS", "")),
             rate_burst=_rate("RATE_BURST", get("RATE_BURST") or "20"),
+            rate_key=_rate("LEVQOR_RATE_KEY", get("LEVQOR_RATE_KEY") or DEFAULT_RATE_KEY),
             rate_worker=_rate("LEVQOR_RATE_WORKER", get("LEVQOR_RATE_WORKER") or "6000"),
             rate_global=_rate("RATE_GLOBAL", get("RATE_GLOBAL") or "200"),
             rate_storage=_rate_storage(get("LEVQOR_RATE_STORAGE") or "memory://"),
@@ -212,6 +220,16 @@ class Settings:
             max_body_bytes=_int(
                 "LEVQOR_MAX_BODY_BYTES",
                 get("LEVQOR_MAX_BODY_BYTES") or str(DEFAULT_MAX_BODY_BYTES),
+                minimum=1,
+            ),
+            max_header_bytes=_int(
+                "LEVQOR_MAX_HEADER_BYTES",
+                get("LEVQOR_MAX_HEADER_BYTES") or str(DEFAULT_MAX_HEADER_BYTES),
+                minimum=1024,
+            ),
+            head_timeout_s=_int(
+                "LEVQOR_HEAD_TIMEOUT_S",
+                get("LEVQOR_HEAD_TIMEOUT_S") or str(DEFAULT_HEAD_TIMEOUT_S),
                 minimum=1,
             ),
             metrics_multiproc_dir=get("PROMETHEUS_MULTIPROC_DIR") or None,

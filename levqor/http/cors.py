@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from levqor.config import Settings
-from levqor.http.errors import error_body, json_bytes
+from levqor.http.errors import error_response
 
 CORS_METHODS = ("GET", "POST", "OPTIONS", "PATCH", "PUT", "DELETE")
 CORS_HEADERS = ("Content-Type", "Authorization", "X-Api-Key", "Idempotency-Key")
@@ -39,13 +39,12 @@ class LevqorCORSMiddleware(CORSMiddleware):
             return response
         # Starlette says which parts were refused ("Disallowed CORS origin, headers"); keep that text.
         message = bytes(response.body).decode()
-        body = json_bytes(error_body("forbidden", message, request_id=None))
         headers = {
             name: value
             for name, value in response.headers.items()
             if name.lower() not in {"content-type", "content-length"}
         }
-        return Response(body, status_code=403, headers=headers, media_type="application/json")
+        return error_response(403, "forbidden", message, request_id=None, headers=headers)
 
 
 def cors_layer(app: ASGIApp, settings: Settings) -> LevqorCORSMiddleware:

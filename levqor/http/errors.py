@@ -1,20 +1,26 @@
-"""The contract's REST error body (CONTRACT.md §4), built in one place."""
+"""The contract's REST error body (CONTRACT.md §4): every REST error answer is built by `error_response`.
+
+Routes raise `LevqorError`s (mapped by the exception handlers below); middleware that refuses a request
+before it reaches a route (limits, keys, body size, CORS, the last-resort 500) answers with
+`error_response(...)` itself, since a Starlette `Response` is an ASGI app.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
 from levqor.errors import LevqorError
 
 logger = logging.getLogger(__name__)
 
-_HTTP_CODES = {
+HTTP_ERROR_CODES = {
     400: "invalid_request",
     401: "unauthorized",
     402: "budget_exceeded",
@@ -25,42 +31,57 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
+    431: "invalid_request",
+    500: "internal_error",
 }
 
 
-def json_bytes(body: dict[str, Any]) -> bytes:
-    """A body as every JSON answer is encoded (as Starlette's `JSONResponse` does): compact, UTF-8."""
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+def request_id_of(connection: HTTPConnection | Scope) -> str | None:
+    """The id the request-context middleware gave this request (or WebSocket)."""
+    scope = connection.scope if isinstance(connection, HTTPConnection) else connection
+    state: Mapping[str, Any] = scope.get("state") or {}
+    request_id = state.get("request_id")
+    return request_id if isinstance(request_id, str) else None
 
 
-def request_id_of(request: Request) -> str | None:
-    return getattr(request.state, "request_id", None)
-
-
-def error_body(
-    code: str, message: str, *, request_id: str | None, details: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    request_id: str | None,
+    details: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """`{"error", "message", ("details"), ("request_id")}` with `status`: the one REST error body."""
     body: dict[str, Any] = {"error": code, "message": message}
     if details:
         body["details"] = details
     if request_id:
         body["request_id"] = request_id
-    return body
+    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
 
 
 def levqor_error_response(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LevqorError)
-    body = error_body(exc.code, exc.message, request_id=request_id_of(request), details=exc.details)
-    return JSONResponse(body, status_code=exc.status, headers=exc.http_headers() or None)
+    return error_response(
+        exc.status,
+        exc.code,
+        exc.message,
+        request_id=request_id_of(request),
+        details=exc.details,
+        headers=exc.http_headers() or None,
+    )
 
 
 def http_error_response(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 (no route, wrong method) in the contract's shape."""
     assert isinstance(exc, HTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "invalid_request")
+    code = HTTP_ERROR_CODES.get(exc.status_code, "invalid_request")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    body = error_body(code, message, request_id=request_id_of(request))
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return error_response(
+        exc.status_code, code, message, request_id=request_id_of(request), headers=exc.headers
+    )
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

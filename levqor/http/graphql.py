@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -28,7 +28,7 @@ from strawberry.types import ExecutionResult
 
 from levqor.errors import InvalidRequest, LevqorError, MethodNotAllowed, UnsupportedMediaType
 from levqor.http.context import context_for
-from levqor.http.errors import error_body, request_id_of
+from levqor.http.errors import error_response, request_id_of
 from levqor.json_encoding import Encoder
 from levqor.resolvers.context import Context
 from levqor.resolvers.health import PublicMetricsCache
@@ -169,8 +169,7 @@ class LevqorGraphQL(GraphQL[GraphQLContext, None]):
 
 def _error_response(request: Request, status: int, code: str, message: str) -> Response:
     headers = {"Allow": "GET, POST"} if status == 405 else None
-    body = error_body(code, message, request_id=request_id_of(request))
-    return JSONResponse(body, status_code=status, headers=headers)
+    return error_response(status, code, message, request_id=request_id_of(request), headers=headers)
 
 
 def graphql_app() -> Any:

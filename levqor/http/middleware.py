@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from levqor.http.errors import error_body, json_bytes
+from levqor.http.errors import error_response
 
 error_logger = logging.getLogger("levqor.errors")
 
@@ -75,8 +75,7 @@ async def answer_internal_error(scope: Scope, send: Send, request_id: str | None
         "unhandled error",
         extra={"request_id": request_id, "method": scope.get("method"), "path": scope.get("path")},
     )
-    body = error_body("internal_error", "internal server error", request_id=request_id)
-    await _send_json(send, 500, body)
+    await _send_error(scope, send, 500, "internal_error", "internal server error", request_id)
 
 
 def key_id_of(state: MutableMapping[str, Any]) -> str | None:
@@ -101,7 +100,7 @@ def _too_large_message(max_bytes: int) -> str:
 
 async def refuse_body(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
     request_id = scope.get("state", {}).get("request_id")
-    await _send_json(send, status, error_body(code, message, request_id=request_id))
+    await _send_error(scope, send, status, code, message, request_id)
 
 
 class ChunkedBodyLimit:
@@ -154,16 +153,11 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json_bytes(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+async def _send_error(
+    scope: Scope, send: Send, status: int, code: str, message: str, request_id: str | None
+) -> None:
+    await error_response(status, code, message, request_id=request_id)(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}

@@ -6,12 +6,13 @@ with the error's `extensions.code`, since that is what their clients read (CONTR
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from starlette.types import Scope, Send
 
 from levqor.errors import LevqorError
-from levqor.http.errors import error_body, json_bytes
+from levqor.http.errors import error_response
 
 GRAPHQL_PATH = "/graphql"
 
@@ -40,8 +41,17 @@ async def send_refusal(
         # Refused before execution, so no `data` entry (GraphQL spec, "Response Format").
         body: dict[str, object] = {"errors": [{"message": exc.message, "extensions": extensions}]}
     else:
-        body = error_body(exc.code, exc.message, request_id=request_id, details=exc.details)
-    payload = json_bytes(body)
+        response = error_response(
+            exc.status,
+            exc.code,
+            exc.message,
+            request_id=request_id,
+            details=exc.details,
+            headers=dict(headers),
+        )
+        await response(scope, _no_receive, send)
+        return
+    payload = json.dumps(body, separators=(",", ":")).encode()
     raw_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
@@ -49,3 +59,7 @@ async def send_refusal(
     ]
     await send({"type": "http.response.start", "status": exc.status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+async def _no_receive() -> dict[str, str]:
+    return {"type": "http.disconnect"}

@@ -13,7 +13,9 @@ def test_defaults() -> None:
     settings = Settings.from_mapping({})
     assert settings.env == "development"
     assert not settings.is_production
-    assert (settings.host, settings.port) == ("0.0.0.0", 5000)
+    # Development mode lets every request through, so outside production only loopback is served.
+    assert (settings.host, settings.port) == ("127.0.0.1", 5000)
+    assert Settings.from_mapping({"LEVQOR_ENV": "production", "API_KEYS": "k"}).host == "0.0.0.0"
     assert settings.sqlite_path == "levqor.db"
     assert settings.db_url == "sqlite:///levqor.db"
     assert settings.api_keys == ()
@@ -28,6 +30,8 @@ def test_defaults() -> None:
     assert settings.callback_allow_private is False
     assert settings.callback_retry_s == DEFAULT_CALLBACK_RETRY_S
     assert settings.max_body_bytes == 1024 * 1024
+    assert (settings.max_header_bytes, settings.head_timeout_s) == (16 * 1024, 10)
+    assert settings.rate_key == "600/minute"
 
 
 def test_the_seed_variable_names() -> None:
