@@ -61,6 +61,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {"name": args.name, "scopes": scopes}
     if args.expires_at:
         data["expires_at"] = args.expires_at
+    if args.rate_limit is not None:
+        data["rate_limit"] = args.rate_limit
     created = _run(lambda ctx: keys.create_api_key(ctx, data))
     key = created.key
     print(
@@ -123,6 +125,9 @@ def add_keys_command(commands: Any) -> None:
         help=f"comma-separated, from: {', '.join(sorted(Scope.ALL))}",
     )
     create.add_argument("--expires-at", help="ISO-8601 time (UTC unless it has an offset)")
+    create.add_argument(
+        "--rate-limit", type=int, help="requests per minute for this key (default: LEVQOR_RATE_KEY)"
+    )
     create.set_defaults(func=cmd_keys_create)
 
     listing = actions.add_parser("list", help="list keys (never their secrets)", description="List API keys.")

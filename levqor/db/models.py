@@ -174,6 +174,8 @@ class ApiKey(SQLModel, table=True):
     expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # Requests per minute this key may make; None: LEVQOR_RATE_KEY (CONTRACT.md §6).
+    rate_limit: int | None = Field(default=None)
 
 
 class Worker(SQLModel, table=True):

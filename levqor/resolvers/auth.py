@@ -44,6 +44,7 @@ _LOOKUP = select(
     col(ApiKey.revoked_at),
     col(ApiKey.expires_at),
     col(ApiKey.last_used_at),
+    col(ApiKey.rate_limit),
 ).where(col(ApiKey.secret_hash).in_(bindparam("hashes", expanding=True)))
 
 
@@ -63,6 +64,7 @@ class _StaticKey:
 class _Lookup:
     key_id: uuid.UUID
     scopes: frozenset[str]
+    rate_limit: int | None
     problem: str | None  # why the key may not be used, or None
 
 
@@ -128,7 +130,9 @@ class Authenticator:
                 if found.problem is not None:
                     raise Unauthorized(found.problem)
                 key_id = str(found.key_id)
-                return Principal(id=f"key:{key_id}", scopes=found.scopes, key_id=key_id)
+                return Principal(
+                    id=f"key:{key_id}", scopes=found.scopes, key_id=key_id, rate_limit=found.rate_limit
+                )
         return await self._unknown()
 
     async def _unknown(self) -> Principal:
@@ -161,7 +165,7 @@ class Authenticator:
                     problem = "this API key has expired"
                 stale = key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION
                 found[key.secret_hash] = (
-                    _Lookup(key.id, frozenset(key.scopes), problem),
+                    _Lookup(key.id, frozenset(key.scopes), key.rate_limit, problem),
                     stale and problem is None,
                 )
             return found

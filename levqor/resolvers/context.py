@@ -31,6 +31,7 @@ class Principal:
     id: str
     scopes: frozenset[str]
     key_id: str | None = None
+    rate_limit: int | None = None  # requests per minute of the key's own; None: LEVQOR_RATE_KEY
     # False for a caller that sent no key while keys are configured (CONTRACT.md §5): what needs a
     # key answers 401 to it, and 403 only to a key that lacks the scope.
     authenticated: bool = True

@@ -48,6 +48,8 @@ class ApiKeyCreateInput(BaseModel):
     name: KeyName
     scopes: Annotated[list[str], Field(min_length=1, max_length=len(Scope.ALL))]
     expires_at: Annotated[datetime | None, Field(strict=False)] = None
+    # Requests per minute; without it the key gets LEVQOR_RATE_KEY.
+    rate_limit: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
 
     @field_validator("scopes")
     @classmethod
@@ -132,6 +134,7 @@ async def create_api_key(ctx: Context, data: Any) -> CreatedKey:
             secret_hash=hash_secret(secret),
             scopes=fields.scopes,
             expires_at=fields.expires_at,
+            rate_limit=fields.rate_limit,
         )
         session.add(key)
         session.flush()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -28,6 +28,7 @@ class ApiKeyBody(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    rate_limit: int | None = Field(description="Requests per minute; null: the server's per-key default.")
     active: bool
 
     @classmethod
@@ -41,6 +42,7 @@ class ApiKeyBody(BaseModel):
             expires_at=key.expires_at,
             revoked_at=key.revoked_at,
             last_used_at=key.last_used_at,
+            rate_limit=key.rate_limit,
             active=keys.key_is_active(key),
         )
 

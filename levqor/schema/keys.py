@@ -26,6 +26,9 @@ class ApiKeyType:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None = strawberry.field(description="To the minute.")
+    rate_limit: int | None = strawberry.field(
+        description="Requests per minute; null: the server's per-key default."
+    )
     active: bool = strawberry.field(description="Neither revoked nor expired.")
 
     @classmethod
@@ -39,6 +42,7 @@ class ApiKeyType:
             expires_at=row.expires_at,
             revoked_at=row.revoked_at,
             last_used_at=row.last_used_at,
+            rate_limit=row.rate_limit,
             active=keys.key_is_active(row),
         )
 
@@ -50,6 +54,9 @@ class CreateApiKeyInput:
         description="Any of jobs:read, jobs:write, users:write, worker, admin."
     )
     expires_at: datetime | None = strawberry.UNSET
+    rate_limit: int | None = strawberry.field(
+        default=strawberry.UNSET, description="Requests per minute (default: the server's per-key limit)."
+    )
 
 
 @strawberry.type
