@@ -3,18 +3,28 @@
 This is the only module that reads `os.environ`. `DATABASE_URL` is deliberately ignored: hosting
 platforms set it for their own PostgreSQL, and the seed backend learned to keep its data apart
 (`SQLITE_PATH`, or `LEVQOR_DATABASE_URL` for PostgreSQL).
+
+Each field's `validation_alias` is the variable it is read from; code and tests build `Settings(...)`
+by field name. `Settings(...)` reads only its arguments: the environment is read by `from_env`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from dotenv import dotenv_values
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 DEFAULT_PORT = 5000
 DEFAULT_LEASE_S = 30
@@ -32,98 +42,140 @@ DEFAULT_RATE_KEY = "600/minute"  # per API key, for callers with a valid key (CO
 DEFAULT_CALLBACK_RETRY_S = (5, 300, 1800, 7200, 18000, 36000, 36000)
 DEFAULT_CORS_ORIGINS = ("https://levqor.ai",)
 
+# The `limits` storages whose client libraries Levqor depends on.
+RATE_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+cluster", "redis+sentinel")
+
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
 
 
-def _bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off", ""}:
-        return False
-    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+# A comma-separated variable (`API_KEYS=k1,k2`): NoDecode keeps pydantic-settings from reading it as JSON.
+CommaList = Annotated[tuple[str, ...], NoDecode]
+Seconds = Annotated[int, Field(ge=0)]
 
 
-def _int(name: str, raw: str, *, minimum: int = 0) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
-    return value
+def _default_host(data: dict[str, Any]) -> str:
+    # Development mode lets every request through: outside production, loopback only.
+    return "0.0.0.0" if data.get("env") == "production" else "127.0.0.1"
 
 
-def _list(raw: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=True,  # `PORT`, not `port`: the variables are read by their exact names
+        env_ignore_empty=True,  # `PORT=` means the default, as in the seed
+        extra="ignore",  # a `.env` file may hold variables for other programs
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
 
-
-def _rate(name: str, raw: str) -> str:
-    """Accept the seed's bare numbers (`20` = 20 per minute) and `limits` strings (`20/minute`)."""
-    value = raw.strip()
-    if value.isdigit():
-        return f"{value}/minute"
-    from limits import parse_many
-
-    try:
-        parse_many(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be like '20/minute' or '20', not {raw!r}") from None
-    return value
-
-
-# The `limits` storages whose client libraries Levqor depends on.
-RATE_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+cluster", "redis+sentinel")
-
-
-def _rate_storage(raw: str) -> str:
-    """A `limits` storage URI: `memory://`, `redis://host:6379/0`, `rediss://...` and the like."""
-    value = raw.strip()
-    scheme = value.split("://", 1)[0].removeprefix("async+") if "://" in value else ""
-    if scheme not in RATE_STORAGE_SCHEMES:
-        raise ConfigError(f"LEVQOR_RATE_STORAGE must be memory:// or a redis://host:port/db URI, not {raw!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class Settings:
-    env: str = "development"
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    sqlite_path: str = "levqor.db"
-    database_url: str | None = None
-    api_keys: tuple[str, ...] = ()
-    rate_burst: str = "20/minute"
-    rate_key: str = DEFAULT_RATE_KEY
-    rate_worker: str = "6000/minute"
-    rate_global: str = "200/minute"
-    rate_storage: str = "memory://"
+    env: Literal["development", "production"] = Field("development", validation_alias="LEVQOR_ENV")
+    host: str = Field(default_factory=_default_host, validation_alias="LEVQOR_HOST")
+    port: int = Field(DEFAULT_PORT, ge=1, validation_alias="PORT")
+    sqlite_path: str = Field("levqor.db", validation_alias="SQLITE_PATH")
+    database_url: str | None = Field(None, validation_alias="LEVQOR_DATABASE_URL")
+    api_keys: CommaList = Field((), validation_alias="API_KEYS")
+    rate_burst: str = Field("20/minute", validation_alias="RATE_BURST")
+    rate_key: str = Field(DEFAULT_RATE_KEY, validation_alias="LEVQOR_RATE_KEY")
+    rate_worker: str = Field("6000/minute", validation_alias="LEVQOR_RATE_WORKER")
+    rate_global: str = Field("200/minute", validation_alias="RATE_GLOBAL")
+    rate_storage: str = Field("memory://", validation_alias="LEVQOR_RATE_STORAGE")
     # Prefix of the rate-limit keys in a shared storage, so deployments can share one Redis.
-    rate_key_prefix: str = "levqor"
-    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
-    trusted_proxies: tuple[str, ...] = ()
-    workers: int = 1
-    inprocess_worker: bool = True
-    lease_s: int = DEFAULT_LEASE_S
-    poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS
-    worker_concurrency: int = DEFAULT_WORKER_CONCURRENCY
-    shutdown_grace_s: int = DEFAULT_SHUTDOWN_GRACE_S
-    retry_base_ms: int = DEFAULT_RETRY_BASE_MS
-    retry_max_s: int = DEFAULT_RETRY_MAX_S
-    webhook_secret: str | None = None
-    callback_allow_private: bool = False
-    log_format: str = "json"
-    callback_retry_s: tuple[int, ...] = DEFAULT_CALLBACK_RETRY_S
-    workflow_modules: tuple[str, ...] = ()
-    llm_base_url: str | None = None
-    llm_api_key: str | None = None
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
-    head_timeout_s: int = DEFAULT_HEAD_TIMEOUT_S
+    rate_key_prefix: str = Field("levqor", validation_alias="LEVQOR_RATE_KEY_PREFIX")
+    cors_origins: CommaList = Field(DEFAULT_CORS_ORIGINS, validation_alias="LEVQOR_CORS_ORIGINS")
+    trusted_proxies: CommaList = Field((), validation_alias="LEVQOR_TRUSTED_PROXIES")
+    workers: int = Field(1, ge=1, validation_alias="LEVQOR_WORKERS")
+    inprocess_worker: bool = Field(True, validation_alias="LEVQOR_INPROCESS_WORKER")
+    lease_s: int = Field(DEFAULT_LEASE_S, ge=1, validation_alias="LEVQOR_LEASE_S")
+    poll_interval_ms: int = Field(DEFAULT_POLL_INTERVAL_MS, ge=1, validation_alias="LEVQOR_POLL_INTERVAL_MS")
+    worker_concurrency: int = Field(
+        DEFAULT_WORKER_CONCURRENCY, ge=1, validation_alias="LEVQOR_WORKER_CONCURRENCY"
+    )
+    shutdown_grace_s: int = Field(DEFAULT_SHUTDOWN_GRACE_S, ge=0, validation_alias="LEVQOR_SHUTDOWN_GRACE_S")
+    retry_base_ms: int = Field(DEFAULT_RETRY_BASE_MS, ge=1, validation_alias="LEVQOR_RETRY_BASE_MS")
+    retry_max_s: int = Field(DEFAULT_RETRY_MAX_S, ge=1, validation_alias="LEVQOR_RETRY_MAX_S")
+    # Reserved for callbacks (CONTRACT.md §8), not built yet.
+    webhook_secret: str | None = Field(None, validation_alias="LEVQOR_WEBHOOK_SECRET")
+    callback_allow_private: bool = Field(False, validation_alias="LEVQOR_CALLBACK_ALLOW_PRIVATE")
+    callback_retry_s: Annotated[tuple[Seconds, ...], NoDecode] = Field(
+        DEFAULT_CALLBACK_RETRY_S, validation_alias="LEVQOR_CALLBACK_RETRY_S"
+    )
+    log_format: Literal["json", "text"] = Field("json", validation_alias="LEVQOR_LOG_FORMAT")
+    workflow_modules: CommaList = Field((), validation_alias="LEVQOR_WORKFLOWS")
+    # Reserved for the `llm.chat` workflow, not built yet.
+    llm_base_url: str | None = Field(None, validation_alias="LEVQOR_LLM_BASE_URL")
+    llm_api_key: str | None = Field(None, validation_alias="LEVQOR_LLM_API_KEY")
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1, validation_alias="LEVQOR_MAX_BODY_BYTES")
+    max_header_bytes: int = Field(
+        DEFAULT_MAX_HEADER_BYTES, ge=1024, validation_alias="LEVQOR_MAX_HEADER_BYTES"
+    )
+    head_timeout_s: int = Field(DEFAULT_HEAD_TIMEOUT_S, ge=1, validation_alias="LEVQOR_HEAD_TIMEOUT_S")
     # prometheus-client's own variable: where server processes share their metrics (several workers).
-    metrics_multiproc_dir: str | None = None
+    metrics_multiproc_dir: str | None = Field(None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `Settings(...)` is the defaults and its arguments; `from_env` reads the environment.
+        return (init_settings,)
+
+    @field_validator("env", "log_format", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator(
+        "api_keys", "cors_origins", "trusted_proxies", "workflow_modules", "callback_retry_s", mode="before"
+    )
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("rate_burst", "rate_key", "rate_worker", "rate_global", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        """Accept the seed's bare numbers (`20` = 20 per minute) and `limits` strings (`20/minute`)."""
+        if not isinstance(value, str):
+            return value
+        rate = value.strip()
+        if rate.isdigit():
+            return f"{rate}/minute"
+        from limits import parse_many
+
+        try:
+            parse_many(rate)
+        except ValueError:
+            raise ValueError(f"must be like '20/minute' or '20', not {value!r}") from None
+        return rate
+
+    @field_validator("rate_storage")
+    @classmethod
+    def _rate_storage(cls, value: str) -> str:
+        """A `limits` storage URI: `memory://`, `redis://host:6379/0`, `rediss://...` and the like."""
+        uri = value.strip()
+        scheme = uri.split("://", 1)[0].removeprefix("async+") if "://" in uri else ""
+        if scheme not in RATE_STORAGE_SCHEMES:
+            raise ValueError(f"must be memory:// or a redis://host:port/db URI, not {value!r}")
+        return uri
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"has {proxy!r}, not an address or network") from None
+        return proxies
 
     @property
     def is_production(self) -> bool:
@@ -137,103 +189,30 @@ class Settings:
         return f"sqlite:///{Path(self.sqlite_path).expanduser()}"
 
     def with_overrides(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
+        """A copy with `changes` (by field name), validated like the original."""
+        unknown = sorted(changes.keys() - type(self).model_fields.keys())
+        if unknown:
+            raise TypeError(f"Settings has no field {', '.join(unknown)}")
+        return _validated(type(self), {**self.model_dump(), **changes})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, env_file: str | None = ".env") -> Settings:
-        """Build settings from `environ` (default: the process environment over a `.env` file)."""
-        values: dict[str, str] = {}
-        if env_file and Path(env_file).is_file():
-            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-        values.update(os.environ if environ is None else environ)
+        """Build settings from `environ` (default: the process environment) over a `.env` file."""
+        values: dict[str, Any] = {}
+        if env_file:
+            values.update(DotEnvSettingsSource(cls, env_file=env_file)())
+        values.update(EnvSettingsSource(cls)() if environ is None else environ)
         return cls.from_mapping(values)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, str]) -> Settings:
-        get = values.get
-        env = (get("LEVQOR_ENV") or "development").strip().lower()
-        if env not in {"development", "production"}:
-            raise ConfigError(f"LEVQOR_ENV must be development or production, not {env!r}")
-        log_format = (get("LEVQOR_LOG_FORMAT") or "json").strip().lower()
-        if log_format not in {"json", "text"}:
-            raise ConfigError(f"LEVQOR_LOG_FORMAT must be json or text, not {log_format!r}")
-        proxies = _list(get("LEVQOR_TRUSTED_PROXIES", ""))
-        for proxy in proxies:
-            try:
-                ipaddress.ip_network(proxy, strict=False)
-            except ValueError:
-                raise ConfigError(
-                    f"LEVQOR_TRUSTED_PROXIES has {proxy!r}, not an address or network"
-                ) from None
-        retry = get("LEVQOR_CALLBACK_RETRY_S")
-        settings = cls(
-            env=env,
-            # Development mode lets every request through: outside production, loopback only.
-            host=get("LEVQOR_HOST") or ("0.0.0.0" if env == "production" else "127.0.0.1"),
-            port=_int("PORT", get("PORT") or str(DEFAULT_PORT), minimum=1),
-            sqlite_path=get("SQLITE_PATH") or "levqor.db",
-            database_url=get("LEVQOR_DATABASE_URL") or None,
-            api_keys=_list(get("API_KEYS", "")),
-            rate_burst=_rate("RATE_BURST", get("RATE_BURST") or "20"),
-            rate_key=_rate("LEVQOR_RATE_KEY", get("LEVQOR_RATE_KEY") or DEFAULT_RATE_KEY),
-            rate_worker=_rate("LEVQOR_RATE_WORKER", get("LEVQOR_RATE_WORKER") or "6000"),
-            rate_global=_rate("RATE_GLOBAL", get("RATE_GLOBAL") or "200"),
-            rate_storage=_rate_storage(get("LEVQOR_RATE_STORAGE") or "memory://"),
-            rate_key_prefix=get("LEVQOR_RATE_KEY_PREFIX") or "levqor",
-            cors_origins=_list(get("LEVQOR_CORS_ORIGINS") or ",".join(DEFAULT_CORS_ORIGINS)),
-            trusted_proxies=proxies,
-            workers=_int("LEVQOR_WORKERS", get("LEVQOR_WORKERS") or "1", minimum=1),
-            inprocess_worker=_bool("LEVQOR_INPROCESS_WORKER", get("LEVQOR_INPROCESS_WORKER") or "true"),
-            lease_s=_int("LEVQOR_LEASE_S", get("LEVQOR_LEASE_S") or str(DEFAULT_LEASE_S), minimum=1),
-            poll_interval_ms=_int(
-                "LEVQOR_POLL_INTERVAL_MS",
-                get("LEVQOR_POLL_INTERVAL_MS") or str(DEFAULT_POLL_INTERVAL_MS),
-                minimum=1,
-            ),
-            worker_concurrency=_int(
-                "LEVQOR_WORKER_CONCURRENCY",
-                get("LEVQOR_WORKER_CONCURRENCY") or str(DEFAULT_WORKER_CONCURRENCY),
-                minimum=1,
-            ),
-            shutdown_grace_s=_int(
-                "LEVQOR_SHUTDOWN_GRACE_S", get("LEVQOR_SHUTDOWN_GRACE_S") or str(DEFAULT_SHUTDOWN_GRACE_S)
-            ),
-            retry_base_ms=_int(
-                "LEVQOR_RETRY_BASE_MS", get("LEVQOR_RETRY_BASE_MS") or str(DEFAULT_RETRY_BASE_MS), minimum=1
-            ),
-            retry_max_s=_int(
-                "LEVQOR_RETRY_MAX_S", get("LEVQOR_RETRY_MAX_S") or str(DEFAULT_RETRY_MAX_S), minimum=1
-            ),
-            webhook_secret=get("LEVQOR_WEBHOOK_SECRET") or None,
-            callback_allow_private=_bool(
-                "LEVQOR_CALLBACK_ALLOW_PRIVATE", get("LEVQOR_CALLBACK_ALLOW_PRIVATE") or "false"
-            ),
-            log_format=log_format,
-            callback_retry_s=(
-                tuple(_int("LEVQOR_CALLBACK_RETRY_S", part) for part in _list(retry))
-                if retry
-                else DEFAULT_CALLBACK_RETRY_S
-            ),
-            workflow_modules=_list(get("LEVQOR_WORKFLOWS", "")),
-            llm_base_url=get("LEVQOR_LLM_BASE_URL") or None,
-            llm_api_key=get("LEVQOR_LLM_API_KEY") or None,
-            max_body_bytes=_int(
-                "LEVQOR_MAX_BODY_BYTES",
-                get("LEVQOR_MAX_BODY_BYTES") or str(DEFAULT_MAX_BODY_BYTES),
-                minimum=1,
-            ),
-            max_header_bytes=_int(
-                "LEVQOR_MAX_HEADER_BYTES",
-                get("LEVQOR_MAX_HEADER_BYTES") or str(DEFAULT_MAX_HEADER_BYTES),
-                minimum=1024,
-            ),
-            head_timeout_s=_int(
-                "LEVQOR_HEAD_TIMEOUT_S",
-                get("LEVQOR_HEAD_TIMEOUT_S") or str(DEFAULT_HEAD_TIMEOUT_S),
-                minimum=1,
-            ),
-            metrics_multiproc_dir=get("PROMETHEUS_MULTIPROC_DIR") or None,
-        )
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Build settings from variables (`PORT`, `LEVQOR_ENV`, ...); unset or empty ones are defaults."""
+        variables = {
+            name: value
+            for name in _VARIABLES.values()
+            if (value := values.get(name)) is not None and not (isinstance(value, str) and not value.strip())
+        }
+        settings = _validated(cls, variables)
         settings.check()
         return settings
 
@@ -243,6 +222,43 @@ class Settings:
         # database can be asked for managed keys too.
         if self.is_production and self.callback_allow_private:
             raise ConfigError("LEVQOR_CALLBACK_ALLOW_PRIVATE must not be true in production")
+
+
+# Field name -> the variable it is read from.
+_VARIABLES: dict[str, str] = {
+    name: str(field.validation_alias) for name, field in Settings.model_fields.items()
+}
+
+
+def _validated(cls: type[Settings], values: Mapping[str, Any]) -> Settings:
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        # `host`'s default depends on `env`: a bad LEVQOR_ENV also reports the default it could not make.
+        problems = [
+            _describe(error) for error in exc.errors() if error["type"] != "default_factory_not_called"
+        ]
+        raise ConfigError("; ".join(problems)) from None
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One validation error as a sentence naming the variable and the value it had."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    name = _VARIABLES.get(field, field)
+    value = error.get("input")
+    ctx = error.get("ctx", {})
+    kind = error["type"]
+    if kind in {"int_parsing", "int_from_float", "int_type"}:
+        return f"{name} must be a whole number, not {value!r}"
+    if kind == "greater_than_equal":
+        return f"{name} must be at least {ctx['ge']}, not {value}"
+    if kind in {"bool_parsing", "bool_type"}:
+        return f"{name} must be true or false, not {value!r}"
+    if kind == "literal_error":
+        return f"{name} must be {str(ctx['expected']).replace(chr(39), '')}, not {value!r}"
+    if kind == "value_error":
+        return f"{name} {ctx['error']}"
+    return f"{name}: {error['msg']}, not {value!r}"
 
 
 def _normalise_pg_url(url: str) -> str:

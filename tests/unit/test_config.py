@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from levqor.config import DEFAULT_CALLBACK_RETRY_S, ConfigError, Settings
 
@@ -109,6 +110,12 @@ def test_lists_and_booleans() -> None:
         ({"LEVQOR_MAX_BODY_BYTES": "0"}, "LEVQOR_MAX_BODY_BYTES must be at least 1"),
         ({"LEVQOR_WORKERS": "-2"}, "LEVQOR_WORKERS must be at least 1"),
         ({"LEVQOR_LEASE_S": "1.5"}, "LEVQOR_LEASE_S must be a whole number"),
+        ({"LEVQOR_MAX_HEADER_BYTES": "512"}, "LEVQOR_MAX_HEADER_BYTES must be at least 1024, not 512"),
+        ({"LEVQOR_HEAD_TIMEOUT_S": "0"}, "LEVQOR_HEAD_TIMEOUT_S must be at least 1, not 0"),
+        ({"LEVQOR_RATE_KEY": "lots"}, "LEVQOR_RATE_KEY must be like '20/minute' or '20', not 'lots'"),
+        ({"LEVQOR_RATE_WORKER": "1/eon"}, "LEVQOR_RATE_WORKER must be like '20/minute' or '20'"),
+        ({"LEVQOR_RATE_STORAGE": "memcached://h"}, "LEVQOR_RATE_STORAGE must be memory:// or a redis://"),
+        ({"LEVQOR_CALLBACK_RETRY_S": "5,-1"}, "LEVQOR_CALLBACK_RETRY_S must be at least 0, not -1"),
         (
             {"LEVQOR_ENV": "production", "LEVQOR_CALLBACK_ALLOW_PRIVATE": "true"},
             "LEVQOR_CALLBACK_ALLOW_PRIVATE must not be true in production",
@@ -158,3 +165,68 @@ def test_a_bad_value_in_the_dotenv_file_is_refused(tmp_path: Path) -> None:
     env_file.write_text("LEVQOR_ENV=prod\n")
     with pytest.raises(ConfigError, match="LEVQOR_ENV must be development or production"):
         Settings.from_env({}, env_file=str(env_file))
+
+
+def test_the_request_head_and_key_rate_settings() -> None:
+    settings = Settings.from_mapping(
+        {
+            "LEVQOR_MAX_HEADER_BYTES": "1024",
+            "LEVQOR_HEAD_TIMEOUT_S": "3",
+            "LEVQOR_RATE_KEY": "5000",
+            "LEVQOR_RATE_WORKER": "10/second",
+            "LEVQOR_RATE_STORAGE": "redis://cache:6379/1",
+        }
+    )
+    assert (settings.max_header_bytes, settings.head_timeout_s) == (1024, 3)
+    assert settings.rate_key == "5000/minute"
+    assert settings.rate_worker == "10/second"
+    assert settings.rate_storage == "redis://cache:6379/1"
+
+
+def test_the_host_default_follows_the_environment_unless_set() -> None:
+    production = {"LEVQOR_ENV": "production", "API_KEYS": "k"}
+    assert Settings.from_mapping({**production, "LEVQOR_HOST": "10.1.2.3"}).host == "10.1.2.3"
+    assert Settings.from_mapping({"LEVQOR_HOST": "0.0.0.0"}).host == "0.0.0.0"
+    assert Settings(env="production").host == "0.0.0.0"
+    assert Settings().host == "127.0.0.1"
+
+
+def test_lists_in_the_environment_are_comma_separated_not_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEYS", "k1, k2")
+    monkeypatch.setenv("LEVQOR_WORKFLOWS", "pkg.one,pkg.two")
+    monkeypatch.setenv("LEVQOR_CALLBACK_RETRY_S", "1,2")
+    settings = Settings.from_env(env_file=None)
+    assert settings.api_keys == ("k1", "k2")
+    assert settings.workflow_modules == ("pkg.one", "pkg.two")
+    assert settings.callback_retry_s == (1, 2)
+
+
+def test_empty_values_and_other_names_are_ignored() -> None:
+    settings = Settings.from_mapping(
+        {"PORT": "", "LEVQOR_CORS_ORIGINS": " ", "port": "1", "LEVQOR_PORT": "2"}
+    )
+    assert settings.port == 5000
+    assert settings.cors_origins == ("https://levqor.ai",)
+
+
+def test_keyword_construction_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "7100")
+    monkeypatch.setenv("LEVQOR_ENV", "production")
+    monkeypatch.chdir(Path(__file__).parent)  # no `.env` here either
+    settings = Settings(sqlite_path="/tmp/t.db", api_keys=("k1", "k2"))
+    assert (settings.port, settings.env) == (5000, "development")
+    assert settings.api_keys == ("k1", "k2")
+    assert Settings.from_env(env_file=None).port == 7100
+
+
+def test_settings_are_immutable_and_overrides_are_validated() -> None:
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.port = 1  # type: ignore[misc]
+    changed = settings.with_overrides(port=8000, trusted_proxies=("10.0.0.0/8",), rate_burst="30")
+    assert (changed.port, changed.trusted_proxies, changed.rate_burst) == (8000, ("10.0.0.0/8",), "30/minute")
+    assert settings.port == 5000
+    with pytest.raises(ConfigError, match="PORT must be at least 1, not 0"):
+        settings.with_overrides(port=0)
+    with pytest.raises(TypeError, match="no field prot"):
+        settings.with_overrides(prot=1)
