@@ -1,9 +1,9 @@
-"""The framework ceiling that bench/http.py measures Levqor against.
+"""The bare Starlette route bench/http.py prints beside its figures, as context and not a target.
 
-Bare Starlette on the same uvicorn settings: no middleware, no database, no validation beyond parsing
-the JSON body. The paths are Levqor's, so the very same wrk scripts load both servers.
+No middleware, no database, no validation beyond parsing the JSON body. The paths are Levqor's, so the
+very same wrk scripts load every server.
 
-Run by bench/http.py as `uvicorn bench.bare_app:app` from the repository root.
+Run by bench/http.py as `uvicorn bench.bare_app:app` from the repository root, uvicorn's defaults.
 """
 
 from __future__ import annotations

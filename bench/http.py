@@ -1,50 +1,11 @@
-"""HTTP benchmark (issue 2): Levqor's REST intake, status GET and GraphQL `submitJob` against the
-framework ceiling, a bare Starlette JSON route (bench/bare_app.py) on the same uvicorn settings, in one
-run. Prints one line of JSON: the figures, the ratios DESIGN.md sets goals for, and a pass flag each.
+"""HTTP benchmark (issue 9): Levqor's REST intake and status GET against the same routes written with
+the tutorial stack (bench/tutorial_app.py), GraphQL `submitJob` against REST intake, and a bare
+Starlette route (bench/bare_app.py) as context, in one run, with wrk on loopback. Prints one line of
+JSON: each figure, its reference, the ratio, the goal of DESIGN.md and pass or miss.
 
-    python bench/http.py [--duration 5] [--rounds 3] [--warmup 2] [--connections 32] [--postgres]
-                         [--no-floor]
+    python bench/http.py [--rounds 3] [--duration 5] [--warmup 2] [--connections 32] [--postgres]
 
-What is measured, and why so:
-- Every server is one uvicorn process (httptools + uvloop, as uvicorn[standard] picks), on loopback,
-  uvicorn's access log off, on the HTTP protocol `levqor serve` uses: the reference servers get
-  `--http levqor.http.protocol:HeadHoldingProtocol` (uvicorn's httptools protocol, writing a small
-  answer's head and body in one write), so that no ratio measures a difference of uvicorn settings.
-  Levqor runs as in production: `levqor serve` on a fresh SQLite file (or, with --postgres, also on a
-  scratch PostgreSQL database), no in-process worker, an API key configured and sent (X-Api-Key), rate
-  limits raised far above the load, and its JSON access log on (to a file).
-- The load generator is wrk, with Lua scripts for the bodies. On the 2-core machine the server is pinned
-  to CPU 0 and wrk to CPU 1 (--no-pin to turn off), the same for every target, so the figures compare
-  one server core against one server core. With wrk on one core, one wrk thread is right (-t1); 32
-  connections keep a single-threaded server always busy, while staying under the 40 threads anyio
-  lends to blocking calls, so Levqor's database calls never queue for a thread token.
-- The speed of this shared machine drifts by a third within a minute, so a ratio of two figures taken a
-  minute apart would mostly measure the drift. Hence rounds: all servers start once and stay up; each
-  target gets one warm-up; then each round measures every target for --duration seconds, each right
-  next to its reference (bare_post, intake, graphql_submit, bare_get, status, floor_get; with
-  --postgres the PostgreSQL targets sit on the other side of the same reference), every other round
-  in reverse order so that a steady drift favours neither side. A ratio is the median of its rounds'
-  ratios, and the pass flag is on that median. Each ratio also gives the ratio of server CPU time per
-  request (the reference's over the target's), which other load disturbs less than req/s, as a
-  cross-check.
-- The floor (bench/floor_app.py, target floor_get; --no-floor to skip it) does the status GET's
-  duties and nothing else (rate limit, API key, the batched read off the event loop, the body, the
-  headers, the metrics, the access line), with Levqor's own parts, straight on ASGI, on the same
-  uvicorn settings, reading the SQLite Levqor server's file. Of the gap between bare_get and status,
-  floor_get/bare_get is what the duties cost whatever the code looks like, and status/floor_get what
-  Levqor spends beyond them. Both are reported, without a goal and not judged. The status GETs hold
-  both sides of bare_get, so floor_get runs next to the SQLite status, one run from bare_get.
-- The writes are checked after every run, warm-ups included: the jobs table must hold at least as many
-  new jobs as wrk counted answers. Any non-2xx answer, socket error or failed check makes the run
-  invalid (exit status 1), because a fast error is not throughput.
-- CPU use of the server, of wrk and of everything else on the machine (other people's tests) is
-  recorded for each measured run, in cores, with the load average before it; each target reports the
-  medians over its rounds and every round's req/s and CPU time per request.
-- `--profile-dir DIR` (needs py-spy) records the GIL-holding stacks of each Levqor run to DIR, one file
-  per target and round, in py-spy's collapsed format; profiling slows the server a little, and the
-  JSON says it was on.
-
-The script cleans up its servers, its files and its PostgreSQL database, on Ctrl-C too.
+How and why it measures so (rounds, ratios, CPU per request, the servers' settings): bench/README.md.
 """
 
 from __future__ import annotations
@@ -71,7 +32,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +59,8 @@ from bench.http_support import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-RATE_FAR_ABOVE_LOAD = "1000000000"  # per minute: the limiter stays on the path but never refuses
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+RATE_FAR_ABOVE_LOAD = "1000000000"  # per minute, for both stacks: the limiters stay on the path, never refuse
+PG_ADMIN_URL = os.environ.get("LEVQOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 SERVER_CPU = 0
 LOAD_CPU = 1
 WRK_TIMEOUT_S = 5
@@ -114,21 +75,32 @@ SUBMIT_JOB = (
 )
 GRAPHQL_BODY: dict[str, Any] = {"query": SUBMIT_JOB, "variables": {"input": INTAKE_BODY}}
 
-# name: (numerator, denominator, goal) — DESIGN.md, "Targets and how they are measured". A goal of None
-# is a ratio reported for information, not judged: it has no pass flag and no say in the run's.
-RATIOS: dict[str, tuple[str, str, float | None]] = {
-    "intake/bare_post": ("intake", "bare_post", 0.25),
-    "graphql_submit/intake": ("graphql_submit", "intake", 0.60),
-    "status/bare_get": ("status", "bare_get", 0.40),
-    "floor_get/bare_get": ("floor_get", "bare_get", None),
-    "status/floor_get": ("status", "floor_get", None),
+# target: (reference, goal) — DESIGN.md, "Targets and how they are measured". The ratio is the
+# target's req/s over the reference's; a goal of None is context, reported and never judged.
+GOALS: dict[str, tuple[str, float | None]] = {
+    "intake": ("tutorial_intake", 4.0),
+    "status": ("tutorial_status", 4.0),
+    "graphql_submit": ("intake", 0.5),
 }
-# The database whose file the floor reads: only its status has the floor for a reference.
-FLOOR_DATABASE = "sqlite"
-REFERENCE_SERVERS = ("bare", "floor")  # the servers that are not Levqor on a database
+CONTEXT: dict[str, tuple[str, str]] = {  # name: (target, bare route)
+    "intake/bare_post": ("intake", "bare_post"),
+    "status/bare_get": ("status", "bare_get"),
+    "tutorial_intake/bare_post": ("tutorial_intake", "bare_post"),
+    "tutorial_status/bare_get": ("tutorial_status", "bare_get"),
+}
+# Which server answers each target; per database kind except the bare route's.
+SERVER_OF = {
+    "intake": "levqor",
+    "status": "levqor",
+    "graphql_submit": "levqor",
+    "tutorial_intake": "tutorial",
+    "tutorial_status": "tutorial",
+    "bare_post": "bare",
+    "bare_get": "bare",
+}
 
 
-# --- arguments and the JSON line (pure; tests/unit/test_bench_http.py covers these) ---------------
+# --- arguments and the JSON line (pure) -------------------------------------------------------------
 
 
 def _bounded(low: int, high: int) -> Callable[[str], int]:
@@ -147,7 +119,7 @@ def _bounded(low: int, high: int) -> Callable[[str], int]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/http.py",
-        description="Levqor REST intake, status and GraphQL submitJob against a bare Starlette route.",
+        description="Levqor's REST intake, status GET and GraphQL submitJob against the tutorial stack.",
     )
     parser.add_argument(
         "--duration", type=_bounded(1, 300), default=5, help="seconds per target in each round (5)"
@@ -164,12 +136,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=_bounded(1, 1000), default=32, help="wrk connections (32)")
     parser.add_argument("--threads", type=_bounded(1, 64), default=1, help="wrk threads (1)")
     parser.add_argument("--pool", type=_bounded(1, 100_000), default=256, help="jobs for status GETs (256)")
-    parser.add_argument("--postgres", action="store_true", help="also measure Levqor on PostgreSQL")
-    parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL, help="where to create the scratch database")
-    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin server and wrk")
+    parser.add_argument("--postgres", action="store_true", help="also measure both stacks on PostgreSQL")
     parser.add_argument(
-        "--no-floor", dest="floor", action="store_false", help="do not measure the status GET's floor"
+        "--pg-admin-url",
+        default=PG_ADMIN_URL,
+        help="where to create the scratch databases (LEVQOR_TEST_PG_URL)",
     )
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin server and wrk")
     parser.add_argument(
         "--profile-dir", type=Path, help="record py-spy collapsed stacks of each Levqor run into this folder"
     )
@@ -179,49 +152,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def round_order(kinds: Sequence[str], index: int, floor: bool = False) -> list[tuple[str, str]]:
-    """The (server, target) runs of round `index`, each goal's two targets back to back: the second
-    database's targets mirror the first's around the shared reference. The floor follows the first
-    database's status, next to it; bare_get's two sides are taken by the status GETs, so the floor
-    is one run away from bare_get. Odd rounds run in reverse, so a steady drift of the machine
-    favours the numerator in half the rounds and the reference in the other half."""
+def round_order(kinds: Sequence[str], index: int) -> list[tuple[str, str]]:
+    """The (database kind or "bare", target) runs of round `index`: every target right next to its
+    reference (tutorial_intake, intake, graphql_submit; tutorial_status, status), the bare routes
+    between the two databases' chains. Odd rounds run in reverse, so a steady drift of the machine
+    favours the target in half the rounds and the reference in the other half."""
     if not 1 <= len(kinds) <= 2:
         raise ValueError(f"one or two databases keep every target next to its reference, not {kinds}")
-    first, *others = kinds
-    posts = [("bare", "bare_post"), (first, "intake"), (first, "graphql_submit")]
-    gets = [("bare", "bare_get"), (first, "status")]
-    if floor:
-        gets.append(("floor", "floor_get"))
-    for kind in others:
-        posts = [(kind, "graphql_submit"), (kind, "intake"), *posts]
-        gets = [(kind, "status"), *gets]
+    posts: list[tuple[str, str]] = [("bare", "bare_post")]
+    gets: list[tuple[str, str]] = [("bare", "bare_get")]
+    for position, kind in enumerate(kinds):
+        post_chain = [(kind, "tutorial_intake"), (kind, "intake"), (kind, "graphql_submit")]
+        get_chain = [(kind, "tutorial_status"), (kind, "status")]
+        if position == 0:
+            posts, gets = posts + post_chain, gets + get_chain
+        else:
+            posts, gets = post_chain[::-1] + posts, get_chain[::-1] + gets
     order = posts + gets
     return order[::-1] if index % 2 else order
 
 
-def ratio_report(rounds: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Each ratio of req/s, the median of the per-round ratios (each round measures the target next
-    to its reference), with its pass flag when it has a goal; and, for information, the same for the
-    ratio of server CPU time per request, the reference's over the target's."""
-    report: dict[str, dict[str, Any]] = {}
-    for name, (numerator, denominator, goal) in RATIOS.items():
-        if numerator not in rounds or denominator not in rounds:
-            continue
-        rps = quotients(_column(rounds[numerator], "rps"), _column(rounds[denominator], "rps"))
-        if rps is None:
-            continue
-        value = statistics.median(rps)
-        report[name] = {"value": round(value, 3), "goal": goal}
-        if goal is not None:
-            report[name]["pass"] = value >= goal
-        report[name]["rounds"] = [round(ratio, 3) for ratio in rps]
-        cpu_key = "server_cpu_us_per_request"
-        cpu = quotients(_column(rounds[denominator], cpu_key), _column(rounds[numerator], cpu_key))
-        if cpu is not None:
-            report[name]["cpu_per_request"] = {
-                "value": round(statistics.median(cpu), 3),
-                "rounds": [round(ratio, 3) for ratio in cpu],
-            }
+def ratio(target: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The median of the per-round ratios of req/s (each round measures the target next to its
+    reference), and beside it the same for CPU time per request, the reference's over the target's."""
+    rps = quotients(_column(target, "rps"), _column(reference, "rps"))
+    if rps is None:
+        return None
+    report: dict[str, Any] = {
+        "ratio": round(statistics.median(rps), 3),
+        "ratio_rounds": [round(value, 3) for value in rps],
+    }
+    cpu_key = "server_cpu_us_per_request"
+    cpu = quotients(_column(reference, cpu_key), _column(target, cpu_key))
+    if cpu is not None:
+        report["cpu_ratio"] = round(statistics.median(cpu), 3)
+        report["cpu_ratio_rounds"] = [round(value, 3) for value in cpu]
     return report
 
 
@@ -229,47 +194,98 @@ def _column(rounds: Sequence[dict[str, Any]], key: str) -> list[float]:
     return [figures[key] for figures in rounds]
 
 
+def non_2xx(rounds: Sequence[dict[str, Any]]) -> int:
+    return sum(figures["non_2xx"] for figures in rounds)
+
+
 def assemble(
     settings: dict[str, Any],
-    bare: Mapping[str, Sequence[dict[str, Any]]],
-    levqor: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]],
+    figures: Mapping[str, Mapping[str, Sequence[dict[str, Any]]]],
+    warmup_non_2xx: Mapping[str, int] | None = None,
     problems: Sequence[str] = (),
-    floor: Mapping[str, Sequence[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """The one JSON object the run prints. `bare` maps each reference to its figures in every round;
-    `levqor` maps a database kind to its targets' figures in every round; `floor`, when measured,
-    floor_get to its figures in every round (a reference for FLOOR_DATABASE's status only)."""
-    databases: dict[str, Any] = {}
-    for kind, targets in levqor.items():
-        summaries = {name: summarize_rounds(rounds) for name, rounds in targets.items()}
-        references = {**bare, **(floor or {})} if kind == FLOOR_DATABASE else bare
-        databases[kind] = {**summaries, "ratios": ratio_report({**references, **targets})}
-    ratios_pass = all(
-        ratio["pass"]
-        for database in databases.values()
-        for ratio in database["ratios"].values()
-        if ratio["goal"] is not None
+    """The one JSON object the run prints. `figures` maps "bare" and each database kind to its
+    targets' figures in every round; `warmup_non_2xx` the non-2xx answers of each server's warm-ups
+    ("levqor-sqlite", "bare"...), which count too."""
+    bare = figures.get("bare", {})
+    servers_non_2xx: dict[str, int] = dict.fromkeys(
+        [
+            f"{SERVER_OF[name]}-{kind}"
+            for kind, targets in figures.items()
+            if kind != "bare"
+            for name in targets
+        ]
+        + (["bare"] if bare else []),
+        0,
     )
+    for server, count in (warmup_non_2xx or {}).items():
+        servers_non_2xx[server] = servers_non_2xx.get(server, 0) + count
+    for kind, targets in figures.items():
+        for name, rounds in targets.items():
+            server = "bare" if kind == "bare" else f"{SERVER_OF[name]}-{kind}"
+            servers_non_2xx[server] += non_2xx(rounds)
+
+    goals: dict[str, dict[str, Any]] = {}
+    context: dict[str, dict[str, Any]] = {}
+    for kind, targets in figures.items():
+        if kind == "bare":
+            continue
+        everything = {**bare, **targets}
+        for name, (reference, goal) in GOALS.items():
+            if name not in targets or reference not in targets:
+                continue
+            mine, theirs = summarize_rounds(targets[name]), summarize_rounds(targets[reference])
+            entry: dict[str, Any] = {
+                "rps": mine["rps"],
+                "reference": reference,
+                "reference_rps": theirs["rps"],
+                "cpu_us_per_request": mine["server_cpu_us_per_request"],
+                "reference_cpu_us_per_request": theirs["server_cpu_us_per_request"],
+            }
+            measured = ratio(targets[name], targets[reference])
+            failed_answers = {
+                server: servers_non_2xx[server]
+                for server in {f"{SERVER_OF[name]}-{kind}", f"{SERVER_OF[reference]}-{kind}"}
+                if servers_non_2xx[server]
+            }
+            entry.update(measured or {"ratio": None})
+            entry["goal"] = goal
+            entry["non_2xx"] = sum(non_2xx(targets[side]) for side in (name, reference))
+            met = measured is not None and goal is not None and measured["ratio"] >= goal
+            entry["result"] = "pass" if met and not failed_answers else "miss"
+            goals[f"{name}_{kind}"] = entry
+        for label, (name, reference) in CONTEXT.items():
+            if name in everything and reference in everything:
+                measured = ratio(everything[name], everything[reference])
+                if measured is not None:
+                    mine, theirs = summarize_rounds(everything[name]), summarize_rounds(everything[reference])
+                    context[f"{label}_{kind}"] = {
+                        "rps": mine["rps"],
+                        "reference_rps": theirs["rps"],
+                        "cpu_us_per_request": mine["server_cpu_us_per_request"],
+                        "reference_cpu_us_per_request": theirs["server_cpu_us_per_request"],
+                        **measured,
+                    }
+    non_2xx_goal = {
+        "counts": servers_non_2xx,
+        "goal": 0,
+        "result": "pass" if not any(servers_non_2xx.values()) else "miss",
+    }
+    passed = bool(goals) and all(entry["result"] == "pass" for entry in goals.values())
     return {
         "bench": "http",
         "settings": settings,
-        "bare": {name: summarize_rounds(rounds) for name, rounds in bare.items()},
-        "floor": {name: summarize_rounds(rounds) for name, rounds in (floor or {}).items()},
-        "levqor": databases,
+        "targets": goals,
+        "non_2xx": non_2xx_goal,
+        "context": context,
+        "figures": {
+            kind: {name: summarize_rounds(rounds) for name, rounds in targets.items()}
+            for kind, targets in figures.items()
+        },
         "valid": not problems,
         "problems": list(problems),
-        "pass": ratios_pass and not problems and bool(databases),
+        "pass": passed and non_2xx_goal["result"] == "pass" and not problems,
     }
-
-
-# --- processes --------------------------------------------------------------------------------------
-
-
-def levqor_supports(flag: str) -> bool:
-    help_text = subprocess.run(
-        [sys.executable, "-m", "levqor", "serve", "--help"], capture_output=True, text=True, check=False
-    ).stdout
-    return flag in help_text
 
 
 # --- measuring ----------------------------------------------------------------------------------------
@@ -280,6 +296,7 @@ class Target:
     """One route of a running server that wrk loads, with its Lua script."""
 
     name: str  # in the log, the problems and the profile files: "intake_sqlite"
+    server_name: str  # "levqor-sqlite", "tutorial-sqlite", "bare"
     server: subprocess.Popen[bytes]
     url: str
     script: Path
@@ -292,10 +309,12 @@ class Bench:
     args: argparse.Namespace
     run: Run
     problems: list[str] = field(default_factory=list)
+    warmup_non_2xx: dict[str, int] = field(default_factory=dict)
 
     def target(
         self,
         name: str,
+        server_name: str,
         server: subprocess.Popen[bytes],
         url: str,
         script_text: str,
@@ -304,19 +323,11 @@ class Bench:
     ) -> Target:
         script = self.run.workdir / f"{name}.lua"
         script.write_text(script_text)
-        return Target(name, server, url, script, count_rows, profiled)
+        return Target(name, server_name, server, url, script, count_rows, profiled)
 
     def wrk(self, url: str, script: Path, duration_s: int) -> Figures:
-        command = [
-            "wrk",
-            f"-t{self.args.threads}",
-            f"-c{self.args.connections}",
-            f"-d{duration_s}s",
-            f"--timeout={WRK_TIMEOUT_S}s",
-            "-s",
-            str(script),
-            url,
-        ]
+        command = ["wrk", f"-t{self.args.threads}", f"-c{self.args.connections}", f"-d{duration_s}s"]
+        command += [f"--timeout={WRK_TIMEOUT_S}s", "-s", str(script), url]
         done = subprocess.run(
             pinned(command, LOAD_CPU, self.args.pin), capture_output=True, text=True, check=False
         )
@@ -325,25 +336,25 @@ class Bench:
         return parse_wrk(done.stdout)
 
     def rounds(self, servers: dict[str, dict[str, Target]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-        """Every target's figures in every round; `servers` maps "bare", "floor" (when measured) and
-        each database kind to its targets. The servers stay up throughout, so no round pays for a
-        start."""
-        kinds = [kind for kind in servers if kind not in REFERENCE_SERVERS]
-        floor = "floor" in servers
+        """Every target's figures in every round; `servers` maps "bare" and each database kind to
+        its targets. The servers stay up throughout, so no round pays for a start."""
+        kinds = [kind for kind in servers if kind != "bare"]
         if self.args.warmup:
-            for server, name in round_order(kinds, 0, floor):
-                self.warm_up(servers[server][name])
+            for kind, name in round_order(kinds, 0):
+                self.warm_up(servers[kind][name])
         figures: dict[str, dict[str, list[dict[str, Any]]]] = {
-            server: {name: [] for name in targets} for server, targets in servers.items()
+            kind: {name: [] for name in targets} for kind, targets in servers.items()
         }
         for index in range(self.args.rounds):
-            for server, name in round_order(kinds, index, floor):
-                figures[server][name].append(self.measure(servers[server][name], index + 1))
+            for kind, name in round_order(kinds, index):
+                figures[kind][name].append(self.measure(servers[kind][name], index + 1))
         return figures
 
     def warm_up(self, target: Target) -> None:
         rows_before = target.count_rows() if target.count_rows else 0
         figures = self.wrk(target.url, target.script, self.args.warmup)
+        server = target.server_name
+        self.warmup_non_2xx[server] = self.warmup_non_2xx.get(server, 0) + figures.errors["status"]
         self.check_run(target, "warm-up", figures, rows_before)
 
     def measure(self, target: Target, round_number: int) -> dict[str, Any]:
@@ -355,8 +366,7 @@ class Bench:
             after = cpu_sample(target.server.pid)
         result = {
             **figures.as_json(),
-            # Server CPU per answer: it moves less than req/s when other work shares the machine (it
-            # still moves: the two CPUs share caches), so it is the cross-check of a noisy run.
+            # Server CPU per answer moves less than req/s when other work shares the machine.
             "server_cpu_us_per_request": round(
                 (after.server_s - before.server_s) / max(figures.requests, 1) * 1e6
             ),
@@ -370,17 +380,19 @@ class Bench:
         return result
 
     def check_run(self, target: Target, label: str, figures: Figures, rows_before: int) -> int | None:
-        """Records what makes the run invalid: wrk errors, or fewer new jobs than answers to a write
-        (a fast error is not throughput). Returns the jobs written, for a target that writes."""
-        errors = sum(figures.errors.values())
-        if errors:
-            self.problems.append(f"{target.name} {label}: wrk saw errors {figures.errors}")
+        """Records what makes the run invalid: socket errors or timeouts, or fewer new jobs than 2xx
+        answers to a write. Non-2xx answers are counted per server and fail the targets instead.
+        Returns the jobs written, for a target that writes."""
+        transport = {name: count for name, count in figures.errors.items() if name != "status" and count}
+        if transport:
+            self.problems.append(f"{target.name} {label}: wrk saw errors {transport}")
         if target.count_rows is None:
             return None
         written = settled(target.count_rows) - rows_before
-        if written < figures.requests - errors:
+        accepted = figures.requests - sum(figures.errors.values())
+        if written < accepted:
             self.problems.append(
-                f"{target.name} {label}: {figures.requests} answers but only {written} new jobs"
+                f"{target.name} {label}: {accepted} accepted answers but only {written} new jobs"
             )
         return written
 
@@ -393,10 +405,7 @@ class Bench:
         assert py_spy is not None  # main() refused to start without it
         self.args.profile_dir.mkdir(parents=True, exist_ok=True)
         out = self.args.profile_dir / f"{target.name}_round{round_number}.txt"
-        # Collapsed stacks ("raw") of the thread holding the GIL: on one pinned core, that is where
-        # the server's Python time goes (py-spy's idle detection counts threads waiting on a lock as
-        # busy, so without --gil the thread pool's waits swamp the profile). C code that releases
-        # the GIL (sqlite3 steps, socket I/O) is not in it; the CPU figures of the run include it.
+        # Collapsed stacks of the thread holding the GIL (bench/README.md, "Profiles").
         command = [py_spy, "record", "--pid", str(target.server.pid), "--duration", str(self.args.duration)]
         command += ["--format", "raw", "--gil", "--rate", str(PROFILE_RATE_HZ), "-o", str(out)]
         profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -414,37 +423,73 @@ class Bench:
 
 
 def uvicorn_command(app: str, port: int) -> list[str]:
-    """A reference app (bare, floor) under uvicorn, run from the repository root: one process, no
-    uvicorn access log, no Server header, X-Forwarded-For not read, and Levqor's HTTP protocol (one
-    write per small answer), as `levqor serve` runs."""
-    from levqor.cli import http_protocol
+    """A reference app as `uvicorn app:app` runs it: uvicorn's defaults but for the port."""
+    return [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
 
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1", "--no-access-log", "--no-server-header"]
-    command += ["--no-proxy-headers", "--http", http_protocol()]
-    return [*command, "--log-level", "warning"]
+
+def reference_env(extra: Mapping[str, str]) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in SETTINGS_WE_SET}
+    return {
+        **env,
+        "API_KEYS": API_KEY,
+        "RATE_BURST": RATE_FAR_ABOVE_LOAD,
+        "RATE_GLOBAL": RATE_FAR_ABOVE_LOAD,
+        **extra,
+    }
 
 
 def start_reference(
     bench: Bench, name: str, app: str, env: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """A reference app under uvicorn, pinned like Levqor; its server and base URL, once it answers."""
+    """A reference app under uvicorn, pinned like Levqor; its server and base URL, once it answers.
+    Run from the repository root, with the repository first on the path, for `bench.*`."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = pinned(uvicorn_command(app, port), SERVER_CPU, bench.args.pin)
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
     return start_server(bench.run, name, command, env, ROOT, base, "/api/v1/status/ready"), base
 
 
 def start_bare(bench: Bench) -> dict[str, Target]:
     import httpx
 
-    server, base = start_reference(bench, "bare", "bench.bare_app:app", dict(os.environ))
+    server, base = start_reference(bench, "bare", "bench.bare_app:app", reference_env({}))
     answer = httpx.post(base + INTAKE_PATH, json=INTAKE_BODY)
     check(answer.status_code == 202, f"bare POST answered {answer.status_code}")
     ids = [str(uuid.uuid4()) for _ in range(bench.args.pool)]
     return {
-        "bare_post": bench.target("bare_post", server, base + INTAKE_PATH, post_script(INTAKE_BODY)),
-        "bare_get": bench.target("bare_get", server, base, status_script(ids)),
+        "bare_post": bench.target("bare_post", "bare", server, base + INTAKE_PATH, post_script(INTAKE_BODY)),
+        "bare_get": bench.target("bare_get", "bare", server, base, status_script(ids)),
+    }
+
+
+def seed_jobs(base: str, pool: int) -> list[str]:
+    """`pool` jobs through a server's intake, for its status GETs; the first one read back."""
+    import httpx
+
+    with httpx.Client(base_url=base, headers={"X-Api-Key": API_KEY}, timeout=10.0) as client:
+        ids = []
+        for _ in range(pool):
+            answer = client.post(INTAKE_PATH, json=INTAKE_BODY)
+            check(answer.status_code == 202, f"{base} intake answered {answer.status_code}: {answer.text}")
+            ids.append(answer.json()["job_id"])
+        answer = client.get(f"/api/v1/status/{ids[0]}")
+        check(answer.status_code == 200 and answer.json()["job_id"] == ids[0], f"status: {answer.text}")
+    return ids
+
+
+def start_tutorial(
+    bench: Bench, kind: str, database_url: str, count_jobs: Callable[[], int]
+) -> dict[str, Target]:
+    env = reference_env({"TUTORIAL_DATABASE_URL": database_url})
+    server, base = start_reference(bench, f"tutorial-{kind}", "bench.tutorial_app:app", env)
+    ids = seed_jobs(base, bench.args.pool)
+    name = f"tutorial-{kind}"
+    return {
+        "tutorial_intake": bench.target(
+            f"tutorial_intake_{kind}", name, server, base + INTAKE_PATH, post_script(INTAKE_BODY), count_jobs
+        ),
+        "tutorial_status": bench.target(f"tutorial_status_{kind}", name, server, base, status_script(ids)),
     }
 
 
@@ -462,6 +507,7 @@ def levqor_env(database_env: dict[str, str], port: int) -> dict[str, str]:
             "API_KEYS": API_KEY,
             "RATE_BURST": RATE_FAR_ABOVE_LOAD,
             "RATE_GLOBAL": RATE_FAR_ABOVE_LOAD,
+            "LEVQOR_RATE_KEY": RATE_FAR_ABOVE_LOAD,  # the per-key allowance, where the code has one
             "LEVQOR_INPROCESS_WORKER": "false",
             "LEVQOR_LOG_FORMAT": "json",
             **database_env,
@@ -470,120 +516,128 @@ def levqor_env(database_env: dict[str, str], port: int) -> dict[str, str]:
     return env
 
 
+def levqor_serve_command() -> list[str]:
+    """`levqor serve` as a user runs it, one process and no in-process worker, with this interpreter
+    (so PYTHONPATH picks the package)."""
+    command = [sys.executable, "-m", "levqor", "serve", "--workers", "1"]
+    help_text = subprocess.run(
+        [*command[:4], "--help"], capture_output=True, text=True, check=False, cwd=tempfile.gettempdir()
+    ).stdout
+    return [*command, "--no-worker"] if "--no-worker" in help_text else command
+
+
+def levqor_package(env: dict[str, str], cwd: Path) -> dict[str, str]:
+    """Which `levqor` package the server imports, and the commit of its checkout."""
+    where = subprocess.run(
+        [sys.executable, "-c", "import levqor; print(levqor.__file__)"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    folder = Path(where).parent.parent
+    git = ["git", "-C", str(folder)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "levqor"], capture_output=True, text=True)
+    return {
+        "path": where,
+        "commit": commit.strip(),
+        "levqor_changed_files": str(len(dirty.stdout.splitlines())),
+    }
+
+
 def start_levqor(
     bench: Bench, kind: str, database_env: dict[str, str], count_jobs: Callable[[], int]
-) -> tuple[dict[str, Target], list[str]]:
-    """Levqor's targets, and the ids of the jobs its status GETs cycle through."""
+) -> dict[str, Target]:
     import httpx
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "levqor", "serve", "--workers", "1"]
-    if levqor_supports("--no-worker"):
-        command.append("--no-worker")
+    env = levqor_env(database_env, port)
+    bench.run.notes.setdefault("levqor_package", levqor_package(env, bench.run.workdir))
     # The working folder is the scratch one, so no `.env` of the repository changes the settings.
+    name = f"levqor-{kind}"
     server = start_server(
         bench.run,
-        f"levqor-{kind}",
-        pinned(command, SERVER_CPU, bench.args.pin),
-        levqor_env(database_env, port),
+        name,
+        pinned(levqor_serve_command(), SERVER_CPU, bench.args.pin),
+        env,
         bench.run.workdir,
         base,
         "/health",
     )
-    headers = {"X-Api-Key": API_KEY}
-    with httpx.Client(base_url=base, headers=headers, timeout=10.0) as client:
-        ids = []
-        for _ in range(bench.args.pool):
-            answer = client.post(INTAKE_PATH, json=INTAKE_BODY)
-            check(answer.status_code == 202, f"intake answered {answer.status_code}: {answer.text}")
-            ids.append(answer.json()["job_id"])
-        answer = client.get(f"/api/v1/status/{ids[0]}")
-        check(answer.status_code == 200 and answer.json()["job_id"] == ids[0], f"status: {answer.text}")
-        answer = client.post("/graphql", json=GRAPHQL_BODY)
-        payload = answer.json().get("data") or {}
-        submitted = payload.get("submitJob") or {}
-        check(
-            answer.status_code == 200
-            and submitted.get("userErrors") == []
-            and (submitted.get("job") or {}).get("status") == "QUEUED",
-            f"submitJob answered {answer.status_code}: {answer.text}",
-        )
-    targets = {
+    ids = seed_jobs(base, bench.args.pool)
+    answer = httpx.post(base + "/graphql", json=GRAPHQL_BODY, headers={"X-Api-Key": API_KEY})
+    submitted = ((answer.json() or {}).get("data") or {}).get("submitJob") or {}
+    check(
+        answer.status_code == 200
+        and submitted.get("userErrors") == []
+        and (submitted.get("job") or {}).get("status") == "QUEUED",
+        f"submitJob answered {answer.status_code}: {answer.text}",
+    )
+    return {
         "intake": bench.target(
-            f"intake_{kind}",
-            server,
-            base + INTAKE_PATH,
-            post_script(INTAKE_BODY),
-            count_rows=count_jobs,
-            profiled=True,
+            f"intake_{kind}", name, server, base + INTAKE_PATH, post_script(INTAKE_BODY), count_jobs, True
         ),
-        "status": bench.target(f"status_{kind}", server, base, status_script(ids), profiled=True),
+        "status": bench.target(f"status_{kind}", name, server, base, status_script(ids), profiled=True),
         "graphql_submit": bench.target(
-            f"graphql_{kind}",
-            server,
-            base + "/graphql",
-            post_script(GRAPHQL_BODY),
-            count_rows=count_jobs,
-            profiled=True,
+            f"graphql_{kind}", name, server, base + "/graphql", post_script(GRAPHQL_BODY), count_jobs, True
         ),
     }
-    return targets, ids
 
 
-def floor_env(sqlite_path: str, log_path: Path) -> dict[str, str]:
-    return {**os.environ, "SQLITE_PATH": sqlite_path, "FLOOR_LOG": str(log_path), "API_KEYS": API_KEY}
-
-
-def start_floor(bench: Bench, sqlite_path: str, status: Target, ids: Sequence[str]) -> dict[str, Target]:
-    """The floor on the SQLite Levqor server's file, loaded with the very script of its status GETs
-    (the same ids, in the same order); it must answer what Levqor answers."""
-    import httpx
-
-    env = floor_env(sqlite_path, bench.run.workdir / "floor-access.log")
-    server, base = start_reference(bench, "floor", "bench.floor_app:app", env)
-    path = f"/api/v1/status/{ids[0]}"
-    expected = httpx.get(status.url + path, headers={"X-Api-Key": API_KEY})
-    answer = httpx.get(base + path, headers={"X-Api-Key": API_KEY})
-    check(
-        answer.status_code == 200 and answer.content == expected.content,
-        f"floor answered {answer.status_code}: {answer.text} where Levqor answered {expected.text}",
-    )
-    return {"floor_get": replace(status, name="floor_get", server=server, url=base, profiled=False)}
-
-
-def sqlite_target(run: Run) -> tuple[dict[str, str], Callable[[], int]]:
-    path = run.workdir / "levqor.db"
-
+def sqlite_counter(path: Path) -> Callable[[], int]:
     def count() -> int:
         with sqlite3.connect(path) as conn:
             rows: int = conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
             return rows
 
-    return {"SQLITE_PATH": str(path)}, count
+    return count
 
 
-def postgres_target(run: Run, admin_url: str) -> tuple[dict[str, str], Callable[[], int]]:
+def postgres_database(run: Run, admin_url: str, label: str) -> tuple[str, Callable[[], int]]:
+    """A scratch database, dropped when the run ends: its SQLAlchemy URL and its jobs counter."""
     import psycopg
     from sqlalchemy.engine import make_url
 
-    name = f"levqor_bench_http_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    admin = make_url(admin_url)
+    plain = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"levqor_bench_http_{label}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
 
     def drop() -> None:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     run.cleanups.append(drop)
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    url = admin.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    direct = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
     def count() -> int:
-        with psycopg.connect(url) as conn:
+        with psycopg.connect(direct) as conn:
             row = conn.execute("SELECT count(*) FROM jobs").fetchone()
             return int(row[0]) if row else 0
 
-    return {"LEVQOR_DATABASE_URL": url}, count
+    return url, count
+
+
+def start_database_kind(bench: Bench, kind: str) -> dict[str, Target]:
+    """Levqor's and the tutorial stack's targets on one kind of database, each on its own."""
+    if kind == "sqlite":
+        levqor_db, tutorial_db = bench.run.workdir / "levqor.db", bench.run.workdir / "tutorial.db"
+        levqor_env_part = {"SQLITE_PATH": str(levqor_db)}
+        levqor_count, tutorial_url = sqlite_counter(levqor_db), f"sqlite:///{tutorial_db}"
+        tutorial_count = sqlite_counter(tutorial_db)
+    else:
+        levqor_url, levqor_count = postgres_database(bench.run, bench.args.pg_admin_url, "levqor")
+        tutorial_url, tutorial_count = postgres_database(bench.run, bench.args.pg_admin_url, "tutorial")
+        levqor_env_part = {"LEVQOR_DATABASE_URL": levqor_url}
+    return {
+        **start_levqor(bench, kind, levqor_env_part, levqor_count),
+        **start_tutorial(bench, kind, tutorial_url, tutorial_count),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -606,30 +660,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, interrupted)
     run = Run(workdir=Path(tempfile.mkdtemp(prefix="levqor-bench-http-")))
     bench = Bench(args=args, run=run)
-    settings = {
+    settings: dict[str, Any] = {
         "duration_s": args.duration,
         "rounds": args.rounds,
         "warmup_s": args.warmup,
         "connections": args.connections,
         "threads": args.threads,
         "pinned": args.pin,
-        "floor": args.floor,
         "profiled": args.profile_dir is not None,
         "cpus": os.cpu_count(),
         "load_1m_at_start": round(os.getloadavg()[0], 2),
     }
     try:
-        servers = {"bare": start_bare(bench)}
-        database_env, count_jobs = sqlite_target(run)
-        servers["sqlite"], ids = start_levqor(bench, "sqlite", database_env, count_jobs)
-        if args.floor:
-            status = servers["sqlite"]["status"]
-            servers["floor"] = start_floor(bench, database_env["SQLITE_PATH"], status, ids)
+        servers = {"bare": start_bare(bench), "sqlite": start_database_kind(bench, "sqlite")}
         if args.postgres:
-            servers["postgres"] = start_levqor(bench, "postgres", *postgres_target(run, args.pg_admin_url))[0]
-        levqor = bench.rounds(servers)
-        bare = levqor.pop("bare")
-        floor = levqor.pop("floor", None)  # what is left is one entry per database kind
+            servers["postgres"] = start_database_kind(bench, "postgres")
+        figures = bench.rounds(servers)
     except BenchError as exc:
         log(f"failed: {exc}")
         return 1
@@ -638,7 +684,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         run.close()
-    result = assemble(settings, bare, levqor, bench.problems, floor)
+    settings.update(run.notes)
+    result = assemble(settings, figures, bench.warmup_non_2xx, bench.problems)
     print(json.dumps(result, separators=(",", ":")), flush=True)
     return 0 if result["valid"] else 1
 

@@ -73,7 +73,10 @@ class Figures:
             "p99_ms": self.p99_ms,
             "max_ms": self.max_ms,
             "requests": self.requests,
-            "errors": sum(self.errors.values()),
+            # wrk counts an answer of status 400 or more as a status error; the others are socket
+            # errors and timeouts.
+            "non_2xx": self.errors["status"],
+            "errors": sum(count for name, count in self.errors.items() if name != "status"),
         }
 
 
@@ -113,6 +116,7 @@ def summarize_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
         **{key: median(figures[key] for figures in rounds) for key in ("p50_ms", "p90_ms", "p99_ms")},
         "max_ms": max(figures["max_ms"] for figures in rounds),
         "requests": sum(figures["requests"] for figures in rounds),
+        "non_2xx": sum(figures["non_2xx"] for figures in rounds),
         "errors": sum(figures["errors"] for figures in rounds),
         "cpu_cores": {
             key: median(figures["cpu_cores"][key] for figures in rounds) for key in rounds[0]["cpu_cores"]
@@ -180,6 +184,7 @@ class Run:
     workdir: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)  # what the JSON line reports of the setup
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is None:
