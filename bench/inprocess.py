@@ -2,7 +2,7 @@
 
 Run it as a module (bench/http.py would hide the standard library's `http` from a script here):
 
-    python -m bench.inprocess [--requests 20000] [--targets status,intake,graphql_submit,floor_get]
+    python -m bench.inprocess [--requests 20000] [--targets status,intake,graphql_submit]
                               [--postgres URL] [--callgrind]
 
 The app is built as `levqor serve` builds it (`create_app`, its lifespan, JSON access log to a file,
@@ -19,8 +19,6 @@ these figures show where Levqor's own time goes, and whether a change moves it.
   be compared to a fraction of a percent in one run each, where CPU time drifts by a third within a
   minute on a shared machine. It leaves out the kernel and memory stalls, and is some 50 times
   slower: use a few thousand requests.
-- `floor_get` is bench/floor_app.py, the status GET's required duties written as lean as possible,
-  reading the same database.
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ from typing import Any
 CONCURRENT = 32
 API_KEY = "bench-inprocess-key"
 FAR_ABOVE_LOAD = "1000000000"
-TARGETS = ("status", "intake", "graphql_submit", "floor_get")
+TARGETS = ("status", "intake", "graphql_submit")
 INTAKE_BODY = json.dumps({"workflow": "echo", "payload": {"message": "bench"}}).encode()
 SUBMIT_BODY = json.dumps(
     {
@@ -68,8 +66,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = set(args.targets) - set(TARGETS)
     if unknown or not args.targets:
         parser.error(f"unknown targets {sorted(unknown)}; choose from {TARGETS}")
-    if args.postgres and "floor_get" in args.targets:
-        parser.error("floor_get reads SQLite only: leave it out with --postgres")
     if args.requests < 1 or args.warmup < 0:
         parser.error("--requests must be at least 1 and --warmup at least 0")
     return args
@@ -169,6 +165,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "API_KEYS": API_KEY,
         "RATE_BURST": FAR_ABOVE_LOAD,
         "RATE_GLOBAL": FAR_ABOVE_LOAD,
+        "LEVQOR_RATE_KEY": FAR_ABOVE_LOAD,  # the per-key allowance
         "LEVQOR_INPROCESS_WORKER": "false",
         "LEVQOR_LOG_FORMAT": "json",
         "SQLITE_PATH": str(workdir / "levqor.db"),
@@ -186,8 +183,6 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     app = create_app(settings)
     levqor_life = Lifespan(app)
     await levqor_life.start()
-    apps: dict[str, Asgi] = {"status": app, "intake": app, "graphql_submit": app}
-    lives = [levqor_life]
     try:
         ids = []
         for _ in range(JOB_POOL):
@@ -195,29 +190,21 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if status != 202:
                 raise RuntimeError(f"intake answered {status}: {body[:300]!r}")
             ids.append(json.loads(body)["job_id"])
-        if "floor_get" in args.targets:
-            os.environ["FLOOR_LOG"] = str(workdir / "floor.log")
-            from bench.floor_app import app as floor
-
-            floor_life = Lifespan(floor)
-            await floor_life.start()
-            lives.append(floor_life)
-            apps["floor_get"] = floor
         figures: dict[str, Any] = {}
         for target in args.targets:
-            if target in ("status", "floor_get"):
+            if target == "status":
                 make: Callable[[int], Call] = lambda n: ("GET", f"/api/v1/status/{ids[n % len(ids)]}", b"")  # noqa: E731
             elif target == "intake":
                 make = lambda _n: ("POST", "/api/v1/intake", INTAKE_BODY)  # noqa: E731
             else:
                 make = lambda _n: ("POST", "/graphql", SUBMIT_BODY)  # noqa: E731
             statuses = {202} if target == "intake" else {200}
-            await run_calls(apps[target], [make(n) for n in range(args.warmup)], statuses)
+            await run_calls(app, [make(n) for n in range(args.warmup)], statuses)
             calls = [make(n) for n in range(args.requests)]
             if args.callgrind:
                 callgrind_control("on")
             started_cpu, started = time.process_time(), time.perf_counter()
-            await run_calls(apps[target], calls, statuses)
+            await run_calls(app, calls, statuses)
             cpu_s, wall_s = time.process_time() - started_cpu, time.perf_counter() - started
             if args.callgrind:
                 callgrind_control("off")
@@ -232,8 +219,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 )
         return figures
     finally:
-        for life in reversed(lives):
-            await life.stop()
+        await levqor_life.stop()
         log_file.close()
 
 
