@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from levqor import __version__
-from levqor.config import ConfigError, Settings
+from levqor.config import DEFAULT_PORT, DEFAULT_WORKER_CONCURRENCY, ConfigError, Settings
 
 logger = logging.getLogger("levqor.cli")
 
@@ -138,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="run the API server", description="Migrate, then serve the API."
     )
-    serve.add_argument("--host", help="address to bind (default: LEVQOR_HOST or 0.0.0.0)")
-    serve.add_argument("--port", type=int, help="port (default: PORT or 5000)")
+    serve.add_argument(
+        "--host", help="address to bind (default: LEVQOR_HOST, else 127.0.0.1; 0.0.0.0 in production)"
+    )
+    serve.add_argument("--port", type=int, help=f"port (default: PORT or {DEFAULT_PORT})")
     serve.add_argument("--workers", type=int, help="server processes (default: LEVQOR_WORKERS or 1)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     serve.add_argument(
@@ -154,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         "LEVQOR_SHUTDOWN_GRACE_S seconds to finish and the rest go back to the queue.",
     )
     worker.add_argument(
-        "--concurrency", type=int, help="jobs run at once (default: LEVQOR_WORKER_CONCURRENCY or 10)"
+        "--concurrency",
+        type=int,
+        help=f"jobs run at once (default: LEVQOR_WORKER_CONCURRENCY or {DEFAULT_WORKER_CONCURRENCY})",
     )
     worker.add_argument(
         "--workflows", help="comma-separated workflows to run (default: every one with a handler here)"
