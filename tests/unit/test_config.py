@@ -230,3 +230,14 @@ def test_settings_are_immutable_and_overrides_are_validated() -> None:
         settings.with_overrides(port=0)
     with pytest.raises(TypeError, match="no field prot"):
         settings.with_overrides(prot=1)
+
+
+def test_the_example_env_file_lists_every_variable_with_its_default() -> None:
+    example = Path(__file__).parents[2] / ".env.example"
+    listed = {
+        line.split("=", 1)[0]
+        for line in example.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert listed == {str(field.validation_alias) for field in Settings.model_fields.values()}
+    assert Settings.from_env({}, env_file=str(example)) == Settings()
