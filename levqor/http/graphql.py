@@ -2,45 +2,38 @@
 
 Transport failures (a body that is not JSON, a mutation over GET, another media type) answer with the
 contract's error body and status, as the REST routes do; GraphQL errors inside a well-formed request
-stay in the GraphQL response.
-
-A plain request (a JSON object of `query`, `variables` and `operationName`, or the same as GET
-parameters) for an operation with a compiled plan (`levqor.schema.plans`) is answered by the plan,
-without Strawberry's view and `Schema.execute`; everything else, including every request the fast
-path has a doubt about, takes the general path, which answers the same bytes more slowly.
+stay in the GraphQL response. A client that accepts `application/graphql-response+json` gets that media
+type, and a request that fails before execution (parse, validation, variables) answers 400 without a
+`data` entry (GraphQL over HTTP, "application/graphql-response+json"); `application/json` clients keep
+the 200 answers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-from cross_web import AsyncHTTPRequestAdapter, HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLRequestData, process_result
-from strawberry.schema import Schema
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
-from levqor.errors import InvalidRequest, LevqorError, MethodNotAllowed, UnsupportedMediaType
+from levqor.errors import InvalidRequest, LevqorError, MethodNotAllowed, NotFound, UnsupportedMediaType
 from levqor.http.context import context_for
 from levqor.http.errors import error_response, request_id_of
-from levqor.json_encoding import Encoder
 from levqor.resolvers.context import Context
 from levqor.resolvers.health import PublicMetricsCache
 from levqor.rest.body import decode_json, is_json
-from levqor.schema import schema
-from levqor.schema.plans import operation_plan
+from levqor.schema import schema as levqor_schema
 
-_TRANSPORT_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
-# The members of a request the fast path reads; a request with others (`extensions`) takes the
-# general path.
-_PLAIN_REQUEST_KEYS = frozenset({"query", "variables", "operationName"})
-_encode_compact = Encoder(separators=(",", ":"))
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+JSON = "application/json"
 
 
 @dataclass
@@ -52,72 +45,27 @@ class GraphQLContext:
 
 
 class LevqorGraphQL(GraphQL[GraphQLContext, None]):
-    # False sends every request down the general path; the differential tests compare the two.
-    compiled_plans: ClassVar[bool] = True
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
+        if scope["type"] == "websocket":
+            websocket = WebSocket(scope, receive=receive, send=send)
+            if await self.pick_websocket_subprotocol(websocket) is None:
+                # Closing before accepting refuses the handshake (HTTP 403): only the protocols
+                # served (`graphql-transport-ws`) are let in, instead of an accept and a 4406 close.
+                await websocket.close(code=1002)
+                return
+            await self.run(websocket)
             return
         request = Request(scope, receive=receive)
         try:
-            response = await self._run_plan(request)
-            if response is None:
-                response = await self.run(request)
+            response = await self.run(request)
         except LevqorError as exc:
-            response = _error_response(request, exc.status, exc.code, exc.message)
-        except HTTPException as exc:
-            code = _TRANSPORT_CODES.get(exc.status_code, "invalid_request")
-            response = _error_response(request, exc.status_code, code, exc.reason)
+            response = _error_response(request, exc)
+        except Exception as exc:
+            refusal = _view_refusal(exc, request.method)
+            if refusal is None:
+                raise
+            response = _error_response(request, refusal)
         await response(scope, receive, send)
-
-    async def _run_plan(self, request: Request) -> Response | None:
-        """The response of the operation's compiled plan; None when the request is not plain or
-        the operation has no plan. The body stays cached on the request for the general path."""
-        if not self.compiled_plans:
-            return None
-        request_data = await self._plain_request(request)
-        if request_data is None:
-            return None
-        query, variables, operation_name = request_data
-        plan = operation_plan(self.schema, query, operation_name) if isinstance(self.schema, Schema) else None
-        # GraphQL-over-HTTP: GET never runs a mutation; the general path answers 405 for it.
-        if plan is None or (plan.is_mutation and request.method != "POST"):
-            return None
-        sub_response = await self.get_sub_response(request)
-        context = await self.get_context(request, response=sub_response)
-        result = await plan.run(context, query, variables)
-        return self.create_response(process_result(result), sub_response)
-
-    async def _plain_request(self, request: Request) -> tuple[str, dict[str, Any] | None, str | None] | None:
-        """(query, variables, operationName) of a request the general path would read the same way,
-        or None to leave the request to it (and to its error answers)."""
-        data: Any
-        if request.method == "POST":
-            content_type = request.headers.get("content-type", "")
-            if content_type.partition(";")[0].strip() != "application/json":
-                return None
-            try:
-                data = self.decode_json(await request.body())
-            except LevqorError:
-                return None
-        elif request.method == "GET":
-            data = dict(request.query_params)
-            if "variables" in data:
-                try:
-                    data["variables"] = self.decode_json(data["variables"])
-                except LevqorError:
-                    return None
-        else:
-            return None
-        if not isinstance(data, dict) or not data.keys() <= _PLAIN_REQUEST_KEYS:
-            return None
-        query, variables, operation_name = data.get("query"), data.get("variables"), data.get("operationName")
-        if not isinstance(query, str) or not isinstance(variables, dict | None):
-            return None
-        if not isinstance(operation_name, str | None):
-            return None
-        return query, variables, operation_name
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -129,9 +77,27 @@ class LevqorGraphQL(GraphQL[GraphQLContext, None]):
             public_metrics=request.app.state.public_metrics,
         )
 
-    def encode_json(self, data: object) -> str:
-        # Strawberry's own `json.dumps(data, separators=(",", ":"))`, with the encoder built once.
-        return _encode_compact(data)
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = response_media_type(request)
+        return sub_response
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        response_data = process_result(result)
+        if response_media_type(request) == GRAPHQL_RESPONSE_JSON and failed_before_execution(result):
+            # A request error has no `data` entry at all, and answers 4xx (`create_response`).
+            del response_data["data"]
+        return response_data
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        media_type = sub_response.media_type or JSON
+        response.headers["content-type"] = media_type
+        if not sub_response.status_code and isinstance(response_data, dict) and "data" not in response_data:
+            response.status_code = request_error_status(response_data)
+        return response
 
     def decode_json(self, data: str | bytes) -> object:
         # The same strict reading as REST bodies: no NaN, no 4300-digit integers, no deep nesting.
@@ -142,36 +108,86 @@ class LevqorGraphQL(GraphQL[GraphQLContext, None]):
             raise InvalidRequest("a GraphQL request must be a JSON object")
         return value
 
-    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> Any:
+    async def parse_http_body(self, request: Any) -> Any:
         if request.method == "POST" and not is_json(request.content_type or ""):
             raise UnsupportedMediaType("send GraphQL requests as application/json")
         return await super().parse_http_body(request)
 
-    async def execute_single(
-        self,
-        request: Request,
-        request_adapter: AsyncHTTPRequestAdapter,
-        sub_response: Response,
-        context: GraphQLContext,
-        root_value: None,
-        request_data: GraphQLRequestData,
-    ) -> ExecutionResult:
-        try:
-            return await super().execute_single(
-                request, request_adapter, sub_response, context, root_value, request_data
-            )
-        except HTTPException as exc:
-            # GraphQL-over-HTTP: a mutation sent with GET is refused with 405 Method Not Allowed.
-            if request_adapter.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
-                raise MethodNotAllowed(f"{exc.reason}: send them with POST") from exc
-            raise
+
+def response_media_type(connection: HTTPConnection) -> str:
+    """`application/graphql-response+json` when the client accepts it at least as much as
+    `application/json` (the spec's preference); `application/json` otherwise, or with no Accept."""
+    accepted = _accepted_media_types(connection.headers.get("accept", ""))
+    graphql_q = accepted.get(GRAPHQL_RESPONSE_JSON, 0.0)
+    if graphql_q > 0 and graphql_q >= accepted.get(JSON, 0.0):
+        return GRAPHQL_RESPONSE_JSON
+    return JSON
 
 
-def _error_response(request: Request, status: int, code: str, message: str) -> Response:
-    headers = {"Allow": "GET, POST"} if status == 405 else None
-    return error_response(status, code, message, request_id=request_id_of(request), headers=headers)
+def _accepted_media_types(accept: str) -> dict[str, float]:
+    """`{media type: q}` of an Accept header (RFC 9110 §12.5.1); unreadable weights count as 0."""
+    accepted: dict[str, float] = {}
+    for media_range in accept.split(","):
+        media_type, *parameters = (part.strip() for part in media_range.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media_type:
+            accepted[media_type.lower()] = quality
+    return accepted
 
 
-def graphql_app() -> Any:
-    # GET runs queries only; a mutation over GET answers 405 (GraphQL-over-HTTP, "GET").
-    return LevqorGraphQL(schema, graphql_ide="graphiql", allow_queries_via_get=True)
+def failed_before_execution(result: ExecutionResult) -> bool:
+    """No data and only errors without a path: the document did not parse or validate, or the
+    variables did not coerce, so nothing ran (GraphQL over HTTP calls these request errors)."""
+    errors = result.errors or []
+    return result.data is None and bool(errors) and all(error.path is None for error in errors)
+
+
+def request_error_status(response_data: GraphQLHTTPResponse) -> int:
+    """400, unless the failure was the server's own (a masked error raised before execution)."""
+    codes = {
+        error.get("extensions", {}).get("code")
+        for error in response_data.get("errors") or ()
+        if isinstance(error, dict)
+    }
+    return 500 if "INTERNAL_SERVER_ERROR" in codes else 400
+
+
+def _view_refusal(exc: Exception, method: str) -> LevqorError | None:
+    """Strawberry's view refuses what is not a GraphQL request (an unknown operation name, no query,
+    a batch) with an exception of `cross_web`, which Strawberry does not re-export: it is known here
+    by its `status_code` and `reason`. None for any other exception."""
+    status, reason = getattr(exc, "status_code", None), getattr(exc, "reason", None)
+    if not isinstance(status, int) or not isinstance(reason, str):
+        return None
+    # GraphQL-over-HTTP: a mutation sent with GET is refused with 405 Method Not Allowed.
+    if method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
+        return MethodNotAllowed(f"{reason}: send them with POST")
+    if status == 404:
+        return NotFound(reason)
+    return InvalidRequest(reason)
+
+
+def _error_response(request: Request, exc: LevqorError) -> Response:
+    headers = {"Allow": "GET, POST"} if exc.status == 405 else None
+    return error_response(
+        exc.status, exc.code, exc.message, request_id=request_id_of(request), headers=headers
+    )
+
+
+def graphql_app(schema: BaseSchema = levqor_schema) -> LevqorGraphQL:
+    """The /graphql endpoint for HTTP and WebSocket. GET runs queries only; a mutation over GET
+    answers 405 (GraphQL-over-HTTP, "GET"). WebSockets speak `graphql-transport-ws` only: the legacy
+    `graphql-ws` protocol is refused at the handshake."""
+    return LevqorGraphQL(
+        schema,
+        graphql_ide="graphiql",
+        allow_queries_via_get=True,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+    )

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from graphql.error import GraphQLError, GraphQLSyntaxError
-from strawberry.extensions import MaskErrors
+from strawberry.extensions import SchemaExtension
+from strawberry.types import StreamExecutionResult
 
 from levqor.errors import BudgetExceeded, Conflict, InvalidRequest, LevqorError, NotFound
 from levqor.schema.types import UserError
@@ -58,33 +59,33 @@ async def with_user_errors(call: Callable[[], Awaitable[T]], on_error: Callable[
 INTERNAL_ERROR_MESSAGE = "internal server error"
 
 
-class LevqorErrors(MaskErrors):
+class ClientErrors(SchemaExtension):
     """Adds `extensions.code` to domain errors; masks every other exception as INTERNAL_SERVER_ERROR
     with the request id, after logging its traceback (CONTRACT.md §3)."""
 
     def __init__(self) -> None:
-        super().__init__(error_message=INTERNAL_ERROR_MESSAGE)
+        super().__init__()
+        self.streamed = False
 
     def on_operation(self) -> Iterator[None]:
-        # `MaskErrors` finds the errors with an `isinstance` check against a runtime protocol, which
-        # costs more than the rest of this hook. A result is one value here: the schema has no
-        # subscriptions, and streamed results are masked one by one in `on_stream_result`.
-        self._stream_result_processed = False
         yield
-        if self._stream_result_processed:
-            return
-        result = self.execution_context.result
+        # A streamed operation (a query over the websocket) had each result treated on its way out.
+        if not self.streamed:
+            self._treat(self.execution_context.result)
+
+    def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+        self.streamed = True
+        self._treat(result)
+        yield
+
+    def _treat(self, result: object) -> None:
         errors = getattr(result, "errors", None)
         if errors:
-            result.errors = self._process_errors(errors)  # type: ignore[union-attr]
-
-    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        return client_errors(errors, self.execution_context.context)
+            result.errors = client_errors(errors, self.execution_context.context)  # type: ignore[attr-defined]
 
 
 def client_errors(errors: list[GraphQLError], graphql_context: Any) -> list[GraphQLError]:
-    """The errors as the client sees them: codes added, unexpected ones logged and masked. The one
-    treatment of both GraphQL paths (`LevqorErrors` and `levqor.schema.plans`)."""
+    """The errors as the client sees them: codes added, unexpected ones logged and masked."""
     request_id = getattr(getattr(graphql_context, "levqor", None), "request_id", None)
     return [_client_error(error, request_id) for error in errors]
 
