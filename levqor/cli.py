@@ -37,12 +37,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def http_protocol() -> str:
-    """uvicorn's httptools protocol with one socket write per small answer (levqor.http.protocol);
-    without httptools, uvicorn's default (h11), as "auto" would pick. An import string, so that each
-    worker process (--workers) imports it itself."""
-    import importlib.util
+    """uvicorn's httptools protocol with Levqor's head limits (levqor.http.server_protocol), by name,
+    so that each server process (--workers) imports it with the environment's settings."""
+    return "levqor.http.asgi:ServerProtocol"
 
-    return "levqor.http.protocol:HeadHoldingProtocol" if importlib.util.find_spec("httptools") else "auto"
+
+def raise_open_files_limit() -> None:
+    """Every connection holds a file descriptor: serve with the soft limit raised to the hard one, as
+    servers do, so a burst of slow clients does not run the process out of them early."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        logger.warning("could not raise the open-files limit", extra={"soft": soft, "hard": hard})
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -72,6 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from levqor.http.metrics import multiprocess_metrics
 
     workers = args.workers or settings.workers
+    raise_open_files_limit()
     with multiprocess_metrics(settings, workers):
         uvicorn.run(
             "levqor.http.asgi:app_from_env",
@@ -80,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port or settings.port,
             workers=workers,
             log_config=None,
-            access_log=False,  # Levqor writes its own access log (levqor.http.gateway)
+            access_log=False,  # Levqor writes its own (levqor.http.request_context)
             proxy_headers=False,  # X-Forwarded-For is trusted only from LEVQOR_TRUSTED_PROXIES
             server_header=False,
             timeout_graceful_shutdown=30,

@@ -16,13 +16,12 @@ the handler writes, a flush and the shutdown of logging write the waiting lines 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
 from datetime import UTC, datetime
 from typing import Any
-
-from levqor.json_encoding import Encoder
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is context.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -33,8 +32,8 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 
 
-# `json.dumps(entry, default=str)`, without building an encoder for each record.
-_encode = Encoder(default=str)
+# Built once: `json.dumps` with options builds an encoder per call.
+_encode = json.JSONEncoder(default=str).encode
 
 
 def _context(record: logging.LogRecord) -> dict[str, Any]:

@@ -27,11 +27,11 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-from levqor.cli import http_protocol
 from levqor.config import Settings
 from levqor.db.engine import Database, create_db_engine
 from levqor.db.migrate import upgrade
 from levqor.http.app import create_app
+from levqor.http.server_protocol import HeadLimitedProtocol
 
 REQUIRE_SERVICES = os.environ.get("LEVQOR_REQUIRE_SERVICES") == "1"
 PG_URL = os.environ.get("LEVQOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -221,7 +221,7 @@ def start_live_server(settings: Settings) -> LiveServer:
         lifespan="on",
         access_log=False,
         proxy_headers=False,
-        http=http_protocol(),
+        http=HeadLimitedProtocol.with_limits(settings),
     )
     server, thread, port = serve_in_thread(config)
     return LiveServer(url=f"http://127.0.0.1:{port}", settings=settings, server=server, thread=thread)

@@ -7,25 +7,26 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.types import ASGIApp
 
 from levqor.config import ConfigError, Settings
 from levqor.db.engine import Database
+from levqor.http.access import AccessMiddleware
+from levqor.http.body_limit import BodyLimitMiddleware
 from levqor.http.context import SERVICES_ATTRIBUTE
+from levqor.http.cors import CorsMiddleware
 from levqor.http.errors import EXCEPTION_HANDLERS
-from levqor.http.gateway import Gateway
 from levqor.http.graphql import graphql_app
 from levqor.http.metrics import HttpMetrics, build_metrics, metrics_endpoint
 from levqor.http.pages import page_routes
 from levqor.http.ratelimit import RateLimiter
+from levqor.http.request_context import InternalErrorMiddleware, RequestContextMiddleware
 from levqor.resolvers.auth import Authenticator
 from levqor.resolvers.batches import RequestBatches
 from levqor.resolvers.context import Context
@@ -101,27 +102,18 @@ async def _sample_uptime(db: Database) -> None:
         await asyncio.sleep(UPTIME_SAMPLE_INTERVAL_S)
 
 
-class LevqorApp(Starlette):
-    """Starlette with the gateway as its whole middleware stack.
-
-    Starlette's own stack puts `ServerErrorMiddleware` outermost; the gateway answers every failure
-    itself (`internal_error` with the request id), so that layer would only add a frame to each
-    request. What the gateway hands on gets Starlette's exception handling and router unchanged."""
-
-    def __init__(self, settings: Settings, metrics: HttpMetrics | None, **options: Any) -> None:
-        super().__init__(**options)
-        self.state.settings = settings
-        self.http_metrics = metrics
-
-    def build_middleware_stack(self) -> ASGIApp:
-        fallback = ExceptionMiddleware(self.router, handlers=self.exception_handlers, debug=self.debug)
-        return Gateway(
-            fallback,
-            router=self.router,
-            settings=self.state.settings,
-            metrics=self.http_metrics,
-            exception_handlers=self.exception_handlers,
-        )
+def middleware(settings: Settings, metrics: HttpMetrics | None) -> list[Middleware]:
+    """Levqor's layers, outermost first, between Starlette's error middleware and its router."""
+    return [
+        # ids, security headers, the access log, metrics and the last-resort 500
+        Middleware(RequestContextMiddleware, metrics=metrics),
+        Middleware(CorsMiddleware, settings=settings),
+        # a 500 inside CORS, so a browser page can read the request id it carries
+        Middleware(InternalErrorMiddleware),
+        # API keys and rate limits: 401 and 429 before the body is read or a route runs
+        Middleware(AccessMiddleware),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
 
 
 def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
@@ -175,13 +167,13 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
 
     routes = build_routes(settings)
     http_metrics, metrics_registry = build_metrics(settings, lambda: app.state.db)
-    app = LevqorApp(
-        settings,
-        http_metrics,
+    app = Starlette(
         routes=routes,
+        middleware=middleware(settings, http_metrics),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.state.settings = settings
     app.state.public_metrics = PublicMetricsCache()
     app.state.metrics_registry = metrics_registry
     return app

@@ -1,15 +1,18 @@
-"""Rate limits per client address (`RATE_BURST`) and for the whole service (`RATE_GLOBAL`).
+"""Rate limits (CONTRACT.md §6): per client address, per API key and for the whole service.
+
+An anonymous caller is counted per address (`RATE_BURST`), a caller with a valid key per key
+(`LEVQOR_RATE_KEY`, or the managed key's own `rate_limit`), and everyone against `RATE_GLOBAL`; the
+worker API has its own allowance per address (`LEVQOR_RATE_WORKER`). A key that is refused counts
+against its address's allowance of refused keys (`RATE_BURST` too), and once that is spent no key
+from the address is looked up until it refills: guessing keys is as slow as anonymous requests, and
+never reaches the database faster.
 
 Counters live in the storage named by `LEVQOR_RATE_STORAGE`: `memory://` for one process (counted by
-`LocalWindows`, with no storage calls), `redis://...` (through `limits`) when several processes or
-machines must share them. The strategy is `limits`' sliding window counter: it follows a moving window
-closely with two counters per client, whatever the limit, where an exact moving window keeps one entry
-per request.
-
-A client's own limit is charged first and the global one only if that passed, so one client past its
-limit cannot use up everyone's allowance. Limited responses carry `RateLimit-Limit`,
-`RateLimit-Remaining` and `RateLimit-Reset` (seconds) for the tighter of the two; a refusal is 429
-`rate_limited` with `Retry-After` (CONTRACT.md §4, §6).
+`LocalWindows`), `redis://...` (through `limits`) when several processes or machines must share them.
+The strategy is `limits`' sliding window counter. A caller's own limit is charged first and the
+global one only if that passed, so one caller past its limit cannot use up everyone's allowance.
+Limited responses carry `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` for the
+tighter of the two; a refusal is 429 `rate_limited` with `Retry-After` (CONTRACT.md §4).
 """
 
 from __future__ import annotations
@@ -22,17 +25,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from limits import RateLimitItem, parse_many
+from limits import RateLimitItem, RateLimitItemPerMinute, parse_many
 from limits.aio.storage import MemoryStorage
 from limits.aio.storage import Storage as AsyncStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
+from redis.asyncio import ConnectionPool
 
 from levqor.config import ConfigError, Settings
 from levqor.errors import RateLimited
 from levqor.http.client_ip import ClientAddress
 from levqor.http.ratelimit_counters import LocalWindows, Verdict
+from levqor.resolvers.context import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +47,15 @@ UNLIMITED_PATHS = frozenset({"/", "/health", "/faq", "/faq/", "/metrics"})
 STATIC_PREFIXES = ("/legal/", "/public/")
 LIMITED_UNDER_STATIC = frozenset({"/public/metrics"})
 STORAGE_WARNING_INTERVAL_S = 10.0
-
+# Managed keys' own limits are few distinct numbers; their items are kept, up to this many.
+KEY_LIMIT_ITEMS_KEPT = 1024
 
 # The worker API: remote workers long-poll and heartbeat far more often than clients submit, so these
-# routes are charged to `LEVQOR_RATE_WORKER` per address instead of RATE_BURST and RATE_GLOBAL.
+# routes are charged to `LEVQOR_RATE_WORKER` per address instead of the other limits.
 _WORKER_PATH = re.compile(r"^/api/v1/(?:workers/claim|jobs/[^/]+/(?:heartbeat|complete|fail))$")
+
+# The items of one limit and the identifiers of whom they count.
+Limit = tuple[list[RateLimitItem], tuple[str, ...]]
 
 
 def is_worker_api(path: str) -> bool:
@@ -71,9 +80,14 @@ class RateLimiter:
     def __init__(self, settings: Settings) -> None:
         uri = async_storage_uri(settings.rate_storage)
         options: dict[str, Any] = {}
+        # A Redis connection pool of our own, so that shutdown can close it.
+        self._pool: ConnectionPool | None = None
         if uri.startswith("async+redis"):
             # redis-py's asyncio client (a dependency already); keys under our own prefix.
             options = {"implementation": "redispy", "key_prefix": settings.rate_key_prefix}
+            plain = uri.removeprefix("async+")
+            if plain.startswith(("redis://", "rediss://")):
+                self._pool = options["connection_pool"] = ConnectionPool.from_url(plain)
         storage = storage_from_string(uri, wrap_exceptions=True, **options)
         if not isinstance(storage, AsyncStorage):
             raise ConfigError(f"LEVQOR_RATE_STORAGE {settings.rate_storage!r} has no asyncio storage")
@@ -82,15 +96,11 @@ class RateLimiter:
         # In one process the counters need no storage round trips at all.
         self.local: LocalWindows | None = LocalWindows() if isinstance(storage, MemoryStorage) else None
         self.per_client: list[RateLimitItem] = parse_many(settings.rate_burst)
+        self.per_key: list[RateLimitItem] = parse_many(settings.rate_key)
         self.whole_service: list[RateLimitItem] = parse_many(settings.rate_global)
         self.per_worker: list[RateLimitItem] = parse_many(settings.rate_worker)
+        self._own_key_limits: dict[int, list[RateLimitItem]] = {}
         self.client_address = ClientAddress(settings.trusted_proxies)
-        # For the in-process counters, in the order `_limits` charges them: (kind, per address, limit,
-        # window in seconds).
-        self._request_plan = [("ip", True, item.amount, item.get_expiry()) for item in self.per_client] + [
-            ("all", False, item.amount, item.get_expiry()) for item in self.whole_service
-        ]
-        self._worker_plan = [("worker", True, item.amount, item.get_expiry()) for item in self.per_worker]
         self._warned_at = -math.inf
 
     async def check(self) -> bool:
@@ -100,13 +110,51 @@ class RateLimiter:
         except StorageError:
             return False
 
-    async def hit(self, client_ip: str, cost: int = 1, *, worker_api: bool = False) -> Verdict:
-        """Charge `cost` requests to the client and to the service (or, for the worker API, to the
-        address's worker allowance); refuse if either is spent."""
+    async def hit(
+        self,
+        client_ip: str,
+        cost: int = 1,
+        *,
+        principal: Principal | None = None,
+        worker_api: bool = False,
+    ) -> Verdict:
+        """Charge `cost` requests to the caller (its key, or its address) and to the service, or, for
+        the worker API, to the address's worker allowance; refuse if either is spent."""
+        if worker_api:
+            limits: list[Limit] = [(self.per_worker, ("worker", client_ip))]
+        elif principal is not None and principal.key_id is not None:
+            limits = [(self._key_items(principal), ("key", principal.key_id)), (self.whole_service, ("all",))]
+        else:
+            limits = [(self.per_client, ("ip", client_ip)), (self.whole_service, ("all",))]
+        return await self._charge(limits, cost)
+
+    async def may_present_key(self, client_ip: str) -> Verdict:
+        """Whether the address may have one more key checked (its refused keys are within
+        `RATE_BURST`); charges nothing."""
+        return await self._charge(self._refused_keys(client_ip), 1, record=False)
+
+    async def key_refused(self, client_ip: str) -> None:
+        await self._charge(self._refused_keys(client_ip), 1)
+
+    def _refused_keys(self, client_ip: str) -> list[Limit]:
+        return [(self.per_client, ("refused-key", client_ip))]
+
+    def _key_items(self, principal: Principal) -> list[RateLimitItem]:
+        per_minute = principal.rate_limit
+        if per_minute is None:
+            return self.per_key
+        items = self._own_key_limits.get(per_minute)
+        if items is None:
+            items = [RateLimitItemPerMinute(per_minute)]
+            if len(self._own_key_limits) < KEY_LIMIT_ITEMS_KEPT:
+                self._own_key_limits[per_minute] = items
+        return items
+
+    async def _charge(self, limits: list[Limit], cost: int, *, record: bool = True) -> Verdict:
         if self.local is not None:
-            return self._hit_local(self.local, client_ip, cost, worker_api)
+            return self._charge_local(self.local, limits, cost, record)
         try:
-            return await self._hit(client_ip, cost, worker_api)
+            return await self._charge_storage(limits, cost, record)
         except StorageError:
             # Availability over limiting: an unreachable Redis lets requests through, loudly.
             now = time.monotonic()
@@ -115,31 +163,27 @@ class RateLimiter:
                 logger.warning("rate-limit storage unreachable: requests are not limited", exc_info=True)
             return Verdict(allowed=True)
 
-    def _limits(
-        self, client_ip: str, worker_api: bool
-    ) -> tuple[tuple[list[RateLimitItem], tuple[str, ...]], ...]:
-        if worker_api:
-            return ((self.per_worker, ("worker", client_ip)),)
-        return ((self.per_client, ("ip", client_ip)), (self.whole_service, ("all",)))
-
-    def _hit_local(self, local: LocalWindows, client_ip: str, cost: int, worker_api: bool) -> Verdict:
+    def _charge_local(self, local: LocalWindows, limits: list[Limit], cost: int, record: bool) -> Verdict:
         best: Verdict | None = None
         now = time.time()
-        for kind, per_address, amount, expiry_s in self._worker_plan if worker_api else self._request_plan:
-            # The same limit for the same caller as `item.key_for(*identifiers)`, built cheaper.
-            key = (kind, client_ip if per_address else kind, amount, expiry_s)
-            verdict = local.charge(key, amount, expiry_s, cost, now)
-            if not verdict.allowed:
-                return verdict
-            if best is None or _tighter(verdict, best):
-                best = verdict
+        for items, identifiers in limits:
+            for item in items:
+                # The same limit for the same caller as `item.key_for(*identifiers)`, built cheaper.
+                expiry_s = item.get_expiry()
+                key = (identifiers, item.amount, expiry_s)
+                verdict = local.charge(key, item.amount, expiry_s, cost, now, record=record)
+                if not verdict.allowed:
+                    return verdict
+                if best is None or _tighter(verdict, best):
+                    best = verdict
         return best or Verdict(allowed=True)
 
-    async def _hit(self, client_ip: str, cost: int, worker_api: bool) -> Verdict:
+    async def _charge_storage(self, limits: list[Limit], cost: int, record: bool) -> Verdict:
         charged: list[tuple[RateLimitItem, tuple[str, ...]]] = []
-        for items, identifiers in self._limits(client_ip, worker_api):
+        for items, identifiers in limits:
             for item in items:
-                if not await self.strategy.hit(item, *identifiers, cost=cost):
+                check = self.strategy.hit if record else self.strategy.test
+                if not await check(item, *identifiers, cost=cost):
                     return await self._verdict(False, [(item, identifiers)])
                 charged.append((item, identifiers))
         return await self._verdict(True, charged)
@@ -160,11 +204,8 @@ class RateLimiter:
         return best or Verdict(allowed=allowed)
 
     async def close(self) -> None:
-        bridge = getattr(self.storage, "bridge", None)
-        client = getattr(bridge, "storage", None)
-        close = getattr(client, "aclose", None)
-        if close is not None:
-            await close()
+        if self._pool is not None:
+            await self._pool.aclose()
 
 
 def _tighter(verdict: Verdict, than: Verdict) -> bool:
@@ -178,12 +219,13 @@ class Allowance:
     limiter: RateLimiter
     client_ip: str
     request_counted: bool  # an HTTP request has paid for one field already; a WebSocket message has not
+    principal: Principal | None = None
     verdict: Verdict | None = None
 
     async def charge(self, cost: int) -> None:
         if cost <= 0:
             return
-        verdict = await self.limiter.hit(self.client_ip, cost)
+        verdict = await self.limiter.hit(self.client_ip, cost, principal=self.principal)
         self.verdict = verdict
         if not verdict.allowed:
             raise RateLimited(

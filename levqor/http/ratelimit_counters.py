@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -40,10 +41,6 @@ class Verdict:
         return pairs
 
 
-# (kind of limit, whom it counts, limit, window in seconds)
-LocalKey = tuple[str, str, int, int]
-
-
 class LocalWindows:
     """The sliding window counters of one process, for `memory://` storage.
 
@@ -53,17 +50,21 @@ class LocalWindows:
     are five storage calls and an expiry task per limit, a quarter of a request's time."""
 
     def __init__(self) -> None:
-        # key -> [window index, count in the previous window, count in the current window]
-        self._windows: dict[LocalKey, list[int]] = {}
+        # key -> [window index, count in the previous window, count in the current window, window s]
+        self._windows: dict[Hashable, list[int]] = {}
         self._swept_at = -math.inf
 
-    def charge(self, key: LocalKey, limit: int, expiry_s: int, cost: int, now: float) -> Verdict:
+    def charge(
+        self, key: Hashable, limit: int, expiry_s: int, cost: int, now: float, *, record: bool = True
+    ) -> Verdict:
+        """Charge `cost` to the window of `key` if it fits (only tell whether it would without
+        `record`)."""
         if now - self._swept_at >= LOCAL_SWEEP_INTERVAL_S:
             self._sweep(now)
         index = int(now / expiry_s)
         window = self._windows.get(key)
         if window is None:
-            window = self._windows[key] = [index, 0, 0]
+            window = self._windows[key] = [index, 0, 0, expiry_s]
         elif window[0] != index:
             # The current window became the previous one (or both are past, after a quiet spell).
             window[1] = window[2] if window[0] == index - 1 else 0
@@ -72,7 +73,7 @@ class LocalWindows:
         into_window_s = now - index * expiry_s
         previous_weight = (expiry_s - into_window_s) / expiry_s
         allowed = cost <= limit and math.floor(window[1] * previous_weight + window[2]) + cost <= limit
-        if allowed:
+        if allowed and record:
             window[2] += cost
         previous, current = window[1], window[2]
         remaining = max(0, limit - math.floor(previous * previous_weight + current))
@@ -89,6 +90,6 @@ class LocalWindows:
     def _sweep(self, now: float) -> None:
         """Forget clients not seen for two windows, so that passing addresses do not pile up."""
         self._swept_at = now
-        stale = [key for key, window in self._windows.items() if window[0] < int(now / key[3]) - 1]
+        stale = [key for key, window in self._windows.items() if window[0] < int(now / window[3]) - 1]
         for key in stale:
             del self._windows[key]

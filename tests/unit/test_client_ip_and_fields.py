@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from graphql import parse
 
-from levqor.http.auth import presented_key
+from levqor.http.access import presented_key
 from levqor.http.client_ip import ClientAddress, parse_address
 from levqor.http.ratelimit import is_unlimited
 from levqor.schema.ratelimit import root_field_count
