@@ -71,17 +71,19 @@ class ClientErrors(SchemaExtension):
         yield
         # A streamed operation (a query over the websocket) had each result treated on its way out.
         if not self.streamed:
-            self._treat(self.execution_context.result)
+            with_client_errors(self.execution_context.result, self.execution_context.context)
 
     def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
         self.streamed = True
-        self._treat(result)
+        with_client_errors(result, self.execution_context.context)
         yield
 
-    def _treat(self, result: object) -> None:
-        errors = getattr(result, "errors", None)
-        if errors:
-            result.errors = client_errors(errors, self.execution_context.context)  # type: ignore[attr-defined]
+
+def with_client_errors(result: object, graphql_context: Any) -> None:
+    """Replaces the errors of a result (Strawberry's or graphql-core's) by their `client_errors`."""
+    errors = getattr(result, "errors", None)
+    if errors:
+        result.errors = client_errors(errors, graphql_context)  # type: ignore[attr-defined]
 
 
 def client_errors(errors: list[GraphQLError], graphql_context: Any) -> list[GraphQLError]:
