@@ -176,3 +176,84 @@ def test_unexpected_errors_are_masked_with_the_request_id(
     # Both tracebacks are in the log, with their request ids, for the operator.
     logged = {getattr(record, "request_id", None) for record in caplog.records if record.exc_info}
     assert {"trace-gql-1", "trace-rest-1"} <= logged
+
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+
+
+def post_accepting(http: httpx.Client, accept: str, body: dict[str, Any]) -> httpx.Response:
+    return http.post("/graphql", json=body, headers={"Accept": accept})
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        GRAPHQL_RESPONSE_JSON,
+        f"{GRAPHQL_RESPONSE_JSON}, application/json;q=0.9",
+        "application/json, */*;q=0.5",
+    ],
+)
+def test_the_accepted_media_type_is_answered(shared: httpx.Client, accept: str) -> None:
+    response = post_accepting(shared, accept, {"query": "{ health { ok } }"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == accept.split(",")[0]
+    assert response.json() == {"data": {"health": {"ok": True}}}
+
+
+@pytest.mark.parametrize(
+    "accept", [None, "application/json", "*/*", f"application/json, {GRAPHQL_RESPONSE_JSON};q=0.5"]
+)
+def test_application_json_is_the_default(shared: httpx.Client, accept: str | None) -> None:
+    headers = {"Accept": accept} if accept else {}
+    response = shared.post("/graphql", json={"query": "{ health { ok } }"}, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+
+
+REQUEST_ERRORS = [
+    ({"query": "{ health { ok "}, "GRAPHQL_PARSE_FAILED"),
+    ({"query": "{ nosuchField }"}, "GRAPHQL_VALIDATION_FAILED"),
+    ({"query": "query Q($id: ID!) { user(id: $id) { id } }", "variables": {"id": None}}, "BAD_USER_INPUT"),
+    ({"query": "{" + " health { ok }" * 100 + " }"}, "GRAPHQL_VALIDATION_FAILED"),
+]
+
+
+@pytest.mark.parametrize(("body", "code"), REQUEST_ERRORS)
+def test_a_request_error_is_a_400_without_data_for_graphql_response_json(
+    shared: httpx.Client, body: dict[str, Any], code: str
+) -> None:
+    response = post_accepting(shared, GRAPHQL_RESPONSE_JSON, body)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == GRAPHQL_RESPONSE_JSON
+    answer = response.json()
+    assert "data" not in answer
+    assert gql_error_code(answer) == code
+
+
+@pytest.mark.parametrize(("body", "code"), REQUEST_ERRORS)
+def test_a_request_error_is_a_200_with_null_data_for_application_json(
+    shared: httpx.Client, body: dict[str, Any], code: str
+) -> None:
+    response = post_accepting(shared, "application/json", body)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["data"] is None
+    assert gql_error_code(answer) == code
+
+
+def test_a_field_error_is_a_200_with_data_for_graphql_response_json(shared: httpx.Client) -> None:
+    query = '{ user(id: "6f1c1a2e-0000-4000-8000-000000000000") { id } health { ok } }'
+    response = post_accepting(shared, GRAPHQL_RESPONSE_JSON, {"query": query})
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["data"] == {"user": None, "health": {"ok": True}}
+    assert gql_error_code(answer) == "NOT_FOUND"
+
+
+def test_get_answers_graphql_response_json_and_refuses_mutations_with_405(shared: httpx.Client) -> None:
+    headers = {"Accept": GRAPHQL_RESPONSE_JSON}
+    query = shared.get("/graphql", params={"query": "{ health { ok } }"}, headers=headers)
+    assert query.status_code == 200
+    assert query.headers["content-type"] == GRAPHQL_RESPONSE_JSON
+    mutation = shared.get("/graphql", params={"query": UPSERT}, headers=headers)
+    assert_error(mutation, 405, "method_not_allowed")
