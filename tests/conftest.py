@@ -272,7 +272,9 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server_process(env: dict[str, str], log_path: Path, *args: str) -> ServerProcess:
+def start_server_process(
+    env: dict[str, str], log_path: Path, *args: str, preexec_fn: Callable[[], None] | None = None
+) -> ServerProcess:
     """`levqor serve` as a user runs it, waiting until /health answers."""
     port = free_port()
     full_env = {**os.environ, "PORT": str(port), "LEVQOR_HOST": "127.0.0.1", **env}
@@ -284,6 +286,7 @@ def start_server_process(env: dict[str, str], log_path: Path, *args: str) -> Ser
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=log_path.parent,
+            preexec_fn=preexec_fn,  # noqa: PLW1509  # a resource limit for the server alone
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -10,9 +10,8 @@ for all of them, each request's read still starting after the request arrived.
 from __future__ import annotations
 
 import hmac
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,8 +30,6 @@ from levqor.resolvers.keys import SECRET_PREFIX, any_managed_key, hash_secret, p
 STATIC_ID_HEX_CHARS = 12
 # Longer than any key we issue by far; a longer header is not a key, and is not worth hashing.
 MAX_PRESENTED_KEY_CHARS = 512
-# How stale "no managed key exists" may be in development mode (see `ManagedKeyPresence`).
-DEV_MODE_RECHECK_S = 1.0
 # `last_used_at` is kept to the minute: one write per key per minute, not one per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -71,12 +68,9 @@ class _Lookup:
 class Authenticator:
     """One per server process (built in the app's lifespan); safe to share between requests."""
 
-    def __init__(
-        self, db: Database, settings: Settings, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self._clock = clock
         self._static = [
             _StaticKey(bytes.fromhex(hash_secret(key)), static_principal(key)) for key in settings.api_keys
         ]
@@ -90,24 +84,33 @@ class Authenticator:
         self._lookups: Batcher[str, _Lookup | None] = Batcher(
             self._lookup_sync, max_batch=MAX_IN_LIST_BATCH, retry_alone=lambda _exc: False
         )
+        # In development mode every request asks whether a key exists yet, so that a key made in
+        # another process ends it for every request that arrives after; concurrent asks share a read.
+        self._presence_checks: Batcher[None, bool] = Batcher(
+            self._any_key_sync, max_batch=MAX_IN_LIST_BATCH, retry_alone=lambda _exc: False
+        )
 
     async def start(self) -> None:
         """Coalesce the key look-ups of concurrent requests; without it each runs alone."""
         await self._lookups.start("levqor-key-lookups")
+        await self._presence_checks.start("levqor-key-presence")
 
     async def stop(self) -> None:
         await self._lookups.stop()
+        await self._presence_checks.stop()
 
     async def dev_mode(self) -> bool:
         """True while no key of any kind exists and this is not production (the seed's rule)."""
         if self._static or self.settings.is_production or self._presence.seen:
             return False
-        now = self._clock()
-        if now - self._presence.checked_at >= DEV_MODE_RECHECK_S:
-            self._presence.checked_at = now  # concurrent callers keep the old answer meanwhile
-            if await self.db.read(any_managed_key):
-                self._presence.seen = True
+        # Keys are revoked, never deleted: once one is seen the answer stays no, at no cost.
+        if await self._presence_checks.call(None):
+            self._presence.seen = True
         return not self._presence.seen
+
+    def _any_key_sync(self, asks: Sequence[None]) -> list[bool]:
+        found = self.db.read_sync(any_managed_key)
+        return [found] * len(asks)
 
     async def authenticate(self, presented: str | None) -> Principal:
         if presented is None:

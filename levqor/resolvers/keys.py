@@ -7,7 +7,6 @@ short prefix to tell keys apart, never the secret itself (CONTRACT.md §5).
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 import uuid
 import weakref
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 from sqlmodel import Session, col, select
 
 from levqor.db.engine import Database
@@ -23,13 +22,17 @@ from levqor.db.models import ApiKey
 from levqor.db.types import utcnow
 from levqor.errors import NotFound
 from levqor.resolvers.context import Context, Scope
-from levqor.resolvers.validation import parse_id, parse_input
+from levqor.resolvers.validation import WHOLE_NUMBER, parse_id, parse_input
 
 SECRET_PREFIX = "lvq_"  # noqa: S105 (a prefix, not a secret)
 SECRET_RANDOM_BYTES = 32  # 256 bits, 43 url-safe characters
 SHOWN_PREFIX_LEN = 12  # "lvq_" and 8 characters: enough to tell keys apart, far too few to guess the rest
 
-KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+KeyName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")
+]
+# The scope names as OpenAPI's enum; `_known_scopes` refuses the others without echoing them.
+ScopeName = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(Scope.ALL)})]
 
 
 def hash_secret(secret: str) -> str:
@@ -46,10 +49,12 @@ class ApiKeyCreateInput(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: KeyName
-    scopes: Annotated[list[str], Field(min_length=1, max_length=len(Scope.ALL))]
-    expires_at: Annotated[datetime | None, Field(strict=False)] = None
+    scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=len(Scope.ALL))]
+    expires_at: Annotated[
+        datetime | None, Field(strict=False, description="A future instant; ISO-8601, UTC without an offset")
+    ] = None
     # Requests per minute; without it the key gets LEVQOR_RATE_KEY.
-    rate_limit: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+    rate_limit: Annotated[int, Field(ge=1, le=1_000_000), WHOLE_NUMBER] | None = None
 
     @field_validator("scopes")
     @classmethod
@@ -86,13 +91,11 @@ class ManagedKeyPresence:
     """Whether a database holds any managed key, as far as this process has seen.
 
     Development mode lasts only while there is none (CONTRACT.md §5). Keys are revoked, never
-    deleted, so once one is seen the answer stays yes and costs nothing to ask again; until then it
-    is re-read at most every `recheck_s` seconds, which bounds how long a key made by another process
-    (`levqor keys create`) leaves this one in development mode."""
+    deleted, so once one is seen the answer stays yes and costs nothing to ask again; until then
+    `Authenticator.dev_mode` reads the database for every request."""
 
     def __init__(self) -> None:
         self.seen = False
-        self.checked_at = -math.inf  # a monotonic clock reading
 
 
 # Per database handle, not per URL: what this process has seen through that handle. A test that empties
