@@ -286,7 +286,7 @@ def start_server_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=log_path.parent,
-            preexec_fn=preexec_fn,  # noqa: PLW1509  # a resource limit for the server alone
+            preexec_fn=preexec_fn,  # a resource limit for the server alone
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
