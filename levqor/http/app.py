@@ -105,8 +105,8 @@ async def _sample_uptime(db: Database) -> None:
 def middleware(settings: Settings, metrics: HttpMetrics | None) -> list[Middleware]:
     """Levqor's layers, outermost first, between Starlette's error middleware and its router."""
     return [
-        # ids, security headers, the access log, metrics and the last-resort 500
-        Middleware(RequestContextMiddleware, metrics=metrics),
+        # ids, security headers, the access log, metrics, head size and the last-resort 500
+        Middleware(RequestContextMiddleware, metrics=metrics, max_header_bytes=settings.max_header_bytes),
         Middleware(CorsMiddleware, settings=settings),
         # a 500 inside CORS, so a browser page can read the request id it carries
         Middleware(InternalErrorMiddleware),
@@ -140,13 +140,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
             db=app.state.db, settings=settings, wakeup=app.state.wakeup, batches=app.state.batches
         )
         setattr(app, SERVICES_ATTRIBUTE, services)
-        # What is alive now lives as long as the server: out of the collector's sight, the full
-        # collections that the requests' short-lived objects trigger (a tenth of a loaded server's
-        # time) stop walking it. Thawed at shutdown, for processes that start several servers.
+        # Objects alive now live as long as the server: kept out of the collector's walks. Young
+        # collections are made rarer; a request's objects are freed by reference counting.
         gc.freeze()
-        # Young-generation collections, every 700 allocations by default, walk the objects of every
-        # request in flight; at GC_YOUNG_THRESHOLD they come about 70 times less often. A request's
-        # objects are freed by their reference counts; only cycles wait for the collector.
         thresholds = gc.get_threshold()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
         try:

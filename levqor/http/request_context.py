@@ -3,8 +3,9 @@
 A request id (the caller's `X-Request-Id` when it is short and plain, else a new one), the security
 headers and the id on every response (CONTRACT.md §4), the rate-limit headers of the request's
 allowance (its latest verdict: a GraphQL document may have charged more since it came in), one
-access-log line and the request metrics; and the last-resort 500 for an exception no inner layer
-answered.
+access-log line and the request metrics; 431 for a head over `LEVQOR_MAX_HEADER_BYTES` (one that
+arrived whole: the HTTP protocol refuses an unfinished one, `levqor.http.server_protocol`); and the
+last-resort 500 for an exception no inner layer answered.
 """
 
 from __future__ import annotations
@@ -57,10 +58,22 @@ def assign_request_id(scope: Scope) -> str:
     return request_id
 
 
+def head_size(scope: Scope) -> int:
+    """The request head's size as sent, near enough: request line and header lines."""
+    path = scope.get("raw_path") or scope["path"].encode()
+    size = len(path) + len(scope.get("query_string", b"")) + len(scope["method"]) + 12
+    for name, value in scope["headers"]:
+        size += len(name) + len(value) + 4
+    return size
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: HttpMetrics | None = None, max_header_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -91,7 +104,12 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_context)
+            if self.max_header_bytes is not None and head_size(scope) > self.max_header_bytes:
+                message = f"the request head is larger than {self.max_header_bytes} bytes"
+                response = error_response(431, "invalid_request", message, request_id=request_id)
+                await response(scope, receive, send_with_context)
+            else:
+                await self.app(scope, receive, send_with_context)
         except Exception:
             if response_started:
                 # No error body can follow a started answer: the server cuts the connection.

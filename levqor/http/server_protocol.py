@@ -2,9 +2,10 @@
 
 uvicorn limits neither with httptools: one 32 MiB header was answered 200, ten unfinished ones took a
 process from ~105 to ~490 MB, and 1,100 sockets that never finish a head kept `/health` from
-answering under `ulimit -n 1024`. Here a head over `max_head_bytes` is answered 431, and a head not
-complete `head_timeout_s` after its first byte (or after the connection opened) is answered 408 (or
-the idle connection closed). Between requests uvicorn's own keep-alive timeout applies.
+answering under `ulimit -n 1024`. Here an unfinished head that passes `max_head_bytes` is answered
+431 (one that arrives whole is judged by `levqor.http.request_context`, with the request id), and a
+head not complete `head_timeout_s` after its first byte (or after the connection opened) is answered
+408 (or the idle connection closed). Between requests uvicorn's own keep-alive timeout applies.
 
 Only the asyncio protocol interface (`connection_made`, `data_received`, `connection_lost`) and the
 parser callbacks uvicorn implements (`on_message_begin`, `on_headers_complete`) are extended, each

@@ -52,7 +52,7 @@ def rss_kib(pid: int) -> int:
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
 
 
-def test_a_head_over_the_cap_is_431(served: ServerProcess) -> None:
+def test_an_unfinished_head_over_the_cap_is_431(served: ServerProcess) -> None:
     sock = connect(served.url)
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000)
     answer = read_answer(sock)
@@ -60,6 +60,18 @@ def test_a_head_over_the_cap_is_431(served: ServerProcess) -> None:
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert b'"error": "invalid_request"' in answer
     assert b"x-content-type-options: nosniff" in answer.lower()
+
+
+@pytest.mark.parametrize("path", ["/health", "/api/v1/intake", "/graphql", "/no/such/route"])
+def test_a_whole_head_over_the_cap_is_431_with_the_request_id(served: ServerProcess, path: str) -> None:
+    response = httpx.get(f"{served.url}{path}", headers={"X-Big": "a" * 20_000})
+    assert response.status_code == 431
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert body["request_id"] == response.headers["X-Request-Id"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    long_path = httpx.get(f"{served.url}/api/v1/status/{'a' * 20_000}")
+    assert long_path.status_code == 431
 
 
 def test_huge_heads_are_cut_off_and_memory_stays_flat(served: ServerProcess) -> None:
