@@ -78,6 +78,7 @@ class LevqorGraphQL(GraphQL[GraphQLContext, None]):
         )
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        # Carries the media type the answer is sent as to `create_response`, which has no request.
         sub_response = await super().get_sub_response(request)
         sub_response.media_type = response_media_type(request)
         return sub_response
@@ -93,8 +94,9 @@ class LevqorGraphQL(GraphQL[GraphQLContext, None]):
         self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
     ) -> Response:
         response = super().create_response(response_data, sub_response)
-        media_type = sub_response.media_type or JSON
-        response.headers["content-type"] = media_type
+        response.headers["content-type"] = sub_response.media_type or JSON
+        # The media type (and, with it, the status of a request error) follows the Accept header.
+        response.headers.add_vary_header("Accept")
         if not sub_response.status_code and isinstance(response_data, dict) and "data" not in response_data:
             response.status_code = request_error_status(response_data)
         return response

@@ -87,8 +87,7 @@ async def charge_mutation_fields(
     graphql_context: Any, document: DocumentNode, query: str | None, operation_name: str | None
 ) -> ExecutionResult | None:
     """Charge the root mutation fields the request has not paid for yet; the refusal to answer
-    instead of executing, when the allowance is spent (and the response marked 429). Shared by
-    both GraphQL paths: the extension above and `levqor.schema.plans`."""
+    instead of executing, when the allowance is spent (and the response marked 429)."""
     allowance = _allowance_of(graphql_context)
     if allowance is None:
         return None

@@ -197,6 +197,7 @@ def test_the_accepted_media_type_is_answered(shared: httpx.Client, accept: str) 
     response = post_accepting(shared, accept, {"query": "{ health { ok } }"})
     assert response.status_code == 200
     assert response.headers["content-type"] == accept.split(",")[0]
+    assert "Accept" in response.headers["vary"]
     assert response.json() == {"data": {"health": {"ok": True}}}
 
 

@@ -10,7 +10,7 @@ import pytest
 from levqor.schema import schema
 from levqor.schema.documents import MAX_ALIASES, MAX_QUERY_DEPTH, MAX_QUERY_TOKENS
 
-# What `LevqorErrors` reads from the GraphQL context; these documents never reach a resolver.
+# What `ClientErrors` reads from the GraphQL context; these documents never reach a resolver.
 CONTEXT = SimpleNamespace(levqor=SimpleNamespace(request_id="req-limits"), request=None, response=None)
 
 
