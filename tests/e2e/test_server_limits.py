@@ -18,8 +18,10 @@ from tests.conftest import ServerProcess, start_server_process, stop_server_proc
 HEAD_TIMEOUT_S = 1
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the module: what these tests send never changes what it stores."""
+    tmp_path = tmp_path_factory.mktemp("served")
     env = {
         "SQLITE_PATH": str(tmp_path / "levqor.db"),
         "LEVQOR_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),
