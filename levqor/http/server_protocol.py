@@ -17,28 +17,28 @@ the previous body, so the cap errs on the strict side only then.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from levqor.config import DEFAULT_HEAD_TIMEOUT_S, DEFAULT_MAX_HEADER_BYTES, Settings
+from levqor.http.errors import error_response
 from levqor.http.request_context import SECURITY_HEADERS
 
 logger = logging.getLogger(__name__)
 
 
 def _answer(status: int, reason: str, message: str) -> bytes:
-    body = json.dumps({"error": "invalid_request", "message": message}).encode()
-    head = [
-        f"HTTP/1.1 {status} {reason}",
-        "content-type: application/json",
-        f"content-length: {len(body)}",
-        "connection: close",
-        *(f"{name}: {value}" for name, value in SECURITY_HEADERS),
+    """The contract's error body (no request id: no request began), written before the app runs."""
+    response = error_response(status, "invalid_request", message, request_id=None)
+    headers = [
+        *response.raw_headers,
+        (b"connection", b"close"),
+        *((name.encode("latin-1"), value.encode("latin-1")) for name, value in SECURITY_HEADERS),
     ]
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+    head = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+    return b"HTTP/1.1 %d %s\r\n%s\r\n%s" % (status, reason.encode("latin-1"), head, bytes(response.body))
 
 
 class HeadLimitedProtocol(HttpToolsProtocol):

@@ -60,7 +60,7 @@ def test_an_unfinished_head_over_the_cap_is_431(served: ServerProcess) -> None:
     answer = read_answer(sock)
     sock.close()
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
-    assert b'"error": "invalid_request"' in answer
+    assert b'"error":"invalid_request"' in answer
     assert b"x-content-type-options: nosniff" in answer.lower()
 
 
