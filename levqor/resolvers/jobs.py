@@ -19,12 +19,12 @@ from sqlmodel import Session, col, select
 
 from levqor.db.models import Job, JobEvent, JobStatus, Priority, User
 from levqor.db.types import utcnow
-from levqor.errors import Conflict, InvalidRequest, NotFound
+from levqor.errors import Conflict, FieldCode, InvalidRequest, NotFound
 from levqor.queue import control, events
 from levqor.queue.intake import job_row
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
-from levqor.resolvers.validation import parse_id, parse_input
+from levqor.resolvers.validation import QUERY_INTEGER, WHOLE_NUMBER, parse_id, parse_input
 from levqor.workflows.registry import registry_for
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -36,6 +36,24 @@ MAX_SEQ = 2**63 - 1  # jobs.seq is a BIGINT
 WorkflowName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 ]
+# Printable ASCII (RFC 9110 field values without control characters).
+IDEMPOTENCY_KEY_PATTERN = rf"^[ -~]{{1,{MAX_IDEMPOTENCY_KEY_LEN}}}$"
+
+
+def _cursor_pattern() -> str:
+    """Exactly the unpadded url-safe base64 of `seq:` and 1 to 19 digits, the cursors this API
+    returns, so OpenAPI can say which strings `cursor` accepts. Base64 maps 3 bytes to 4
+    characters; a digit is 0x30-0x39, which fixes the characters each position can take."""
+    low = "[AEIMQUYcgk]"  # a digit's low 4 bits, then the next digit's high 2 (always 00)
+    last = "[w-z0-5]"  # a digit's low 6 bits
+    first = "(?:[MN][DTjz]|O[DT])"  # a digit's high 6 bits and low 2, before the next digit
+    lone = "(?:[MN][AQgw]|O[AQ])"  # one digit alone at the end
+    # "seq" is c2Vx; ":" and the first digit begin Oj.
+    return rf"^c2Vx(?:Oj{low}|Oj{low}{last}(?:{first}{low}{last}){{0,5}}(?:{lone}|{first}{low})?)$"
+
+
+CURSOR_PATTERN = _cursor_pattern()
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 class JobSubmitInput(BaseModel):
@@ -49,8 +67,8 @@ class JobSubmitInput(BaseModel):
     priority: Annotated[Priority, Field(strict=False)] = Priority.NORMAL
     user_id: Annotated[uuid.UUID | None, Field(strict=False)] = None
     run_at: Annotated[datetime | None, Field(strict=False)] = None
-    max_attempts: Annotated[int | None, Field(ge=1, le=25)] = None
-    timeout_s: Annotated[int | None, Field(ge=1, le=86_400)] = None
+    max_attempts: Annotated[int, Field(ge=1, le=25), WHOLE_NUMBER] | None = None
+    timeout_s: Annotated[int, Field(ge=1, le=86_400), WHOLE_NUMBER] | None = None
 
     @field_validator("callback_url")
     @classmethod
@@ -77,9 +95,8 @@ class JobListFilter(BaseModel):
 
     status: Annotated[JobStatus | None, Field(strict=False)] = None
     workflow: WorkflowName | None = None
-    # Lax, so the digits of a query string count as a number (`?limit=10`).
-    limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT, strict=False)] = DEFAULT_LIST_LIMIT
-    cursor: str | None = None
+    limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT), QUERY_INTEGER] = DEFAULT_LIST_LIMIT
+    cursor: Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +117,7 @@ def _request_hash(fields: JobSubmitInput) -> str:
 
 
 def _check_idempotency_key(raw: str) -> str:
-    if not raw or len(raw) > MAX_IDEMPOTENCY_KEY_LEN or not raw.isprintable() or not raw.isascii():
+    if re.fullmatch(IDEMPOTENCY_KEY_PATTERN, raw) is None:
         raise InvalidRequest.for_field(
             "Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
         )
@@ -150,7 +167,9 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
         if found is not None:
             return found
         if fields.user_id is not None and session.get(User, fields.user_id) is None:
-            raise InvalidRequest.for_field("user_id", f"no user with id '{fields.user_id}'", "not_found")
+            raise InvalidRequest.for_field(
+                "user_id", f"no user with id '{fields.user_id}'", FieldCode.NOT_FOUND
+            )
         job = Job(
             **values,
             user_id=fields.user_id,
@@ -238,6 +257,9 @@ def _encode_cursor(seq: int) -> str:
 
 
 def _decode_cursor(cursor: str) -> int:
+    # The pattern first: base64 decoding skips characters outside its alphabet.
+    if _CURSOR.fullmatch(cursor) is None:
+        raise InvalidRequest.for_field("cursor", "not a cursor this API returned", FieldCode.PATTERN)
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -245,7 +267,7 @@ def _decode_cursor(cursor: str) -> int:
     match = re.fullmatch(r"seq:(\d{1,19})", raw)
     # A forged cursor past the largest BIGINT would make the database refuse the query.
     if match is None or int(match.group(1)) > MAX_SEQ:
-        raise InvalidRequest.for_field("cursor", "not a cursor this API returned", "cursor")
+        raise InvalidRequest.for_field("cursor", "not a cursor this API returned", FieldCode.INVALID)
     return int(match.group(1))
 
 

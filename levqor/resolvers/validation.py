@@ -3,15 +3,62 @@
 from __future__ import annotations
 
 import math
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
+from pydantic_core import PydanticCustomError
 
 from levqor.errors import InvalidRequest, NotFound
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON has one number type: 3.0 is the integer 3, as JSON Schema's `integer` says.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_QUERY_DIGITS = re.compile(r"-?[0-9]{1,20}")
+
+
+def _query_integer(value: Any) -> Any:
+    # A query string is text; only plain decimal digits are the `integer` OpenAPI documents
+    # (pydantic's lax parse would take `+1`, `1_0`, ` 10` and `10.0` too).
+    if isinstance(value, str):
+        if _QUERY_DIGITS.fullmatch(value) is None:
+            raise PydanticCustomError("int_parsing", "Input should be a valid integer")
+        return int(value)
+    return value
+
+
+def omittable_not_null(*names: str, **extra: Any) -> Callable[[dict[str, Any]], None]:
+    """A model's `json_schema_extra` for fields that may be left out but not sent as null (the
+    resolver refuses null): their schema loses its null alternative. `extra` adds keywords."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        for name in names:
+            prop = schema.get("properties", {}).get(name)
+            if prop is None or "anyOf" not in prop:
+                continue
+            kept = [item for item in prop.pop("anyOf") if item != {"type": "null"}]
+            prop.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
+            if prop.get("default", ...) is None:
+                del prop["default"]
+        schema.update(extra)
+
+    return edit
+
+
+# After the constraints in `Annotated[int, Field(ge=1), WHOLE_NUMBER]`, so JSON Schema keeps them.
+# An integer in a JSON body: 3 or 3.0, never true or "3".
+WHOLE_NUMBER = BeforeValidator(_whole_number)
+# An integer in a query string: its decimal digits.
+QUERY_INTEGER = BeforeValidator(_query_integer)
 
 
 def parse_input(model: type[M], data: Any) -> M:

@@ -8,6 +8,7 @@ claim names `(worker_id, attempt)`, and a stale pair gets `Conflict` and changes
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 import uuid
@@ -16,16 +17,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 from sqlmodel import Session, select
 
 from levqor import queue
 from levqor.db.models import Job
-from levqor.errors import Conflict, InvalidRequest, NotFound
+from levqor.errors import Conflict, FieldCode, InvalidRequest, NotFound
 from levqor.queue import ClaimedJob
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.jobs import WorkflowName
-from levqor.resolvers.validation import parse_id, parse_input
+from levqor.resolvers.validation import WHOLE_NUMBER, parse_id, parse_input
 from levqor.workflows.registry import registry_for
 
 T = TypeVar("T")
@@ -38,6 +39,8 @@ MAX_RETRY_AFTER_S = 86_400
 MAX_ERROR_MESSAGE_CHARS = 10_000
 MAX_COST_USD = Decimal(1_000_000)
 MICROS_PER_USD = Decimal(1_000_000)
+# A cost sent as text (to keep its decimal digits): 0 to 1,000,000 USD, no sign or exponent.
+COST_TEXT_PATTERN = r"^(?:(?:0|[1-9][0-9]{0,5})(?:\.[0-9]{1,12})?|1000000(?:\.0{1,12})?)$"
 # Claims reap expired leases at most this often per process (see `_ReapSchedule`).
 REAP_INTERVAL_S = 1.0
 # Without a wake-up to wait on (a process that never started one), an empty long-poll re-claims
@@ -46,8 +49,8 @@ FALLBACK_POLL_S = 0.25
 
 # Printable ASCII without spaces: worker ids end up in logs, events and the workers table.
 WorkerId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
-Attempt = Annotated[int, Field(ge=1, le=1_000_000)]
-LeaseSeconds = Annotated[int | None, Field(ge=1, le=MAX_LEASE_S)]
+Attempt = Annotated[int, Field(ge=1, le=1_000_000), WHOLE_NUMBER]
+LeaseSeconds = Annotated[int, Field(ge=1, le=MAX_LEASE_S), WHOLE_NUMBER] | None
 
 
 class ClaimInput(BaseModel):
@@ -55,7 +58,7 @@ class ClaimInput(BaseModel):
 
     worker_id: WorkerId
     workflows: Annotated[list[WorkflowName], Field(min_length=1, max_length=MAX_CLAIM_WORKFLOWS)]
-    max_jobs: Annotated[int, Field(ge=1, le=MAX_CLAIM_JOBS)] = 1
+    max_jobs: Annotated[int, Field(ge=1, le=MAX_CLAIM_JOBS), WHOLE_NUMBER] = 1
     wait_s: Annotated[float, Field(ge=0, le=MAX_CLAIM_WAIT_S)] = 0
     lease_s: LeaseSeconds = None
 
@@ -76,13 +79,27 @@ class CompleteRunInput(BaseModel):
     attempt: Attempt
     result: dict[str, Any]
     # USD as the run reports it (CONTRACT.md §9); stored as integer micro-dollars.
-    cost: Annotated[Decimal | None, Field(strict=False, ge=0, le=MAX_COST_USD, allow_inf_nan=False)] = None
+    cost: Annotated[
+        Decimal | None,
+        Field(strict=False, ge=0, le=MAX_COST_USD, allow_inf_nan=False),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", "minimum": 0, "maximum": int(MAX_COST_USD)},
+                    {"type": "string", "pattern": COST_TEXT_PATTERN},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = None
 
     @field_validator("cost", mode="before")
     @classmethod
-    def _no_bool(cls, value: Any) -> Any:
+    def _number_or_decimal_text(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("cost must be a number of USD")
+        if isinstance(value, str) and re.fullmatch(COST_TEXT_PATTERN, value) is None:
+            raise ValueError("cost must be a number of USD, or its decimal digits as a string")
         return value
 
     @property
@@ -98,7 +115,22 @@ class FailRunInput(BaseModel):
     worker_id: WorkerId
     attempt: Attempt
     # An object, or a plain message, kept as `{"message": ...}`.
-    error: dict[str, Any]
+    error: Annotated[
+        dict[str, Any],
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "object"},
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_ERROR_MESSAGE_CHARS,
+                        "pattern": r"\S",
+                    },
+                ]
+            }
+        ),
+    ]
     retryable: bool = True
     retry_after_s: Annotated[float | None, Field(ge=0, le=MAX_RETRY_AFTER_S)] = None
 
@@ -169,7 +201,9 @@ async def claim_jobs(ctx: Context, data: Any) -> Claim:
     if unknown:
         # A worker asking for a name no intake accepts would wait forever; tell it now.
         raise InvalidRequest.for_field(
-            "workflows", f"unknown workflow '{unknown[0]}' (see GET /api/v1/workflows)", "unknown_workflow"
+            "workflows",
+            f"unknown workflow '{unknown[0]}' (see GET /api/v1/workflows)",
+            FieldCode.ENUM,
         )
     lease_s = fields.lease_s or ctx.settings.lease_s
     backoff = _backoff(ctx)
