@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Index, SmallInteger, String, Uuid, text
+from sqlalchemy import BigInteger, Boolean, Index, SmallInteger, String, Uuid, event, text
 from sqlmodel import Field, SQLModel
 
 from levqor.db.types import BigIntPK, JSONType, UtcDateTime, utcnow
@@ -53,18 +54,35 @@ class Currency(enum.StrEnum):
     EUR = "EUR"
 
 
+def email_key(email: str) -> str:
+    """The form two addresses are compared in: NFKC, case-folded, NFKC again (Unicode's
+    compatibility caseless match, §3.13; the NFKC_Casefold of UAX #31 identity projects use).
+    So `straße@x.io` and `STRASSE@x.io` are one user, and so are `john@x.io` and the same
+    address in full-width letters (U+FF4A U+FF4F U+FF48 U+FF4E)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", email).casefold())
+
+
 class User(SQLModel, table=True):
     __tablename__ = "users"
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True, sa_type=Uuid)
-    # Stored trimmed and lower-cased, so the unique index makes upserts idempotent.
+    # As the user gave it, trimmed and lower-cased (what the API shows).
     email: str = Field(sa_type=String(320), unique=True, index=True)
+    # `email_key(email)`, set on every write; its unique index makes upserts idempotent.
+    email_key: str = Field(default="", sa_type=String(320), unique=True, index=True)
     name: str = Field(sa_type=String(200))
     locale: str = Field(default="en-GB", sa_type=String(35))
     currency: str = Field(default=Currency.GBP.value, sa_type=String(3))
     meta: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+@event.listens_for(User, "before_insert")
+@event.listens_for(User, "before_update")
+def _derive_email_key(_mapper: object, _connection: object, user: User) -> None:
+    # Every way a user row is written (resolvers, CLI, tests) stores the key of its email.
+    user.email_key = email_key(user.email)
 
 
 class Job(SQLModel, table=True):

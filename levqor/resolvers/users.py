@@ -1,4 +1,10 @@
-"""Users: idempotent upsert by normalised email, lookup, and partial update."""
+"""Users: idempotent upsert by normalised email, lookup, and partial update.
+
+Two addresses are one user when their `email_key` is the same: trimmed, checked and lower-cased
+as the seed did, then NFKC and case-folded (`levqor.db.models.email_key`), so look-alikes such as
+`straße`/`strasse` or full-width letters do not make a second user. The address is shown as it
+was first given (trimmed, lower-cased).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +14,51 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from levqor.db.models import Currency, User
+from levqor.db.models import Currency, User, email_key
 from levqor.db.types import utcnow
 from levqor.errors import InvalidRequest, NotFound
 from levqor.resolvers.context import Context, Scope
-from levqor.resolvers.validation import parse_id, parse_input
+from levqor.resolvers.validation import omittable_not_null, parse_id, parse_input
 
 MAX_META_BYTES = 16 * 1024
 # BCP 47 in the shape people send: language, then optional script, region or variant subtags.
-_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}$")
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}")
+# What the field accepts: the tag, trimmed.
+LOCALE_PATTERN = rf"^\s*{_LOCALE.pattern}\s*$"
+MAX_EMAIL_CHARS = 254  # RFC 5321's path limit, as email_validator counts it (in UTF-8 bytes)
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+def _any_case(name: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in name)
+
+
+# email_validator refuses special-use domains (RFC 6761: .test, .localhost, ...) in any case, which
+# JSON Schema's `email` format admits; OpenAPI says so with a `not`.
+_SPECIAL_USE_DOMAIN = "|".join(_any_case(name) for name in SPECIAL_USE_DOMAIN_NAMES)
+EMAIL_JSON_SCHEMA = {
+    "type": "string",
+    "format": "email",
+    "maxLength": MAX_EMAIL_CHARS,
+    "not": {"pattern": rf"[@.](?:{_SPECIAL_USE_DOMAIN})\.?\s*$"},
+}
+
+# Trimmed; the pattern says what OpenAPI can: some character that is not a space.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")]
+Email = Annotated[str, WithJsonSchema(EMAIL_JSON_SCHEMA)]
 
 
 def normalise_email(raw: str) -> str:
-    """Trimmed and lower-cased, so `A@X.io ` and `a@x.io` are one user."""
+    """Trimmed, checked and lower-cased: `A@X.io ` is stored and shown as `a@x.io`.
+
+    Whether the domain could receive mail is not this API's to judge (no DNS look-up), so
+    special-use names such as `.test` pass too, as JSON Schema's `email` format lets them."""
     try:
-        checked = validate_email(raw.strip(), check_deliverability=False)
+        checked = validate_email(raw.strip(), check_deliverability=False, globally_deliverable=False)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
     return checked.normalized.lower()
@@ -38,7 +67,7 @@ def normalise_email(raw: str) -> str:
 def normalise_locale(raw: str) -> str:
     """`en_gb` → `en-GB`, `zh-hant-tw` → `zh-Hant-TW`."""
     value = raw.strip()
-    if not _LOCALE.match(value):
+    if not _LOCALE.fullmatch(value):
         raise ValueError("locale must be a BCP 47 language tag such as 'en-GB'")
     parts = re.split(r"[-_]", value)
     out = [parts[0].lower()]
@@ -53,9 +82,12 @@ def normalise_locale(raw: str) -> str:
 
 
 class _UserFields(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # Left out, a field keeps its value; null is refused (`_apply`).
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra=omittable_not_null("locale", "currency")
+    )
 
-    locale: str | None = None
+    locale: Annotated[str, StringConstraints(pattern=LOCALE_PATTERN)] | None = None
     currency: Annotated[Currency | None, Field(strict=False)] = None
     # Merged into the stored meta; a key set to null is removed (the habit of Stripe's metadata).
     meta: dict[str, Any] | None = None
@@ -74,7 +106,7 @@ class _UserFields(BaseModel):
 
 
 class UserUpsertInput(_UserFields):
-    email: str
+    email: Email
     name: Name
 
     @field_validator("email")
@@ -84,6 +116,10 @@ class UserUpsertInput(_UserFields):
 
 
 class UserPatchInput(_UserFields):
+    model_config = ConfigDict(
+        json_schema_extra=omittable_not_null("name", "locale", "currency", minProperties=1)
+    )
+
     name: Name | None = None
 
 
@@ -110,7 +146,7 @@ async def upsert_user(ctx: Context, data: Any) -> UpsertResult:
     fields = parse_input(UserUpsertInput, data)
 
     def run(session: Session) -> UpsertResult:
-        user = session.exec(select(User).where(User.email == fields.email)).first()
+        user = session.exec(select(User).where(User.email_key == email_key(fields.email))).first()
         created = user is None
         if user is None:
             user = User(email=fields.email, name=fields.name)
@@ -141,9 +177,8 @@ async def get_user_by_email(ctx: Context, email: str | None) -> User:
         normalised = normalise_email(email)
     except ValueError:
         raise NotFound("no user with that email") from None
-    user = await ctx.db.read(
-        lambda session: session.exec(select(User).where(User.email == normalised)).first()
-    )
+    key = email_key(normalised)
+    user = await ctx.db.read(lambda session: session.exec(select(User).where(User.email_key == key)).first())
     if user is None:
         raise NotFound("no user with that email")
     return user

@@ -166,3 +166,41 @@ def test_concurrent_first_upserts_create_one_user(server: Any, db_url: str) -> N
     assert statuses == [200] * (threads_n - 1) + [201], [r.text for r in results]
     assert len({response.json()["user"]["id"] for response in results}) == 1
     assert row_counts(db_url)["users"] == 1
+
+
+FULL_WIDTH_JOHN = "\uff4a\uff4f\uff48\uff4e"  # "john" in full-width letters
+
+
+@pytest.mark.parametrize(
+    ("first", "look_alikes"),
+    [
+        ("straße@example.com", ["strasse@example.com", "STRASSE@example.com", "Straße@Example.com"]),
+        (f"{FULL_WIDTH_JOHN}@example.com", ["john@example.com", "JOHN@example.com"]),
+        ("anna@example.com", [f"anna@{chr(0xFF45)}xample.com", "ANNA@EXAMPLE.COM "]),  # full-width e
+    ],
+)
+def test_email_look_alikes_are_one_user(
+    client: httpx.Client, db_url: str, first: str, look_alikes: list[str]
+) -> None:
+    """NFKC and case folding before comparing: a look-alike address upserts and finds the same user,
+    which keeps the address it was first given."""
+    created = upsert(client, email=first)
+    assert created.status_code == 201, created.text
+    user = created.json()["user"]
+    for variant in look_alikes:
+        again = upsert(client, email=variant, name="Again")
+        assert again.status_code == 200, (variant, again.text)
+        assert again.json()["user"]["id"] == user["id"]
+        assert again.json()["user"]["email"] == user["email"]
+        found = client.get("/api/v1/users", params={"email": variant})
+        assert found.status_code == 200, (variant, found.text)
+        assert found.json()["id"] == user["id"]
+    assert row_counts(db_url)["users"] == 1
+
+
+def test_addresses_that_only_look_close_stay_apart(client: httpx.Client, db_url: str) -> None:
+    """Folding is Unicode's compatibility caseless match, not a confusables map: Cyrillic a (U+0430) is
+    not Latin a."""
+    assert upsert(client, email="anna@example.com").status_code == 201
+    assert upsert(client, email="\u0430nna@example.com").status_code == 201
+    assert row_counts(db_url)["users"] == 2
