@@ -8,7 +8,7 @@ from starlette.responses import Response
 from levqor import SERVICE_NAME, __version__
 from levqor.http.context import context_for
 from levqor.resolvers import health
-from levqor.rest.routing import ApiRoute, Operation, json_response
+from levqor.rest.routing import ApiPath, ApiRoute, Operation, api_paths, json_response
 from levqor.rest.shapes import ErrorBody, HealthBody, OpsHealthBody, PublicMetricsBody, ServiceInfo
 
 
@@ -40,32 +40,37 @@ async def public_metrics(request: Request) -> Response:
     )
 
 
-def routes() -> list[ApiRoute]:
-    return [
-        ApiRoute(
-            "GET", "/", root, Operation("Service name and version", {200: ServiceInfo}, "health", seed=True)
-        ),
-        ApiRoute(
-            "GET", "/health", health_check, Operation("Liveness", {200: HealthBody}, "health", seed=True)
-        ),
-        ApiRoute(
-            "GET",
-            "/public/metrics",
-            public_metrics,
-            Operation(
-                "Public service metrics", {200: PublicMetricsBody, 429: ErrorBody}, "health", seed=True
+def routes() -> list[ApiPath]:
+    return api_paths(
+        [
+            ApiRoute(
+                "GET",
+                "/",
+                root,
+                Operation("Service name and version", {200: ServiceInfo}, "health", seed=True),
             ),
-        ),
-        ApiRoute(
-            "GET",
-            "/api/v1/ops/health",
-            ops_health,
-            Operation(
-                "Health with a database round-trip, the queue depth and the live workers",
-                {200: OpsHealthBody, 401: ErrorBody, 429: ErrorBody, 503: OpsHealthBody},
-                "health",
-                key_required=True,
-                seed=True,
+            ApiRoute(
+                "GET", "/health", health_check, Operation("Liveness", {200: HealthBody}, "health", seed=True)
             ),
-        ),
-    ]
+            ApiRoute(
+                "GET",
+                "/public/metrics",
+                public_metrics,
+                Operation(
+                    "Public service metrics", {200: PublicMetricsBody, 429: ErrorBody}, "health", seed=True
+                ),
+            ),
+            ApiRoute(
+                "GET",
+                "/api/v1/ops/health",
+                ops_health,
+                Operation(
+                    "Health with a database round-trip, the queue depth and the live workers",
+                    {200: OpsHealthBody, 401: ErrorBody, 429: ErrorBody, 503: OpsHealthBody},
+                    "health",
+                    key_required=True,
+                    seed=True,
+                ),
+            ),
+        ]
+    )

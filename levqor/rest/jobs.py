@@ -9,10 +9,14 @@ from levqor.http.context import context_for
 from levqor.resolvers import job_control, jobs
 from levqor.resolvers.context import Scope
 from levqor.rest.body import read_json
-from levqor.rest.routing import ApiRoute, Operation, json_response
+from levqor.rest.routing import ApiPath, ApiRoute, HeaderParam, Operation, api_paths, json_response
 from levqor.rest.shapes import ErrorBody, JobAccepted, JobBody, JobDetailBody, JobList, JobStatusBody, OkBody
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_PARAM = HeaderParam(
+    IDEMPOTENCY_HEADER, {"type": "string", "pattern": jobs.IDEMPOTENCY_KEY_PATTERN}
+)
+STATUS_PATH = "/api/v1/status/{job_id}"
 
 
 async def intake(request: Request) -> Response:
@@ -20,7 +24,10 @@ async def intake(request: Request) -> Response:
     submitted = await jobs.submit_job(
         ctx, await read_json(request), idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)
     )
-    headers = None if submitted.created else {"Idempotent-Replayed": "true"}
+    # 202 names where to follow the job (RFC 9110 §15.3.3), a replay too.
+    headers = {"Location": STATUS_PATH.format(job_id=submitted.job.id)}
+    if not submitted.created:
+        headers["Idempotent-Replayed"] = "true"
     return json_response(JobAccepted.from_row(submitted.job), 202, headers)
 
 
@@ -62,7 +69,7 @@ async def retry(request: Request) -> Response:
 _ERRORS: dict[int, type[ErrorBody] | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 429: ErrorBody}
 
 
-def routes(*, dev_routes: bool) -> list[ApiRoute]:
+def routes(*, dev_routes: bool) -> list[ApiPath]:
     found = {404: ErrorBody}
     table = [
         ApiRoute(
@@ -76,12 +83,18 @@ def routes(*, dev_routes: bool) -> list[ApiRoute]:
                 body=jobs.JobSubmitInput,
                 scope=Scope.JOBS_WRITE,
                 seed=True,
-                headers=(IDEMPOTENCY_HEADER,),
+                headers=(IDEMPOTENCY_PARAM,),
+                response_headers={
+                    202: {
+                        "Location": "The job's status route, /api/v1/status/<job_id>",
+                        "Idempotent-Replayed": "`true` when an Idempotency-Key returned an earlier job",
+                    }
+                },
             ),
         ),
         ApiRoute(
             "GET",
-            "/api/v1/status/{job_id}",
+            STATUS_PATH,
             status,
             Operation("A job's status", {200: JobStatusBody, **found, **_ERRORS}, "jobs", seed=True),
         ),
@@ -147,4 +160,4 @@ def routes(*, dev_routes: bool) -> list[ApiRoute]:
                 ),
             )
         )
-    return table
+    return api_paths(table)

@@ -13,7 +13,7 @@ from levqor.http.context import context_for
 from levqor.resolvers import keys
 from levqor.resolvers.context import Scope
 from levqor.rest.body import read_json
-from levqor.rest.routing import ApiRoute, Operation, json_response
+from levqor.rest.routing import ApiPath, ApiRoute, Operation, api_paths, json_response
 from levqor.rest.shapes import ErrorBody
 
 
@@ -83,36 +83,38 @@ async def revoke(request: Request) -> Response:
     return json_response(ApiKeyEnvelope(key=ApiKeyBody.from_row(key)))
 
 
-def routes() -> list[ApiRoute]:
+def routes() -> list[ApiPath]:
     errors: dict[int, type[BaseModel] | None] = {401: ErrorBody, 403: ErrorBody, 429: ErrorBody}
-    return [
-        ApiRoute(
-            "POST",
-            "/api/v1/keys",
-            create,
-            Operation(
-                "Create an API key; the answer shows its secret once",
-                {201: ApiKeyCreated, 400: ErrorBody, 413: ErrorBody, 415: ErrorBody, **errors},
-                "keys",
-                body=keys.ApiKeyCreateInput,
-                scope=Scope.ADMIN,
+    return api_paths(
+        [
+            ApiRoute(
+                "POST",
+                "/api/v1/keys",
+                create,
+                Operation(
+                    "Create an API key; the answer shows its secret once",
+                    {201: ApiKeyCreated, 400: ErrorBody, 413: ErrorBody, 415: ErrorBody, **errors},
+                    "keys",
+                    body=keys.ApiKeyCreateInput,
+                    scope=Scope.ADMIN,
+                ),
             ),
-        ),
-        ApiRoute(
-            "GET",
-            "/api/v1/keys",
-            list_keys,
-            Operation("List API keys", {200: ApiKeyList, **errors}, "keys", scope=Scope.ADMIN),
-        ),
-        ApiRoute(
-            "DELETE",
-            "/api/v1/keys/{key_id}",
-            revoke,
-            Operation(
-                "Revoke an API key (at once, in every server process)",
-                {200: ApiKeyEnvelope, 404: ErrorBody, **errors},
-                "keys",
-                scope=Scope.ADMIN,
+            ApiRoute(
+                "GET",
+                "/api/v1/keys",
+                list_keys,
+                Operation("List API keys", {200: ApiKeyList, **errors}, "keys", scope=Scope.ADMIN),
             ),
-        ),
-    ]
+            ApiRoute(
+                "DELETE",
+                "/api/v1/keys/{key_id}",
+                revoke,
+                Operation(
+                    "Revoke an API key (at once, in every server process)",
+                    {200: ApiKeyEnvelope, 404: ErrorBody, **errors},
+                    "keys",
+                    scope=Scope.ADMIN,
+                ),
+            ),
+        ]
+    )

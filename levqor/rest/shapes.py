@@ -18,7 +18,27 @@ def unix_s(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp())
 
 
+# The REST body's `error` codes (CONTRACT.md §4).
+ERROR_CODES = frozenset(
+    {
+        "invalid_request",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "method_not_allowed",
+        "conflict",
+        "payload_too_large",
+        "unsupported_media_type",
+        "budget_exceeded",
+        "rate_limited",
+        "internal_error",
+    }
+)
+
+
 class ErrorBody(BaseModel):
+    """An error (CONTRACT.md §4)."""
+
     error: str
     message: str
     details: list[dict[str, Any]] | None = None

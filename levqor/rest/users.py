@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -11,7 +13,7 @@ from levqor.http.context import context_for
 from levqor.resolvers import users
 from levqor.resolvers.context import Scope
 from levqor.rest.body import read_json
-from levqor.rest.routing import ApiRoute, Operation, json_response
+from levqor.rest.routing import ApiPath, ApiRoute, Operation, api_paths, json_response
 from levqor.rest.shapes import ErrorBody, UserBody, UserCreated, UserUpdated
 
 
@@ -45,54 +47,60 @@ async def patch(request: Request) -> Response:
 
 
 class EmailQuery(BaseModel):
-    email: str
+    """What the lookup accepts: a blank email is 400, any other string 404 or the user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: Annotated[str, StringConstraints(pattern=r"\S")]
 
 
-def routes() -> list[ApiRoute]:
+def routes() -> list[ApiPath]:
     errors = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 429: ErrorBody}
-    return [
-        ApiRoute(
-            "POST",
-            "/api/v1/users/upsert",
-            upsert,
-            Operation(
-                "Create or update a user by email (idempotent)",
-                {201: UserCreated, 200: UserUpdated, 413: ErrorBody, 415: ErrorBody, **errors},
-                "users",
-                body=users.UserUpsertInput,
-                scope=Scope.USERS_WRITE,
-                seed=True,
+    return api_paths(
+        [
+            ApiRoute(
+                "POST",
+                "/api/v1/users/upsert",
+                upsert,
+                Operation(
+                    "Create or update a user by email (idempotent)",
+                    {201: UserCreated, 200: UserUpdated, 413: ErrorBody, 415: ErrorBody, **errors},
+                    "users",
+                    body=users.UserUpsertInput,
+                    scope=Scope.USERS_WRITE,
+                    seed=True,
+                ),
             ),
-        ),
-        ApiRoute(
-            "GET",
-            "/api/v1/users",
-            lookup,
-            Operation(
-                "Look a user up by email",
-                {200: UserBody, 404: ErrorBody, **errors},
-                "users",
-                query=EmailQuery,
-                seed=True,
+            ApiRoute(
+                "GET",
+                "/api/v1/users",
+                lookup,
+                Operation(
+                    "Look a user up by email",
+                    {200: UserBody, 404: ErrorBody, **errors},
+                    "users",
+                    query=EmailQuery,
+                    seed=True,
+                ),
             ),
-        ),
-        ApiRoute(
-            "GET",
-            "/api/v1/users/{user_id}",
-            get,
-            Operation("A user by id", {200: UserBody, 404: ErrorBody, **errors}, "users", seed=True),
-        ),
-        ApiRoute(
-            "PATCH",
-            "/api/v1/users/{user_id}",
-            patch,
-            Operation(
-                "Update a user's name, locale, currency or meta",
-                {200: UserUpdated, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody, **errors},
-                "users",
-                body=users.UserPatchInput,
-                scope=Scope.USERS_WRITE,
-                seed=True,
+            ApiRoute(
+                "GET",
+                "/api/v1/users/{user_id}",
+                get,
+                Operation("A user by id", {200: UserBody, 404: ErrorBody, **errors}, "users", seed=True),
             ),
-        ),
-    ]
+            ApiRoute(
+                "PATCH",
+                "/api/v1/users/{user_id}",
+                patch,
+                Operation(
+                    "Update a user's name, locale, currency or meta",
+                    {200: UserUpdated, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody, **errors},
+                    "users",
+                    body=users.UserPatchInput,
+                    scope=Scope.USERS_WRITE,
+                    seed=True,
+                ),
+            ),
+        ]
+    )

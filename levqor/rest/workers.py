@@ -14,7 +14,7 @@ from levqor.queue import ClaimedJob
 from levqor.resolvers import workers
 from levqor.resolvers.context import Scope
 from levqor.rest.body import read_json
-from levqor.rest.routing import ApiRoute, Operation, json_response
+from levqor.rest.routing import ApiPath, ApiRoute, Operation, api_paths, json_response
 from levqor.rest.shapes import ErrorBody, JobBody
 
 
@@ -96,54 +96,56 @@ _ERRORS: dict[int, type[BaseModel] | None] = {
 _FENCED: dict[int, type[BaseModel] | None] = {404: ErrorBody, 409: ErrorBody, **_ERRORS}
 
 
-def routes() -> list[ApiRoute]:
-    return [
-        ApiRoute(
-            "POST",
-            "/api/v1/workers/claim",
-            claim,
-            Operation(
-                "Claim jobs for a worker, waiting up to wait_s for one (204 when none came)",
-                {200: ClaimBody, 204: None, **_ERRORS},
-                "workers",
-                body=workers.ClaimInput,
-                scope=Scope.WORKER,
+def routes() -> list[ApiPath]:
+    return api_paths(
+        [
+            ApiRoute(
+                "POST",
+                "/api/v1/workers/claim",
+                claim,
+                Operation(
+                    "Claim jobs for a worker, waiting up to wait_s for one (204 when none came)",
+                    {200: ClaimBody, 204: None, **_ERRORS},
+                    "workers",
+                    body=workers.ClaimInput,
+                    scope=Scope.WORKER,
+                ),
             ),
-        ),
-        ApiRoute(
-            "POST",
-            "/api/v1/jobs/{job_id}/heartbeat",
-            heartbeat,
-            Operation(
-                "Extend the lease of a running attempt",
-                {200: HeartbeatBody, **_FENCED},
-                "workers",
-                body=workers.HeartbeatInput,
-                scope=Scope.WORKER,
+            ApiRoute(
+                "POST",
+                "/api/v1/jobs/{job_id}/heartbeat",
+                heartbeat,
+                Operation(
+                    "Extend the lease of a running attempt",
+                    {200: HeartbeatBody, **_FENCED},
+                    "workers",
+                    body=workers.HeartbeatInput,
+                    scope=Scope.WORKER,
+                ),
             ),
-        ),
-        ApiRoute(
-            "POST",
-            "/api/v1/jobs/{job_id}/complete",
-            complete,
-            Operation(
-                "Finish an attempt with its result",
-                {200: JobBody, **_FENCED},
-                "workers",
-                body=workers.CompleteRunInput,
-                scope=Scope.WORKER,
+            ApiRoute(
+                "POST",
+                "/api/v1/jobs/{job_id}/complete",
+                complete,
+                Operation(
+                    "Finish an attempt with its result",
+                    {200: JobBody, **_FENCED},
+                    "workers",
+                    body=workers.CompleteRunInput,
+                    scope=Scope.WORKER,
+                ),
             ),
-        ),
-        ApiRoute(
-            "POST",
-            "/api/v1/jobs/{job_id}/fail",
-            fail,
-            Operation(
-                "Fail an attempt; it is retried with backoff while attempts remain and it is retryable",
-                {200: JobBody, **_FENCED},
-                "workers",
-                body=workers.FailRunInput,
-                scope=Scope.WORKER,
+            ApiRoute(
+                "POST",
+                "/api/v1/jobs/{job_id}/fail",
+                fail,
+                Operation(
+                    "Fail an attempt; it is retried with backoff while attempts remain and it is retryable",
+                    {200: JobBody, **_FENCED},
+                    "workers",
+                    body=workers.FailRunInput,
+                    scope=Scope.WORKER,
+                ),
             ),
-        ),
-    ]
+        ]
+    )

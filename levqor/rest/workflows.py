@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from levqor.http.context import context_for
 from levqor.resolvers.workflows import list_workflows
-from levqor.rest.routing import ApiRoute, Operation, json_response
+from levqor.rest.routing import ApiPath, ApiRoute, Operation, api_paths, json_response
 from levqor.rest.shapes import ErrorBody
 from levqor.workflows import Workflow
 
@@ -46,16 +46,18 @@ async def workflows(request: Request) -> Response:
     return json_response(WorkflowList(workflows=[WorkflowBody.from_workflow(flow) for flow in found]))
 
 
-def routes() -> list[ApiRoute]:
-    return [
-        ApiRoute(
-            "GET",
-            "/api/v1/workflows",
-            workflows,
-            Operation(
-                "The registered workflows, with their payload JSON Schemas",
-                {200: WorkflowList, 401: ErrorBody, 429: ErrorBody},
-                "workflows",
-            ),
-        )
-    ]
+def routes() -> list[ApiPath]:
+    return api_paths(
+        [
+            ApiRoute(
+                "GET",
+                "/api/v1/workflows",
+                workflows,
+                Operation(
+                    "The registered workflows, with their payload JSON Schemas",
+                    {200: WorkflowList, 401: ErrorBody, 429: ErrorBody},
+                    "workflows",
+                ),
+            )
+        ]
+    )
