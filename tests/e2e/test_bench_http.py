@@ -10,9 +10,13 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, service_unavailable
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install -y wrk)")
+
+@pytest.fixture(autouse=True)
+def wrk() -> None:
+    if shutil.which("wrk") is None:
+        service_unavailable("wrk", "not on PATH (apt-get install -y wrk)")
 
 
 def test_a_short_run_reports_every_target_against_its_reference() -> None:
