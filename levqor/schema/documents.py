@@ -41,8 +41,8 @@ MAX_QUERY_DEPTH = 10
 MAX_QUERY_TOKENS = 2_000
 # Room for a batch of 25 aliased mutations; each root mutation field is charged to the rate limits.
 MAX_ALIASES = 30
-# Fields of a document with every fragment spread replaced by its fragment: what validation and
-# execution walk; a fragment bomb of 11 levels (2^11 fields) is over it.
+# Fields of a document's definitions with every fragment spread replaced by its fragment: what
+# validation and execution walk; a fragment bomb of 10 levels (2^11 fields) is over it.
 MAX_EXPANDED_FIELDS = 2_000
 # Fields of one response key in one selection set (fragments included), which validation compares
 # pairwise: 480 `health { ok }` in one selection set took 0.93 s in `schema.execute` without it.
@@ -64,6 +64,7 @@ class DocumentCost:
     """What validating and executing a document walks, with every fragment spread replaced by its
     fragment; counts are capped a little over the bounds, as the bomb's grow as 2^n."""
 
+    # Fields of every operation and fragment definition, spreads replaced by their fragments.
     expanded_fields: int
     # The most fields sharing one response key in one selection set: the spec's
     # OverlappingFieldsCanBeMerged rule compares them pairwise.
@@ -88,9 +89,15 @@ def document_cost(document: DocumentNode) -> DocumentCost:
         for definition in document.definitions
         if isinstance(definition, FragmentDefinitionNode)
     }
+    spreads_of = {
+        name: [spread for level in levels for spread in level.spreads]
+        for name, (_, levels) in fragments.items()
+    }
     expanded: dict[str, int] = {}
     top_keys: dict[str, Counter[str]] = {}
     for root in fragments:
+        if root in expanded:
+            continue
         # Depth-first, spread fragments before the fragments spreading them, without recursion: a
         # chain of fragments may be hundreds long. `position` counts the spreads looked at.
         stack: list[tuple[str, int]] = [(root, 0)]
@@ -98,7 +105,7 @@ def document_cost(document: DocumentNode) -> DocumentCost:
         while stack:
             name, position = stack[-1]
             fields, levels = fragments[name]
-            spreads = [spread for level in levels for spread in level.spreads]
+            spreads = spreads_of[name]
             if position < len(spreads):
                 stack[-1] = (name, position + 1)
                 spread = spreads[position]
@@ -110,21 +117,27 @@ def document_cost(document: DocumentNode) -> DocumentCost:
             top_keys[name] = _merged_keys(levels[0], top_keys, cap)
             stack.pop()
             on_stack.discard(name)
-    total = 0
-    fields_per_key = 0
-    for definition in document.definitions:
-        if isinstance(definition, OperationDefinitionNode | FragmentDefinitionNode):
-            fields, levels = (
-                fragments[definition.name.value]
-                if isinstance(definition, FragmentDefinitionNode)
-                else _fields_and_levels(definition.selection_set)
-            )
-            if isinstance(definition, OperationDefinitionNode):
-                total += fields + sum(expanded.get(spread, 0) for level in levels for spread in level.spreads)
-            for level in levels:
-                fields_per_key = max(
-                    fields_per_key, max(_merged_keys(level, top_keys, cap).values(), default=0)
-                )
+    # Rules walk every definition, fragments included (the alias limit counts each fragment's
+    # expansion on its own), so each definition's expansion counts.
+    operations = [
+        _fields_and_levels(definition.selection_set)
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+    ]
+    total = sum(expanded.values()) + sum(
+        fields + sum(expanded.get(spread, 0) for level in levels for spread in level.spreads)
+        for fields, levels in operations
+    )
+    if total > MAX_EXPANDED_FIELDS:  # refused already; the keys need not be counted
+        return DocumentCost(expanded_fields=min(total, cap), fields_per_key=0)
+    fields_per_key = max(
+        (
+            max(_merged_keys(level, top_keys, cap).values(), default=0)
+            for _, levels in [*operations, *fragments.values()]
+            for level in levels
+        ),
+        default=0,
+    )
     return DocumentCost(expanded_fields=min(total, cap), fields_per_key=fields_per_key)
 
 

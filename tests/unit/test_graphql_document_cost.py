@@ -32,8 +32,10 @@ def fragment_bomb(levels: int) -> str:
 
 
 def test_the_expansion_is_counted_without_walking_it() -> None:
-    # F_i selects 2 fields and twice F_{i+1}: F_n's expansion is 2 * (2^(n+1) - 1) fields.
-    assert document_cost(parse(fragment_bomb(3))).expanded_fields == 2 * (2**4 - 1)
+    # F_i selects 2 fields and twice F_{i+1}: F_i's expansion is 2 * (2^(4-i) - 1) fields for
+    # fragment_bomb(3), and the operation spreads F0; every definition's expansion counts.
+    fragments = sum(2 * (2 ** (4 - i) - 1) for i in range(4))
+    assert document_cost(parse(fragment_bomb(3))).expanded_fields == 2 * (2**4 - 1) + fragments
     started = time.perf_counter()
     cost = document_cost(parse(fragment_bomb(200)))
     assert time.perf_counter() - started < 0.5
@@ -42,8 +44,15 @@ def test_the_expansion_is_counted_without_walking_it() -> None:
 
 def test_fragment_cycles_and_unknown_fragments_end_the_count() -> None:
     cycle = parse("query { ...A } fragment A on Query { health { ok } ...B } fragment B on Query { ...A }")
-    assert document_cost(cycle).expanded_fields == 2
+    # The operation and A select `health { ok }`; B, which spreads A while A is counted, nothing.
+    assert document_cost(cycle).expanded_fields == 4
     assert document_cost(parse("query { ...Nowhere health { ok } }")).expanded_fields == 2
+
+
+def test_an_unused_fragment_counts_too() -> None:
+    # The alias limit walks each fragment definition's expansion, spread or not.
+    unused_bomb = fragment_bomb(20).replace("query { ...F0 }", "query { health { ok } }")
+    assert document_cost(parse(unused_bomb)).expanded_fields > MAX_EXPANDED_FIELDS
 
 
 def test_fields_of_one_name_are_counted_through_fragments_and_inline_fragments() -> None:
