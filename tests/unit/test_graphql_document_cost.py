@@ -8,7 +8,7 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
-from graphql import parse
+from graphql import get_introspection_query, parse
 from strawberry.extensions import ValidationCache
 
 from levqor.schema import schema
@@ -16,6 +16,7 @@ from levqor.schema.documents import (
     DOCUMENT_CACHE_ENTRIES,
     MAX_EXPANDED_FIELDS,
     MAX_FIELDS_PER_KEY,
+    SCHEMA_FIELD_WEIGHT,
     ParsedDocuments,
     document_cost,
 )
@@ -79,7 +80,8 @@ async def test_a_fragment_bomb_is_refused_at_once(levels: int) -> None:
     assert errors == [
         (
             "GRAPHQL_VALIDATION_FAILED",
-            f"the document selects more than {MAX_EXPANDED_FIELDS} fields once its fragments are spread",
+            f"the document selects more than {MAX_EXPANDED_FIELDS} fields once its fragments are spread "
+            f"(`__schema` counting as {SCHEMA_FIELD_WEIGHT})",
         )
     ]
 
@@ -114,3 +116,12 @@ async def test_a_valid_document_is_parsed_and_validated_once() -> None:
     assert parse_cache.cache_info().misses == parses.misses
     assert validation_cache.cache_info().hits == validations.hits + 3
     assert validation_cache.cache_info().misses == validations.misses
+
+
+async def test_the_full_introspection_query_runs_but_not_many_schemas_in_one_document() -> None:
+    full = await schema.execute(get_introspection_query(descriptions=True), context_value=CONTEXT)
+    assert full.errors is None
+    wide = " ".join(f"s{index}: __schema {{ types {{ name }} }}" for index in range(5))
+    [(code, message)] = await codes_and_messages("{ " + wide + " }")
+    assert code == "GRAPHQL_VALIDATION_FAILED"
+    assert f"`__schema` counting as {SCHEMA_FIELD_WEIGHT}" in message
