@@ -24,13 +24,21 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
-from levqor.errors import InvalidRequest, LevqorError, MethodNotAllowed, NotFound, UnsupportedMediaType
+from levqor.errors import (
+    InvalidRequest,
+    LevqorError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from levqor.http.context import context_for
 from levqor.http.errors import error_response, request_id_of
 from levqor.resolvers.context import Context
 from levqor.resolvers.health import PublicMetricsCache
 from levqor.rest.body import decode_json, is_json
 from levqor.schema import schema as levqor_schema
+from levqor.schema.documents import MAX_DOCUMENT_CHARS
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
@@ -113,7 +121,14 @@ class LevqorGraphQL(GraphQL[GraphQLContext, None]):
     async def parse_http_body(self, request: Any) -> Any:
         if request.method == "POST" and not is_json(request.content_type or ""):
             raise UnsupportedMediaType("send GraphQL requests as application/json")
-        return await super().parse_http_body(request)
+        request_data = await super().parse_http_body(request)
+        query = getattr(request_data, "query", None)
+        if isinstance(query, str) and len(query) > MAX_DOCUMENT_CHARS:
+            raise PayloadTooLarge(
+                f"the GraphQL document is over {MAX_DOCUMENT_CHARS} characters: "
+                "send large values as variables"
+            )
+        return request_data
 
 
 def response_media_type(connection: HTTPConnection) -> str:

@@ -83,6 +83,7 @@ HOSTILE = {
     + " } "
     + " ".join(f"fragment F{index} on Query {{ health {{ ok }} }}" for index in range(150)),
     "a huge string": '{ user(id: "' + "x" * 500_000 + '") { id } }',
+    "a long string": '{ user(id: "' + "x" * 99_900 + '") { id } }',
     "many directives": "{ health" + " @skip(if: false)" * 400 + " { ok } }",
     "many variables": "query(" + " ".join(f"$v{index}: Int" for index in range(600)) + ") { health { ok } }",
     "introspection bomb": "{ __schema { types { fields { type { fields { type { fields { type { fields "

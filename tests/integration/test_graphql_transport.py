@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from levqor.schema.documents import MAX_DOCUMENT_CHARS
 from tests.conftest import DB_KINDS
 from tests.ops_support import table_out_of_service
 from tests.support import assert_error, gql, gql_error_code, row_counts, shared_server
@@ -258,3 +259,12 @@ def test_get_answers_graphql_response_json_and_refuses_mutations_with_405(shared
     assert query.headers["content-type"] == GRAPHQL_RESPONSE_JSON
     mutation = shared.get("/graphql", params={"query": UPSERT}, headers=headers)
     assert_error(mutation, 405, "method_not_allowed")
+
+
+def test_a_document_over_the_length_limit_is_refused_before_it_is_parsed(shared: httpx.Client) -> None:
+    huge = '{ user(id: "' + "x" * MAX_DOCUMENT_CHARS + '") { id } }'
+    assert_error(shared.post("/graphql", json={"query": huge}), 413, "payload_too_large")
+    # The same value as a variable is read as data.
+    query = "query Q($id: ID!) { user(id: $id) { id } }"
+    body = gql(shared, query, {"id": "x" * MAX_DOCUMENT_CHARS})
+    assert gql_error_code(body) == "NOT_FOUND"
