@@ -139,7 +139,7 @@ def run_schemathesis(location: list[str], tmp_path: Path, user_id: str, *args: s
 
 
 def assert_clean(result: dict[str, Any], operations: int) -> None:
-    assert result["operations"] == operations, result["output"][-20_000:]
+    assert result["operations"] >= operations, result["output"][-20_000:]
     assert result["failures"] == [], result["output"][-20_000:]
     assert result["errors"] == [], result["output"][-20_000:]
 
