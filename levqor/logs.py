@@ -1,16 +1,9 @@
 """Log set-up: one JSON object per line in production, readable text in a terminal.
 
-The access log (one line per request, `levqor.access`) is the hottest log line by far. When the
-logging set-up is the one `configure_logging` made, with JSON lines, `log_access` hands the line
-straight to that handler, formatted by the same formatter: byte for byte the line the logging
-machinery would write, for about half the CPU (no `LogRecord`, no walk of the logger hierarchy and
-its filters). Any other set-up (another handler, a filter, text lines, a test capturing logs) gets
-the ordinary `logging` path, so nothing is ever lost or bypassed.
-
-The handler writes the access lines of one turn of the event loop together, at the end of that turn
-(`JsonLinesHandler`): under load a turn finishes many requests, and one write for all their lines
-costs what one line did. A line waits for microseconds, never for another request; any other record
-the handler writes, a flush and the shutdown of logging write the waiting lines first, in order.
+The access log (`levqor.access`, a line per request) is written straight to `configure_logging`'s
+JSON handler while that handler is the line's only destination, and the lines of one event-loop turn
+leave in one write: about half the CPU of the logging path (bench/README.md). Any other set-up gets
+the ordinary logging path, so nothing is lost or bypassed.
 """
 
 from __future__ import annotations
