@@ -84,12 +84,13 @@ def build_routes(settings: Settings) -> list[BaseRoute]:
 
     document = build_openapi(api_routes)
     return [
+        # First: Starlette tries routes in order, and /graphql overlaps no other path.
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
         *api_routes,
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *page_routes(),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", graphql),
     ]
 
 

@@ -8,11 +8,13 @@ from typing import Any
 import strawberry
 from graphql.error import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from levqor.schema.documents import document_extensions
 from levqor.schema.errors import ClientErrors
 from levqor.schema.mutation import Mutation
+from levqor.schema.names import CachedNameConverter
 from levqor.schema.query import Query
 from levqor.schema.ratelimit import MutationFieldRateLimit
 
@@ -32,6 +34,7 @@ def build_schema(extra_extensions: Sequence[ExtensionFactory] = ()) -> strawberr
     return LevqorSchema(
         query=Query,
         mutation=Mutation,
+        config=StrawberryConfig(name_converter=CachedNameConverter()),
         extensions=[ClientErrors, *document_extensions(), MutationFieldRateLimit, *extra_extensions],
     )
 

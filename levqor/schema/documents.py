@@ -1,11 +1,15 @@
 """What a GraphQL document may cost before it runs: tokens, expanded size, depth and aliases.
 
-Strawberry's own extensions do the work (`MaxTokensLimiter`, `ParserCache`, `QueryDepthLimiter`,
-`MaxAliasesLimiter`, `ValidationCache`). One bound is Levqor's: the depth and alias rules, like any
-rule that follows fragment spreads, walk a document's expansion, which fragments that each spread the
-next twice make 2^n fields long in n lines; and the spec's OverlappingFieldsCanBeMerged compares the
-fields of one name pairwise. `ExpandedSizeLimit` measures both in time linear in the document, and a
-document over `MAX_EXPANDED_FIELDS` or `MAX_FIELDS_PER_KEY` is refused without those rules running.
+Strawberry's own extensions do the work (`ParserCache`, `QueryDepthLimiter`, `MaxAliasesLimiter`,
+`ValidationCache`); the token limit and the limit rules are set by the two extensions here, which
+hook those stages already (an extension more, such as `MaxTokensLimiter`, costs a few per cent of a
+`submitJob`: `python -m bench.inprocess --callgrind`).
+
+One bound is Levqor's: the depth and alias rules, like any rule that follows fragment spreads, walk a
+document's expansion, which fragments that each spread the next twice make 2^n fields long in n
+lines; and the spec's OverlappingFieldsCanBeMerged compares the fields of one name pairwise.
+`ExpandedSizeLimit` measures both in time linear in the document, and a document over
+`MAX_EXPANDED_FIELDS` or `MAX_FIELDS_PER_KEY` is refused without those rules running.
 """
 
 from __future__ import annotations
@@ -28,9 +32,7 @@ from graphql import (
     ValidationRule,
 )
 from strawberry.extensions import (
-    AddValidationRules,
     MaxAliasesLimiter,
-    MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
@@ -203,14 +205,31 @@ TOO_MANY_FIELDS_PER_KEY = refusal_rule(
 )
 
 
+_costs: dict[str, DocumentCost] = {}
+
+
+def cached_document_cost(query: str, document: DocumentNode) -> DocumentCost:
+    """`document_cost`, measured once per query text (the parser cache hands back one document per
+    text), for up to `DOCUMENT_CACHE_ENTRIES` texts."""
+    cost = _costs.get(query)
+    if cost is None:
+        cost = document_cost(document)
+        if len(_costs) >= DOCUMENT_CACHE_ENTRIES:
+            _costs.pop(next(iter(_costs)))  # the oldest entry
+        _costs[query] = cost
+    return cost
+
+
 class ExpandedSizeLimit(SchemaExtension):
-    """Refuses a document over `MAX_EXPANDED_FIELDS` or `MAX_FIELDS_PER_KEY` before any rule walks
-    it: its validation rules become the one refusal rule. Listed before the validation cache."""
+    """Adds the depth and alias limits to the validation rules, and refuses a document over
+    `MAX_EXPANDED_FIELDS` or `MAX_FIELDS_PER_KEY` before any rule walks it: its validation rules
+    become the one refusal rule. Listed before the validation cache."""
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        if context.graphql_document is not None:
-            cost = document_cost(context.graphql_document)
+        context.validation_rules = (*context.validation_rules, *LIMIT_RULES)
+        if context.graphql_document is not None and context.query is not None:
+            cost = cached_document_cost(context.query, context.graphql_document)
             if cost.expanded_fields > MAX_EXPANDED_FIELDS:
                 context.validation_rules = (TOO_MANY_FIELDS,)
             elif cost.fields_per_key > MAX_FIELDS_PER_KEY:
@@ -225,6 +244,8 @@ class ParsedDocuments(ParserCache):
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
+        # For Strawberry's own parse too, which reports a text that does not parse.
+        context.parse_options["max_tokens"] = MAX_QUERY_TOKENS
         # Reported by Strawberry's parse, which runs when no document is set.
         with contextlib.suppress(GraphQLError):
             context.graphql_document = self.cached_parse_document(context.query, **context.parse_options)
@@ -232,13 +253,10 @@ class ParsedDocuments(ParserCache):
 
 
 def document_extensions() -> list[Callable[[], SchemaExtension]]:
-    """The schema's document limits and caches, in the order their hooks must run: the token limit
-    before the parse, the limit rules added before validation, the expansion measured before the
-    cached validation runs any rule."""
+    """The schema's document limits and caches, in the order their hooks must run: the expansion
+    measured and the limit rules added before the cached validation runs any rule."""
     return [
-        lambda: MaxTokensLimiter(max_token_count=MAX_QUERY_TOKENS),
         lambda: ParsedDocuments(maxsize=DOCUMENT_CACHE_ENTRIES),
-        lambda: AddValidationRules(LIMIT_RULES),
         ExpandedSizeLimit,
         lambda: ValidationCache(maxsize=DOCUMENT_CACHE_ENTRIES),
     ]
