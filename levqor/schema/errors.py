@@ -10,7 +10,7 @@ from graphql.error import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 from strawberry.types import StreamExecutionResult
 
-from levqor.errors import BudgetExceeded, Conflict, InvalidRequest, LevqorError, NotFound
+from levqor.errors import BudgetExceeded, Conflict, FieldCode, InvalidRequest, LevqorError, NotFound
 from levqor.schema.types import UserError
 
 logger = logging.getLogger("levqor.errors")
@@ -36,12 +36,14 @@ def graphql_field_name(field: str | None) -> str | None:
 
 
 def user_errors_of(exc: LevqorError) -> list[UserError]:
+    """A refused field carries its `FieldCode`, as in REST's `details` (one set of codes on both
+    surfaces); a failure of no one field carries the error's GraphQL code (`NOT_FOUND`, ...)."""
     if exc.details:
         return [
             UserError(
                 field=graphql_field_name(detail.get("field")),
                 message=str(detail.get("message")),
-                code=exc.graphql_code,
+                code=str(FieldCode.of(detail.get("code"))),
             )
             for detail in exc.details
         ]

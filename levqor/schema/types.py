@@ -29,7 +29,10 @@ def usd(micros: int | None) -> Decimal | None:
 class UserError:
     field: str | None
     message: str
-    code: str
+    code: str = strawberry.field(
+        description="For a refused field, why, as REST's `details[].code` says it (`type`, `required`, "
+        "`enum`, `too_long`, ...); otherwise the error's code (`NOT_FOUND`, `CONFLICT`, ...)."
+    )
 
 
 @strawberry.type(name="JobEvent", description="One state change of a job.")

@@ -506,11 +506,6 @@ def test_rest_field_codes_are_the_shared_set(
     assert [d["code"] for d in response.json()["details"]] == codes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="levqor/schema/errors.py user_errors_of gives each userError exc.graphql_code "
-    "(BAD_USER_INPUT) instead of its detail's code",
-)
 @pytest.mark.parametrize(
     ("rest", "graphql", "codes"), FIELD_CODE_CASES, ids=[c[2][0] for c in FIELD_CODE_CASES]
 )
