@@ -12,8 +12,8 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -83,7 +83,7 @@ def known_user(proc: ServerProcess, headers: dict[str, str]) -> str:
     return user_id
 
 
-def run_schemathesis(location: list[str], tmp_path: Path, user_id: str, *args: str) -> dict[str, Any]:
+def run_schemathesis(location: list[str], tmp_path: Path, user_id: str, *args: str) -> SchemathesisRun:
     junit = tmp_path / "schemathesis.xml"
     command = [
         str(ST),
@@ -122,7 +122,8 @@ def run_schemathesis(location: list[str], tmp_path: Path, user_id: str, *args: s
     }
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     report = ET.parse(junit).getroot()
-    failures, errors = [], []
+    failures: list[str] = []
+    errors: list[str] = []
     for case in report.iter("testcase"):
         for outcome in case:
             text = f"{case.get('name')}: {outcome.get('message') or ''}\n{outcome.text or ''}"
@@ -130,18 +131,27 @@ def run_schemathesis(location: list[str], tmp_path: Path, user_id: str, *args: s
                 failures.append(text)
             elif outcome.tag == "error" and INTERPRETER_BUG not in text:
                 errors.append(text)
-    return {
-        "returncode": done.returncode,
-        "output": done.stdout + done.stderr,
-        "failures": failures,
-        "errors": errors,
-    }
+    return SchemathesisRun(
+        operations=int(report.get("tests", "0")),
+        output=done.stdout + done.stderr,
+        failures=failures,
+        errors=errors,
+    )
 
 
-def assert_clean(result: dict[str, Any], operations: int) -> None:
-    assert result["operations"] >= operations, result["output"][-20_000:]
-    assert result["failures"] == [], result["output"][-20_000:]
-    assert result["errors"] == [], result["output"][-20_000:]
+@dataclass(frozen=True)
+class SchemathesisRun:
+    operations: int  # as the JUnit report counts them
+    output: str
+    failures: list[str]
+    errors: list[str]  # the run's own errors, less the interpreter bug above
+
+
+def assert_clean(result: SchemathesisRun, operations: int) -> None:
+    tail = result.output[-20_000:]
+    assert result.operations >= operations, tail
+    assert result.failures == [], tail
+    assert result.errors == [], tail
 
 
 def test_schemathesis_finds_nothing_in_development_mode(
