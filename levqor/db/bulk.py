@@ -93,7 +93,9 @@ class BulkInsert:
             raise ValueError(f"{self.table.name}: the INSERT binds {bind_names}, not {self.columns}")
         processors: list[Callable[[Any], Any] | None] = []
         for key in bind_names:
-            process = compiled._bind_processors.get(key)
+            # What the compiled statement would run on this parameter: its type's processor for the
+            # dialect (SQLAlchemy's public `TypeEngine.dialect_impl` and `bind_processor`).
+            process = compiled.binds[key].type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None and not callable(process):  # a tuple-valued parameter
                 raise ValueError(f"{self.table.name}: {key} needs a processor per tuple element")
             processors.append(process)

@@ -36,6 +36,7 @@ from levqor.rest import health, jobs, keys, users, workers
 from levqor.rest import workflows as workflow_routes
 from levqor.rest.openapi import build_openapi
 from levqor.worker.process import WorkerServices
+from levqor.workflows.registry import registry_for
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def build_routes(settings: Settings) -> list[BaseRoute]:
     async def openapi(_request: Request) -> Response:
         return JSONResponse(document)
 
-    document = build_openapi(api_routes)
+    document = build_openapi(api_routes, registry_for(settings))
     return [
         # First: Starlette tries routes in order, and /graphql overlaps no other path.
         Route("/graphql", graphql, methods=["GET", "POST"]),

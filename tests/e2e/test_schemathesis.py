@@ -7,7 +7,6 @@ and in `run_schemathesis` below.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -18,10 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from levqor.config import Settings
-from levqor.http.app import build_routes
-from levqor.rest.openapi import build_openapi
-from levqor.workflows.registry import registry_for
 from tests.conftest import ServerProcess, start_server_process, stop_server_process
 from tests.e2e.schemathesis_hooks import USER_ID_VARIABLE
 
@@ -57,18 +52,11 @@ def fuzz_server(
     stop_server_process(proc)
 
 
-def schema_location(proc: ServerProcess, env: dict[str, str], tmp_path: Path) -> list[str]:
-    """The served /openapi.json. Until levqor/http/app.py builds it with the workflow registry
-    (the xfail in tests/integration/test_openapi.py), the document the same settings build with it:
-    without it every intake with a made-up workflow name would be a schema-valid 400."""
+def schema_location(proc: ServerProcess) -> list[str]:
+    """The served /openapi.json, which names the registered workflows (an unknown one is refused)."""
     served = httpx.get(f"{proc.url}/openapi.json", timeout=10).json()
-    if "oneOf" in served["components"]["schemas"]["JobSubmitInput"]:
-        return [f"{proc.url}/openapi.json"]
-    settings = Settings.from_mapping(env)
-    document = build_openapi(build_routes(settings), registry_for(settings))
-    path = tmp_path / "openapi.json"
-    path.write_text(json.dumps(document))
-    return [str(path), "--url", proc.url]
+    assert "oneOf" in served["components"]["schemas"]["JobSubmitInput"]
+    return [f"{proc.url}/openapi.json"]
 
 
 def known_user(proc: ServerProcess, headers: dict[str, str]) -> str:
@@ -157,9 +145,9 @@ def assert_clean(result: SchemathesisRun, operations: int) -> None:
 def test_schemathesis_finds_nothing_in_development_mode(
     fuzz_server: tuple[ServerProcess, dict[str, str]], tmp_path: Path
 ) -> None:
-    proc, env = fuzz_server
+    proc, _env = fuzz_server
     result = run_schemathesis(
-        schema_location(proc, env, tmp_path),
+        schema_location(proc),
         tmp_path,
         known_user(proc, {}),
         # Development mode lets every request through without a key (CONTRACT.md §5), which is
@@ -177,10 +165,10 @@ def test_schemathesis_finds_nothing_in_development_mode(
 def test_schemathesis_finds_nothing_with_an_api_key(
     fuzz_server: tuple[ServerProcess, dict[str, str]], tmp_path: Path
 ) -> None:
-    proc, env = fuzz_server
+    proc, _env = fuzz_server
     headers = {"X-Api-Key": STATIC_KEY}
     result = run_schemathesis(
-        schema_location(proc, env, tmp_path),
+        schema_location(proc),
         tmp_path,
         known_user(proc, headers),
         "--header",

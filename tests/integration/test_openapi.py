@@ -252,11 +252,6 @@ def test_the_workflow_names_are_the_registered_ones(strict_doc: dict[str, Any]) 
     validate(strict_doc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="levqor/http/app.py builds the document without the registry: it needs "
-    "build_openapi(api_routes, registry_for(settings))",
-)
 def test_the_served_document_knows_the_registered_workflows(client: httpx.Client) -> None:
     """The app builds the document with its settings' registry, so unknown names are refused."""
     served = client.get("/openapi.json").json()
