@@ -43,4 +43,4 @@ bench-queue: $(STAMP)
 	$(BIN)/python -m bench.queue --jobs $(or $(JOBS),5000) --rounds $(or $(ROUNDS),3)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-newest .pytest_cache .mypy_cache .ruff_cache

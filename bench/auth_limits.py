@@ -9,7 +9,9 @@ Run it as a module (bench/http.py would hide the standard library's `http` from 
   thread), so a revocation holds on the next request in every process; this shows what that costs,
   alone and with 32 requests at once, whose look-ups share one read (per request).
 - Rate limits: `RateLimiter.hit` (the client's limit, the global one, and the counters for the
-  headers) with `memory://` and, given --redis, `redis://`.
+  headers) with `memory://` and, given --redis, `redis://`; beside `memory://`, the same two limits
+  and counters charged through `limits`' own asyncio memory storage, the reference for Levqor's
+  in-process counters (`levqor.http.ratelimit_counters.LocalWindows`).
 The variants run interleaved, round after round, and each figure is the median over the rounds, in
 microseconds per request: other load on the machine moves all of them alike.
 """
@@ -23,8 +25,12 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+
+from limits import parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from levqor.config import Settings
 from levqor.db.engine import Database
@@ -98,13 +104,33 @@ async def limiter_costs(storage: str, rounds: int, per: int) -> dict[str, float]
     limiter = RateLimiter(settings)
     clients = [f"198.51.100.{n}" for n in range(50)]
     turn = iter(range(10**12))
+    variants: dict[str, Callable[[], Awaitable[object]]] = {
+        "hit": lambda: limiter.hit(clients[next(turn) % len(clients)])
+    }
+    if storage == "memory://":
+        variants["limits_memory_storage"] = limits_memory_hit(clients, turn)
     try:
-        return await interleaved(
-            {"hit": lambda: limiter.hit(clients[next(turn) % len(clients)])}, rounds, per
-        )
+        return await interleaved(variants, rounds, per)
     finally:
         await limiter.storage.reset()  # only the keys under this run's prefix
         await limiter.close()
+
+
+def limits_memory_hit(clients: list[str], turn: Iterator[int]) -> Callable[[], Awaitable[object]]:
+    """What `RateLimiter.hit` does for `memory://`, through `limits`' own memory storage."""
+    strategy = SlidingWindowCounterRateLimiter(MemoryStorage())
+    per_client, whole_service = parse(FAR_ABOVE_LOAD), parse(FAR_ABOVE_LOAD)
+
+    async def hit() -> object:
+        client = clients[next(turn) % len(clients)]
+        await strategy.hit(per_client, "ip", client)
+        await strategy.hit(whole_service, "all")
+        return await asyncio.gather(
+            strategy.get_window_stats(per_client, "ip", client),
+            strategy.get_window_stats(whole_service, "all"),
+        )
+
+    return hit
 
 
 def _db_env(db_url: str) -> dict[str, str]:

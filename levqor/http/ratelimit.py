@@ -186,6 +186,8 @@ class RateLimiter:
                 if not await check(item, *identifiers, cost=cost):
                     return await self._verdict(False, [(item, identifiers)])
                 charged.append((item, identifiers))
+        if not record:
+            return Verdict(allowed=True)  # a look that passed needs no counters: no round trips
         return await self._verdict(True, charged)
 
     async def _verdict(self, allowed: bool, items: list[tuple[RateLimitItem, tuple[str, ...]]]) -> Verdict:

@@ -1,9 +1,9 @@
 """What a GraphQL document may cost before it runs: tokens, expanded size, depth and aliases.
 
 Strawberry's own extensions do the work (`ParserCache`, `QueryDepthLimiter`, `MaxAliasesLimiter`,
-`ValidationCache`); the token limit and the limit rules are set by the two extensions here, which
-hook those stages already (an extension more, such as `MaxTokensLimiter`, costs a few per cent of a
-`submitJob`: `python -m bench.inprocess --callgrind`).
+`ValidationCache`), through the two here, which subclass the caches: the token limit is set by the
+parse's and the limit rules by the validation's (an extension more, such as `MaxTokensLimiter`,
+costs 2-3 % of a `submitJob`: `python -m bench.inprocess --callgrind`).
 
 One bound is Levqor's: the depth and alias rules, like any rule that follows fragment spreads, walk a
 document's expansion, which fragments that each spread the next twice make 2^n fields long in n
@@ -220,10 +220,13 @@ def cached_document_cost(query: str, document: DocumentNode) -> DocumentCost:
     return cost
 
 
-class ExpandedSizeLimit(SchemaExtension):
-    """Adds the depth and alias limits to the validation rules, and refuses a document over
-    `MAX_EXPANDED_FIELDS` or `MAX_FIELDS_PER_KEY` before any rule walks it: its validation rules
-    become the one refusal rule. Listed before the validation cache."""
+class ExpandedSizeLimit(ValidationCache):
+    """Strawberry's `ValidationCache`, with the depth and alias limits added to the rules and a
+    document over `MAX_EXPANDED_FIELDS` or `MAX_FIELDS_PER_KEY` refused before any rule walks it: its
+    validation rules become the one refusal rule."""
+
+    def __init__(self) -> None:
+        super().__init__(maxsize=DOCUMENT_CACHE_ENTRIES)
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
@@ -234,7 +237,7 @@ class ExpandedSizeLimit(SchemaExtension):
                 context.validation_rules = (TOO_MANY_FIELDS,)
             elif cost.fields_per_key > MAX_FIELDS_PER_KEY:
                 context.validation_rules = (TOO_MANY_FIELDS_PER_KEY,)
-        yield
+        yield from super().on_validate()
 
 
 class ParsedDocuments(ParserCache):
@@ -253,10 +256,5 @@ class ParsedDocuments(ParserCache):
 
 
 def document_extensions() -> list[Callable[[], SchemaExtension]]:
-    """The schema's document limits and caches, in the order their hooks must run: the expansion
-    measured and the limit rules added before the cached validation runs any rule."""
-    return [
-        lambda: ParsedDocuments(maxsize=DOCUMENT_CACHE_ENTRIES),
-        ExpandedSizeLimit,
-        lambda: ValidationCache(maxsize=DOCUMENT_CACHE_ENTRIES),
-    ]
+    """The schema's document limits and caches."""
+    return [lambda: ParsedDocuments(maxsize=DOCUMENT_CACHE_ENTRIES), ExpandedSizeLimit]
