@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from levqor.http.errors import error_response, request_id_of
+from levqor.http.errors import error_response, no_request_body, request_id_of
 
 
 class BodyLimitMiddleware:
@@ -75,12 +75,8 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Scope, send: Send, status: int, code: str, message: str) -> None:
         response = error_response(status, code, message, request_id=request_id_of(scope))
-        await response(scope, _no_body, send)
+        await response(scope, no_request_body, send)
 
 
 class BodyTooLarge(Exception):
     """Raised into the route from `receive` once a chunked body passes the limit."""
-
-
-async def _no_body() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}

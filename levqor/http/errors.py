@@ -14,7 +14,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Scope
+from starlette.types import Message, Scope
 
 from levqor.errors import LevqorError
 
@@ -60,6 +60,12 @@ def error_response(
     if request_id:
         body["request_id"] = request_id
     return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
+
+
+async def no_request_body() -> Message:
+    """`receive` for an answer sent before (or instead of) reading the request: a Response never
+    reads one, but its call takes it."""
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def levqor_error_response(request: Request, exc: Exception) -> Response:

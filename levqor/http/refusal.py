@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from starlette.responses import JSONResponse
-from starlette.types import Message, Scope, Send
+from starlette.types import Scope, Send
 
 from levqor.errors import LevqorError
-from levqor.http.errors import error_response, request_id_of
+from levqor.http.errors import error_response, no_request_body, request_id_of
 
 GRAPHQL_PATH = "/graphql"
 
@@ -50,8 +50,4 @@ async def send_refusal(
             details=exc.details,
             headers=dict(headers),
         )
-    await response(scope, _no_body, send)
-
-
-async def _no_body() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
+    await response(scope, no_request_body, send)

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from levqor.http.errors import error_response
+from levqor.http.errors import error_response, no_request_body
 from levqor.http.metrics import HttpMetrics, route_template
 from levqor.logs import log_access
 
@@ -151,11 +151,7 @@ async def answer_internal_error(scope: Scope, send: Send) -> None:
         extra={"request_id": request_id, "method": scope.get("method"), "path": scope.get("path")},
     )
     response = error_response(500, "internal_error", "internal server error", request_id=request_id)
-    await response(scope, _no_body, send)
-
-
-async def _no_body() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
+    await response(scope, no_request_body, send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
