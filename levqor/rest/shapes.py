@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from levqor.db.models import Job, JobEvent, User
+from levqor.http.errors import HTTP_ERROR_CODES
 from levqor.resolvers.job_reads import JobStatusView
 
 
@@ -18,22 +19,8 @@ def unix_s(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp())
 
 
-# The REST body's `error` codes (CONTRACT.md §4).
-ERROR_CODES = frozenset(
-    {
-        "invalid_request",
-        "unauthorized",
-        "forbidden",
-        "not_found",
-        "method_not_allowed",
-        "conflict",
-        "payload_too_large",
-        "unsupported_media_type",
-        "budget_exceeded",
-        "rate_limited",
-        "internal_error",
-    }
-)
+# The REST body's `error` codes (CONTRACT.md §4), one per status the server answers with.
+ERROR_CODES = frozenset(HTTP_ERROR_CODES.values())
 
 
 class ErrorBody(BaseModel):
