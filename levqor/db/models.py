@@ -85,6 +85,11 @@ def _derive_email_key(_mapper: object, _connection: object, user: User) -> None:
     user.email_key = email_key(user.email)
 
 
+# The predicates of the queue's partial indexes; the queue's statements repeat them word for word.
+CLAIMABLE_WHERE = "status = 'queued'"
+LEASED_WHERE = "status = 'running'"
+
+
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -94,15 +99,15 @@ class Job(SQLModel, table=True):
             "priority",
             "run_at",
             "seq",
-            postgresql_where=text("status = 'queued'"),
-            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text(CLAIMABLE_WHERE),
+            sqlite_where=text(CLAIMABLE_WHERE),
         ),
         # The reaper looks only at running leases.
         Index(
             "ix_jobs_leases",
             "lease_expires_at",
-            postgresql_where=text("status = 'running'"),
-            sqlite_where=text("status = 'running'"),
+            postgresql_where=text(LEASED_WHERE),
+            sqlite_where=text(LEASED_WHERE),
         ),
         Index("ix_jobs_status_seq", "status", "seq"),
         Index("ix_jobs_created_at", "created_at"),

@@ -3,24 +3,27 @@
 PostgreSQL: the candidates are picked in a MATERIALIZED CTE with `FOR UPDATE SKIP LOCKED`, walking the
 partial index `ix_jobs_claimable` in claim order, so concurrent claimers skip each other's rows
 instead of waiting; the CTE is materialised so the planner cannot re-run the locking select per row.
+The claimed rows' events are written by the same statement, from data-modifying CTEs.
 SQLite: `UPDATE ... WHERE seq IN (SELECT ... LIMIT n) RETURNING` inside the IMMEDIATE transaction
-that `Database.write` opens, so claimers are serialised by the database lock.
+that `Database.write` opens, so claimers are serialised by the database lock; the events follow in a
+second statement.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import BigInteger, Select, TextClause, bindparam, func, insert, literal, select, text, update
 from sqlmodel import Session
 
-from levqor.db.models import JobStatus
+from levqor.db.models import CLAIMABLE_WHERE, JobStatus
 from levqor.db.types import utcnow
-from levqor.queue.events import JOBS, event_row, insert_events
+from levqor.queue.events import JOB_EVENTS, JOBS, event_row, insert_events
 
 CLAIMED_EVENT = "claimed"
 MAX_CLAIM_BATCH = 1000
@@ -38,12 +41,66 @@ class ClaimedJob:
     timeout_s: int | None
 
 
+# The predicate of the partial index `ix_jobs_claimable`, written as a literal: a planner can use a
+# partial index only where the query's WHERE implies the index's, which a bound parameter cannot
+# show (PostgreSQL's generic plans, SQLite's planner).
+CLAIMABLE = text(CLAIMABLE_WHERE)
+
+
 def _candidates(workflows: Sequence[str] | None, max_jobs: int, now: datetime) -> Select[Any]:
     c = JOBS.c
-    statement = select(c.seq).where(c.status == JobStatus.QUEUED.value, c.run_at <= now)
+    statement = select(c.seq).where(CLAIMABLE, c.run_at <= now)
     if workflows is not None:
         statement = statement.where(c.workflow.in_(list(workflows)))
     return statement.order_by(c.priority, c.run_at, c.seq).limit(max_jobs)
+
+
+# SQLite, without statistics, takes `ix_jobs_status_seq` (status = 'queued') and sorts every queued
+# job on each claim; `INDEXED BY` walks the claim index in claim order instead (6.6 ms for a batch of
+# 50 out of 20,000 queued jobs, against 0.8 ms).
+_SQLITE_CANDIDATES = (
+    "SELECT seq FROM jobs INDEXED BY ix_jobs_claimable WHERE {claimable} AND run_at <= :now{workflows}"
+    " ORDER BY priority, run_at, seq LIMIT :max_jobs"
+)
+
+
+@functools.cache
+def _sqlite_candidates(any_workflow: bool) -> TextClause:
+    workflows = "" if any_workflow else " AND workflow IN :workflows"
+    sql = _SQLITE_CANDIDATES.format(claimable=CLAIMABLE_WHERE, workflows=workflows)
+    params = [bindparam("now", type_=JOBS.c.run_at.type)]
+    if not any_workflow:
+        params.append(bindparam("workflows", expanding=True))
+    return text(sql).bindparams(*params)
+
+
+def _claim_with_events(
+    session: Session,
+    picked: Select[Any],
+    values: dict[str, Any],
+    returned: tuple[Any, ...],
+    *,
+    worker_id: str,
+    now: datetime,
+) -> Sequence[Any]:
+    """PostgreSQL: the claim and its events in one statement (data-modifying CTEs), so a batch costs
+    one round trip and the events are built by the server from the claimed rows."""
+    c = JOBS.c
+    locked = picked.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+    claimed = update(JOBS).where(c.seq == locked.c.seq).values(values).returning(*returned).cte("claimed")
+    logged = insert(JOB_EVENTS).from_select(
+        ["job_id", "at", "type", "from_status", "to_status", "attempt", "worker_id"],
+        select(
+            claimed.c.id,
+            literal(now, JOB_EVENTS.c.at.type),
+            literal(CLAIMED_EVENT),
+            literal(JobStatus.QUEUED.value),
+            literal(JobStatus.RUNNING.value),
+            claimed.c.attempts,
+            literal(worker_id),
+        ),
+    )
+    return session.execute(select(claimed).add_cte(logged.cte("logged"))).all()
 
 
 def claim_jobs(
@@ -64,42 +121,42 @@ def claim_jobs(
     now = now or utcnow()
     lease_expires_at = now + timedelta(seconds=lease_s)
     c = JOBS.c
-    picked = _candidates(workflows, max_jobs, now)
+    values = {
+        "status": JobStatus.RUNNING.value,
+        "attempts": c.attempts + 1,
+        "worker_id": worker_id,
+        "lease_expires_at": lease_expires_at,
+        "cancel_requested": False,
+        "started_at": func.coalesce(c.started_at, now),
+        "updated_at": now,
+    }
+    returned = (c.id, c.attempts, c.workflow, c.payload, c.timeout_s, c.priority, c.run_at, c.seq)
     if session.get_bind().dialect.name == "postgresql":
-        cte = picked.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
-        where = c.seq == cte.c.seq
+        picked = _candidates(workflows, max_jobs, now)
+        rows = _claim_with_events(session, picked, values, returned, worker_id=worker_id, now=now)
     else:
-        where = c.seq.in_(picked.scalar_subquery())
-    statement = (
-        update(JOBS)
-        .where(where)
-        .values(
-            status=JobStatus.RUNNING.value,
-            attempts=c.attempts + 1,
-            worker_id=worker_id,
-            lease_expires_at=lease_expires_at,
-            cancel_requested=False,
-            started_at=func.coalesce(c.started_at, now),
-            updated_at=now,
+        candidates = _sqlite_candidates(workflows is None).columns(seq=BigInteger).scalar_subquery()
+        statement = update(JOBS).where(c.seq.in_(candidates)).values(values).returning(*returned)
+        params: dict[str, Any] = {"now": now, "max_jobs": max_jobs}
+        if workflows is not None:
+            params["workflows"] = list(workflows)
+        rows = session.execute(statement, params).all()
+        insert_events(
+            session,
+            [
+                event_row(
+                    row.id,
+                    CLAIMED_EVENT,
+                    from_status=JobStatus.QUEUED.value,
+                    to_status=JobStatus.RUNNING.value,
+                    attempt=row.attempts,
+                    worker_id=worker_id,
+                    at=now,
+                )
+                for row in rows
+            ],
         )
-        .returning(c.id, c.attempts, c.workflow, c.payload, c.timeout_s, c.priority, c.run_at, c.seq)
-    )
-    rows = sorted(session.execute(statement).all(), key=lambda row: (row.priority, row.run_at, row.seq))
-    insert_events(
-        session,
-        [
-            event_row(
-                row.id,
-                CLAIMED_EVENT,
-                from_status=JobStatus.QUEUED.value,
-                to_status=JobStatus.RUNNING.value,
-                attempt=row.attempts,
-                worker_id=worker_id,
-                at=now,
-            )
-            for row in rows
-        ],
-    )
+    rows = sorted(rows, key=lambda row: (row.priority, row.run_at, row.seq))
     return [
         ClaimedJob(
             id=row.id,

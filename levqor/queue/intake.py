@@ -25,7 +25,7 @@ from levqor.db.bulk import BulkInsert
 from levqor.db.engine import Database
 from levqor.db.models import Job, JobStatus
 from levqor.db.types import utcnow
-from levqor.queue.events import JOB_EVENTS, JOBS, event_row
+from levqor.queue.events import JOBS, event_row, insert_events
 from levqor.queue.wakeup import mark_claimable
 
 # Past a few dozen rows a bigger transaction saves little and holds the write lock longer.
@@ -48,9 +48,7 @@ _DEFAULT_FACTORIES: tuple[tuple[str, Callable[[], Any]], ...] = tuple(
     for name in _JOB_COLUMNS
     if name not in _SET_AT_INSERT and (factory := Job.model_fields[name].default_factory) is not None
 )
-_EVENT_COLUMNS = tuple(column.name for column in JOB_EVENTS.columns if column.name != "id")
 _INSERT_JOBS = BulkInsert(JOBS, _JOB_COLUMNS)
-_INSERT_EVENTS = BulkInsert(JOB_EVENTS, _EVENT_COLUMNS)
 
 
 def job_row(**values: Any) -> dict[str, Any]:
@@ -78,7 +76,7 @@ def insert_jobs(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     # statement would be new text, parsed again, for every batch size. `BulkInsert` binds the values
     # shared by the batch (None, `now`) once, rather than once per row and column.
     _INSERT_JOBS.execute(session, rows)
-    _INSERT_EVENTS.execute(
+    insert_events(
         session,
         [
             event_row(
