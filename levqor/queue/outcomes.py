@@ -26,12 +26,14 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, col
 
+from levqor.db.bulk import BulkStatement
 from levqor.db.models import Job, JobStatus
 from levqor.db.types import utcnow
 from levqor.errors import Conflict
@@ -95,6 +97,7 @@ def _locked_running(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid
 
 # One statement for every kind of outcome, run as an executemany over the batch; columns an outcome
 # does not set are passed as NULL and kept by COALESCE.
+_APPLY_KEYS = ("b_seq", "b_status", "b_result", "b_error", "b_cost", "b_run_at", "b_finished_at", "b_now")
 _APPLY = (
     update(JOBS)
     .where(JOBS.c.seq == bindparam("b_seq"))
@@ -107,10 +110,11 @@ _APPLY = (
         ),
         run_at=func.coalesce(bindparam("b_run_at", type_=JOBS.c.run_at.type), JOBS.c.run_at),
         finished_at=bindparam("b_finished_at", type_=JOBS.c.finished_at.type),
-        lease_expires_at=None,
+        lease_expires_at=null(),
         updated_at=bindparam("b_now", type_=JOBS.c.updated_at.type),
     )
 )
+_APPLY_MANY = BulkStatement(_APPLY, _APPLY_KEYS)
 
 
 def record_outcomes(
@@ -250,7 +254,7 @@ def _record_locked(
         )
         applied.append(row.id)
     if updates:
-        session.execute(_APPLY, updates)
+        _APPLY_MANY.execute(session, updates)
         insert_events(session, events)
     if requeued:
         mark_claimable(session)
