@@ -1,13 +1,16 @@
-"""The peers bench/queue.py measures Levqor against: the same no-op job as a Celery task and as an RQ
-job function. Worker processes import this module as `bench.queue_peers`.
+"""The peers bench/queue.py measures Levqor against, and their drains: the same no-op job as a
+PgQueuer entrypoint (its worker is bench/pgqueuer_peer.py), a Celery task and an RQ job function.
+Celery and RQ worker processes import this module as `bench.queue_peers`.
 
-Both store their result in Redis, as Levqor stores its result in the database: a run that throws its
-results away would not be the same job. The Celery task returns the time it ran, because Celery
-records only when a task finished (`date_done`), not when it started.
+Celery and RQ store their result in Redis, as Levqor stores its result in the database: a run that
+throws its results away would not be the same job. PgQueuer keeps no results; it writes a log row
+per job and state change, which is what the bench reads. The Celery task returns the time it ran,
+because Celery records only when a task finished (`date_done`), not when it started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -15,8 +18,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from bench.queue_support import Drain, Processes, drain_from, python, wait_until
+from bench.queue_support import (
+    Drain,
+    Processes,
+    drain_from,
+    python,
+    scratch_postgres,
+    utc_now,
+    wait_until,
+)
 
 REDIS_URL = os.environ.get("LEVQOR_BENCH_REDIS", "redis://127.0.0.1:6379")
 CELERY_BROKER_DB = 13
@@ -64,10 +77,6 @@ def _redis(db: int) -> Any:
     return redis.Redis.from_url(f"{REDIS_URL}/{db}")
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def run_celery(n: int, processes: Processes, *, timeout_s: float) -> Drain:
     """Celery with the Redis broker: 2 worker processes, each the solo pool (one process, one task at
     a time, no fork, the fastest pool for no-op tasks), gossip, mingle and heartbeats off, results on."""
@@ -75,7 +84,7 @@ def run_celery(n: int, processes: Processes, *, timeout_s: float) -> Drain:
     broker.flushdb()
     results.flushdb()
     ids = [celery_echo.apply_async(args=[{"n": i}]).id for i in range(n)]
-    started = time.monotonic()
+    spawned_at, started = utc_now(), time.monotonic()
     for index in range(2):
         processes.spawn(
             f"celery-{index}",
@@ -113,10 +122,10 @@ def run_celery(n: int, processes: Processes, *, timeout_s: float) -> Drain:
     processes.stop_all()
     succeeded = sum(1 for meta in metas if meta["status"] == "SUCCESS")
     first = min(datetime.fromtimestamp(meta["result"]["ran_at"], UTC) for meta in metas)
-    last = max(_utc(datetime.fromisoformat(meta["date_done"])) for meta in metas)
+    last = max(datetime.fromisoformat(meta["date_done"]) for meta in metas)
     broker.flushdb()
     results.flushdb()
-    return drain_from("celery", n, succeeded, first, last, wall_s)
+    return drain_from("celery", n, succeeded, spawned_at=spawned_at, first=first, last=last, wall_s=wall_s)
 
 
 def run_rq(n: int, processes: Processes, *, timeout_s: float) -> Drain:
@@ -136,7 +145,7 @@ def run_rq(n: int, processes: Processes, *, timeout_s: float) -> Drain:
         ]
         ids.extend(job.id for job in rq_queue.enqueue_many(batch))
     finished = FinishedJobRegistry(queue=rq_queue)
-    started = time.monotonic()
+    spawned_at, started = utc_now(), time.monotonic()
     for index in range(2):
         processes.spawn(
             f"rq-{index}",
@@ -160,7 +169,73 @@ def run_rq(n: int, processes: Processes, *, timeout_s: float) -> Drain:
     processes.stop_all()
     jobs = [job for job in Job.fetch_many(ids, connection=connection) if job is not None]
     succeeded = sum(1 for job in jobs if job.get_status() == "finished")
-    first = min(_utc(job.started_at) for job in jobs if job.started_at)
-    last = max(_utc(job.ended_at) for job in jobs if job.ended_at)
+    first = min(job.started_at for job in jobs if job.started_at)
+    last = max(job.ended_at for job in jobs if job.ended_at)
     connection.flushdb()
-    return drain_from("rq", n, succeeded, first, last, wall_s)
+    return drain_from("rq", n, succeeded, spawned_at=spawned_at, first=first, last=last, wall_s=wall_s)
+
+
+PGQUEUER_COUNTS = text(
+    "SELECT count(*) FILTER (WHERE status = 'successful'),"
+    " min(created) FILTER (WHERE status = 'picked'),"
+    " max(created) FILTER (WHERE status = 'successful')"
+    " FROM pgqueuer_log"
+)
+# A job counts as succeeded when its log has exactly one `successful` row: none means it did not
+# finish, two would mean it ran twice.
+PGQUEUER_SUCCEEDED_ONCE = text(
+    "SELECT job_id FROM pgqueuer_log WHERE status = 'successful' GROUP BY job_id HAVING count(*) = 1"
+)
+
+
+def run_pgqueuer(n: int, processes: Processes, *, timeout_s: float, pg_admin_url: str) -> Drain:
+    """PgQueuer on a scratch database of its own: its schema installed by its API, 2 worker processes
+    of bench/pgqueuer_peer.py (`PgQueuer.run()` with its defaults: batches of 10)."""
+    with scratch_postgres(pg_admin_url, "pgqueuer") as url:
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        ids = set(asyncio.run(_pgqueuer_install_and_enqueue(dsn, n)))
+        engine = create_engine(url, pool_size=1)
+        try:
+
+            def counts() -> tuple[int, datetime | None, datetime | None]:
+                with engine.connect() as conn:
+                    successful, first, last = conn.execute(PGQUEUER_COUNTS).one()
+                return int(successful), first, last
+
+            spawned_at, started = utc_now(), time.monotonic()
+            for index in range(2):
+                processes.spawn(f"pgqueuer-{index}", python("-m", "bench.pgqueuer_peer", dsn))
+            wait_until(
+                lambda: counts()[0] >= n, timeout_s=timeout_s, what="the PgQueuer drain", processes=processes
+            )
+            wall_s = time.monotonic() - started
+            processes.stop_all()
+            _successful, first, last = counts()
+            with engine.connect() as conn:
+                once = {row[0] for row in conn.execute(PGQUEUER_SUCCEEDED_ONCE)}
+        finally:
+            engine.dispose()
+    assert first is not None
+    assert last is not None
+    succeeded = len(ids & once)
+    return drain_from("pgqueuer", n, succeeded, spawned_at=spawned_at, first=first, last=last, wall_s=wall_s)
+
+
+async def _pgqueuer_install_and_enqueue(dsn: str, n: int) -> list[int]:
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries
+
+    from bench.pgqueuer_peer import ENTRYPOINT
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        queries = Queries(AsyncpgDriver(connection))
+        await queries.install()
+        ids: list[int] = []
+        for chunk_start in range(0, n, ENQUEUE_CHUNK):
+            size = min(n, chunk_start + ENQUEUE_CHUNK) - chunk_start
+            payloads = [json.dumps({"n": i}).encode() for i in range(chunk_start, chunk_start + size)]
+            ids.extend(await queries.enqueue([ENTRYPOINT] * size, payloads, [0] * size))
+        return ids
+    finally:
+        await connection.close()
