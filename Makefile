@@ -38,9 +38,9 @@ schema: $(STAMP)
 bench-http: $(STAMP)
 	$(BIN)/python bench/http.py
 
-# Levqor's queue against Celery and RQ (needs PostgreSQL and Redis on loopback); JOBS=5000 ROUNDS=3.
+# Levqor's queue against PgQueuer, Celery and RQ (needs PostgreSQL and Redis on loopback); JOBS=20000 ROUNDS=3.
 bench-queue: $(STAMP)
-	$(BIN)/python -m bench.queue --jobs $(or $(JOBS),5000) --rounds $(or $(ROUNDS),3)
+	$(BIN)/python -m bench.queue --jobs $(or $(JOBS),20000) --rounds $(or $(ROUNDS),3)
 
 clean:
 	rm -rf $(VENV) .venv-newest .pytest_cache .mypy_cache .ruff_cache
