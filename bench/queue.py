@@ -200,10 +200,10 @@ def pickup_latency(kind: str, mode: str, samples: int, workdir: Path, pg_url: st
     latencies_ms = [
         (started - created).total_seconds() * 1000 for _id, created, started in rows[LATENCY_WARMUP:]
     ]
-    p50 = percentile(latencies_ms, 0.50)
+    p50 = round(percentile(latencies_ms, 0.50), 2)
     return {
         "samples": len(latencies_ms),
-        "p50_ms": round(p50, 2),
+        "p50_ms": p50,
         "p95_ms": round(percentile(latencies_ms, 0.95), 2),
         "p99_ms": round(percentile(latencies_ms, 0.99), 2),
         "max_ms": round(max(latencies_ms), 2),
