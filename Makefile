@@ -38,7 +38,8 @@ schema: $(STAMP)
 bench-http: $(STAMP)
 	$(BIN)/python bench/http.py
 
-# Levqor's queue against PgQueuer, Celery and RQ (needs PostgreSQL and Redis on loopback); JOBS=20000 ROUNDS=3.
+# Levqor's queue against PgQueuer, Celery and RQ, procrastinate as context (needs PostgreSQL and Redis on
+# loopback); JOBS=20000 ROUNDS=3.
 bench-queue: $(STAMP)
 	$(BIN)/python -m bench.queue --jobs $(or $(JOBS),20000) --rounds $(or $(ROUNDS),3)
 

@@ -1,4 +1,4 @@
-"""Queue benchmark (issue 4): Levqor's queue against PgQueuer, Celery and RQ, in one run, on this machine.
+"""Queue benchmark (issue 4): Levqor's queue against PgQueuer, Celery, RQ and procrastinate, in one run.
 
     python -m bench.queue [--jobs 20000] [--rounds 1] [--latency-samples 200] [--levqor-concurrency N]
                           [--pg-admin-url URL] [--no-postgres]
@@ -9,10 +9,12 @@ What is measured, and why so (bench/README.md has the long version):
   --levqor-concurrency), on a fresh SQLite file and on a scratch PostgreSQL database. PgQueuer: 2
   processes of bench/pgqueuer_peer.py (`PgQueuer.run()`, its default batches of 10) on a scratch
   database of its own. Celery: the Redis broker, 2 workers of the solo pool (prefetch 64, a little
-  faster than its default 4 here). RQ: 2 `SimpleWorker`s. The drain counts from the first job
-  starting to the last one finishing, as the system itself recorded them; `startup_s` is from
-  spawning the workers to the first job starting, reported apart, and `wall_s` is both. Every job is
-  checked succeeded, once, and the JSON says so per system.
+  faster than its default 4 here). RQ: 2 `SimpleWorker`s. procrastinate, as context (DESIGN.md sets
+  no goal against it): 2 of its own workers with their defaults, on a scratch database of its own
+  (bench/procrastinate_peer.py). The drain counts from the first job starting to the last one
+  finishing, as the system itself recorded them; `startup_s` is from spawning the workers to the
+  first job starting, reported apart, and `wall_s` is both. Every job is checked succeeded, once,
+  and the JSON says so per system.
 - The ratios are Levqor's jobs/s, on SQLite and on PostgreSQL, over PgQueuer's (DESIGN.md's goal: at
   least 1.5) and over the faster of Celery and RQ (at least 3), from the median round of each system
   (--rounds; the rounds interleave the systems), and again from the best rounds.
@@ -239,7 +241,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where to create the scratch databases (LEVQOR_TEST_PG_URL)",
     )
     parser.add_argument(
-        "--no-postgres", action="store_true", help="measure Levqor on SQLite only, and leave PgQueuer out"
+        "--no-postgres",
+        action="store_true",
+        help="measure Levqor on SQLite only; leave PgQueuer and procrastinate out",
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds a drain may take (default 600)")
     args = parser.parse_args(argv)
@@ -249,7 +253,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.queue_peers import run_celery, run_pgqueuer, run_rq
+    from bench.queue_peers import run_celery, run_pgqueuer, run_procrastinate, run_rq
 
     args = parse_args(argv)
     kinds = ["sqlite"] if args.no_postgres else ["sqlite", "postgres"]
@@ -264,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                 n, processes, timeout_s=args.timeout, pg_admin_url=args.pg_admin_url
             ),
             **peers,
+            "procrastinate": lambda n, processes: run_procrastinate(
+                n, processes, timeout_s=args.timeout, pg_admin_url=args.pg_admin_url
+            ),
         }
     load_before = os.getloadavg()
     rounds: dict[str, list[Drain]] = {}

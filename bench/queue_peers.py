@@ -239,3 +239,85 @@ async def _pgqueuer_install_and_enqueue(dsn: str, n: int) -> list[int]:
         return ids
     finally:
         await connection.close()
+
+
+PROCRASTINATE_COUNTS = text(
+    "SELECT count(*) FILTER (WHERE type = 'succeeded'),"
+    " min(at) FILTER (WHERE type = 'started'),"
+    " max(at) FILTER (WHERE type = 'succeeded')"
+    " FROM procrastinate_events"
+)
+# A job counts as succeeded when its status says so and it has exactly one `succeeded` event.
+PROCRASTINATE_SUCCEEDED_ONCE = text(
+    "SELECT jobs.id FROM procrastinate_jobs AS jobs JOIN procrastinate_events AS events"
+    " ON events.job_id = jobs.id AND events.type = 'succeeded'"
+    " WHERE jobs.status = 'succeeded' GROUP BY jobs.id HAVING count(*) = 1"
+)
+
+
+def run_procrastinate(n: int, processes: Processes, *, timeout_s: float, pg_admin_url: str) -> Drain:
+    """procrastinate on a scratch database of its own: its schema applied by its schema manager, 2
+    processes of its own worker command with its defaults (bench/procrastinate_peer.py)."""
+    import procrastinate
+
+    from bench.procrastinate_peer import TASK_NAME, app
+
+    with scratch_postgres(pg_admin_url, "procrastinate") as url:
+        location = make_url(url)
+        conninfo = location.set(drivername="postgresql").render_as_string(hide_password=False)
+        # The bench defers synchronously, on a connector of its own for this database.
+        connector = procrastinate.SyncPsycopgConnector(conninfo=conninfo)
+        with app.replace_connector(connector) as sync_app, sync_app.open():
+            sync_app.schema_manager.apply_schema()
+            ids: set[int] = set()
+            for chunk_start in range(0, n, ENQUEUE_CHUNK):
+                batch = [{"n": i} for i in range(chunk_start, min(n, chunk_start + ENQUEUE_CHUNK))]
+                ids.update(sync_app.configure_task(TASK_NAME).batch_defer(*batch))
+        libpq_env = {
+            "PGHOST": location.host or "",
+            "PGPORT": str(location.port or 5432),
+            "PGUSER": location.username or "",
+            "PGPASSWORD": location.password or "",
+            "PGDATABASE": location.database or "",
+        }
+        engine = create_engine(url, pool_size=1)
+        try:
+
+            def counts() -> tuple[int, datetime | None, datetime | None]:
+                with engine.connect() as conn:
+                    succeeded, first, last = conn.execute(PROCRASTINATE_COUNTS).one()
+                return int(succeeded), first, last
+
+            spawned_at, started = utc_now(), time.monotonic()
+            for index in range(2):
+                processes.spawn(
+                    f"procrastinate-{index}",
+                    python(
+                        "-m",
+                        "procrastinate",
+                        "--app",
+                        "bench.procrastinate_peer.app",
+                        "--log-level",
+                        "warning",
+                        "worker",
+                    ),
+                    libpq_env,
+                )
+            wait_until(
+                lambda: counts()[0] >= n,
+                timeout_s=timeout_s,
+                what="the procrastinate drain",
+                processes=processes,
+            )
+            wall_s = time.monotonic() - started
+            processes.stop_all()
+            _succeeded, first, last = counts()
+            with engine.connect() as conn:
+                once = {row[0] for row in conn.execute(PROCRASTINATE_SUCCEEDED_ONCE)}
+        finally:
+            engine.dispose()
+    assert first is not None
+    assert last is not None
+    return drain_from(
+        "procrastinate", n, len(ids & once), spawned_at=spawned_at, first=first, last=last, wall_s=wall_s
+    )

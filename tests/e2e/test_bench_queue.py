@@ -49,7 +49,7 @@ def test_a_short_run_drains_every_job_of_every_system(postgres_admin_url: str, r
     assert result["bench"] == "queue"
     assert result["jobs"] == JOBS
     assert set(result["levqor"]) == KINDS
-    assert set(result["peers"]) == {"pgqueuer", "celery", "rq"}
+    assert set(result["peers"]) == {"pgqueuer", "celery", "rq", "procrastinate"}
     assert result["all_jobs_succeeded"] is True
     for figures in [*result["levqor"].values(), *result["peers"].values()]:
         assert figures["succeeded"] == JOBS, figures
