@@ -14,10 +14,14 @@ import asyncio
 import json
 import os
 import time
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
+from kombu import Exchange
+from kombu import Queue as KombuQueue
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -79,99 +83,136 @@ def _redis(db: int) -> Any:
 
 def run_celery(n: int, processes: Processes, *, timeout_s: float) -> Drain:
     """Celery with the Redis broker: 2 worker processes, each the solo pool (one process, one task at
-    a time, no fork, the fastest pool for no-op tasks), gossip, mingle and heartbeats off, results on."""
-    broker, results = _redis(CELERY_BROKER_DB), _redis(CELERY_RESULTS_DB)
-    broker.flushdb()
-    results.flushdb()
-    ids = [celery_echo.apply_async(args=[{"n": i}]).id for i in range(n)]
-    spawned_at, started = utc_now(), time.monotonic()
-    for index in range(2):
-        processes.spawn(
-            f"celery-{index}",
-            python(
-                "-m",
-                "celery",
-                "-A",
-                "bench.queue_peers",
-                "worker",
-                "--pool",
-                "solo",
-                "--concurrency",
-                "1",
-                "--queues",
-                QUEUE_NAME,
-                "--loglevel",
-                "WARNING",
-                "--without-heartbeat",
-                "--without-mingle",
-                "--without-gossip",
-                "--hostname",
-                f"bench{index}@%h",
-            ),
+    a time, no fork, the fastest pool for no-op tasks), gossip, mingle and heartbeats off, results on.
+    The queue and the results are this run's own, so two runs on one Redis do not mix."""
+    run = uuid.uuid4().hex[:8]
+    queue_name = f"{QUEUE_NAME}_{run}"
+    results = _redis(CELERY_RESULTS_DB)
+    ids = [celery_echo.apply_async(args=[{"n": i}], queue=queue_name).id for i in range(n)]
+    key_chunks = [
+        [CELERY_RESULT_KEY.format(task_id) for task_id in ids[chunk_start : chunk_start + ENQUEUE_CHUNK]]
+        for chunk_start in range(0, n, ENQUEUE_CHUNK)
+    ]
+    try:
+        spawned_at, started = utc_now(), time.monotonic()
+        for index in range(2):
+            processes.spawn(
+                f"celery-{index}",
+                python(
+                    "-m",
+                    "celery",
+                    "-A",
+                    "bench.queue_peers",
+                    "worker",
+                    "--pool",
+                    "solo",
+                    "--concurrency",
+                    "1",
+                    "--queues",
+                    queue_name,
+                    "--loglevel",
+                    "WARNING",
+                    "--without-heartbeat",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--hostname",
+                    f"bench{index}-{run}@%h",
+                ),
+            )
+        wait_until(
+            _all_stored(results, key_chunks),
+            timeout_s=timeout_s,
+            what="the Celery drain",
+            processes=processes,
         )
-    wait_until(
-        lambda: results.dbsize() >= n, timeout_s=timeout_s, what="the Celery drain", processes=processes
-    )
-    wall_s = time.monotonic() - started
-    metas = []
-    for chunk_start in range(0, n, ENQUEUE_CHUNK):
-        keys = [
-            CELERY_RESULT_KEY.format(task_id) for task_id in ids[chunk_start : chunk_start + ENQUEUE_CHUNK]
-        ]
-        metas.extend(json.loads(raw) for raw in results.mget(keys))
-    processes.stop_all()
+        wall_s = time.monotonic() - started
+        metas = [json.loads(raw) for keys in key_chunks for raw in results.mget(keys)]
+        processes.stop_all()
+    finally:
+        for keys in key_chunks:
+            results.delete(*keys)
+        # Declared on this connection so that deleting it also drops the broker's binding of it.
+        queue = KombuQueue(queue_name, Exchange(queue_name, type="direct"), routing_key=queue_name)
+        with celery_app.connection_for_write() as connection:
+            bound = queue(connection.default_channel)
+            bound.declare()
+            bound.delete()
     succeeded = sum(1 for meta in metas if meta["status"] == "SUCCESS")
     first = min(datetime.fromtimestamp(meta["result"]["ran_at"], UTC) for meta in metas)
     last = max(datetime.fromisoformat(meta["date_done"]) for meta in metas)
-    broker.flushdb()
-    results.flushdb()
     return drain_from("celery", n, succeeded, spawned_at=spawned_at, first=first, last=last, wall_s=wall_s)
 
 
+def _all_stored(client: Any, key_chunks: list[list[str]]) -> Callable[[], bool]:
+    """Whether every key exists yet, asking about the first chunk not yet complete: results arrive
+    about in order, so a poll mostly asks about one chunk of keys, not all of them."""
+    pending = list(key_chunks)
+
+    def done() -> bool:
+        while pending and client.exists(*pending[0]) == len(pending[0]):
+            pending.pop(0)
+        return not pending
+
+    return done
+
+
 def run_rq(n: int, processes: Processes, *, timeout_s: float) -> Drain:
-    """RQ: 2 `SimpleWorker` processes (jobs run in the worker process, no fork per job), results kept."""
+    """RQ: 2 `SimpleWorker` processes (jobs run in the worker process, no fork per job), results kept.
+    The queue, its jobs and the worker names are this run's own, so two runs on one Redis do not mix."""
     from rq import Queue
     from rq.job import Job
     from rq.registry import FinishedJobRegistry
+    from rq.results import Result
 
+    run = uuid.uuid4().hex[:8]
     connection = _redis(RQ_DB)
-    connection.flushdb()
-    rq_queue = Queue(QUEUE_NAME, connection=connection)
+    rq_queue = Queue(f"{QUEUE_NAME}_{run}", connection=connection)
     ids: list[str] = []
-    for chunk_start in range(0, n, ENQUEUE_CHUNK):
-        batch = [
-            Queue.prepare_data(rq_echo, args=({"n": i},), result_ttl=3600)
-            for i in range(chunk_start, min(n, chunk_start + ENQUEUE_CHUNK))
-        ]
-        ids.extend(job.id for job in rq_queue.enqueue_many(batch))
-    finished = FinishedJobRegistry(queue=rq_queue)
-    spawned_at, started = utc_now(), time.monotonic()
-    for index in range(2):
-        processes.spawn(
-            f"rq-{index}",
-            python(
-                "-m",
-                "rq.cli",
-                "worker",
-                "--worker-class",
-                "rq.worker.SimpleWorker",
-                "--url",
-                f"{REDIS_URL}/{RQ_DB}",
-                "--logging_level",
-                "WARNING",
-                "--name",
-                f"bench-{index}",
-                QUEUE_NAME,
-            ),
-        )
-    wait_until(lambda: finished.count >= n, timeout_s=timeout_s, what="the RQ drain", processes=processes)
-    wall_s = time.monotonic() - started
-    processes.stop_all()
-    jobs = [job for job in Job.fetch_many(ids, connection=connection) if job is not None]
-    succeeded = sum(1 for job in jobs if job.get_status() == "finished")
-    first = min(job.started_at for job in jobs if job.started_at)
-    last = max(job.ended_at for job in jobs if job.ended_at)
-    connection.flushdb()
+    try:
+        for chunk_start in range(0, n, ENQUEUE_CHUNK):
+            batch = [
+                Queue.prepare_data(rq_echo, args=({"n": i},), result_ttl=3600)
+                for i in range(chunk_start, min(n, chunk_start + ENQUEUE_CHUNK))
+            ]
+            ids.extend(job.id for job in rq_queue.enqueue_many(batch))
+        finished = FinishedJobRegistry(queue=rq_queue)
+        spawned_at, started = utc_now(), time.monotonic()
+        for index in range(2):
+            processes.spawn(
+                f"rq-{index}",
+                python(
+                    "-m",
+                    "rq.cli",
+                    "worker",
+                    "--worker-class",
+                    "rq.worker.SimpleWorker",
+                    "--url",
+                    f"{REDIS_URL}/{RQ_DB}",
+                    "--logging_level",
+                    "WARNING",
+                    "--name",
+                    f"bench-{index}-{run}",
+                    rq_queue.name,
+                ),
+            )
+        wait_until(lambda: finished.count >= n, timeout_s=timeout_s, what="the RQ drain", processes=processes)
+        wall_s = time.monotonic() - started
+        processes.stop_all()
+        jobs = [job for job in Job.fetch_many(ids, connection=connection) if job is not None]
+        succeeded = sum(1 for job in jobs if job.get_status(refresh=False) == "finished")
+        first = min(job.started_at for job in jobs if job.started_at)
+        last = max(job.ended_at for job in jobs if job.ended_at)
+    finally:
+        processes.stop_all()
+        for chunk_start in range(0, len(ids), ENQUEUE_CHUNK):
+            chunk = Job.fetch_many(ids[chunk_start : chunk_start + ENQUEUE_CHUNK], connection=connection)
+            with connection.pipeline() as pipe:
+                for job in chunk:
+                    if job is not None:
+                        job.delete(pipeline=pipe, remove_from_queue=False)
+                        pipe.delete(Result.get_key(job.id))
+                pipe.execute()
+        rq_queue.delete(delete_jobs=True)
     return drain_from("rq", n, succeeded, spawned_at=spawned_at, first=first, last=last, wall_s=wall_s)
 
 
