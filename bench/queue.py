@@ -50,6 +50,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -252,26 +253,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def peer_drains(args: argparse.Namespace) -> dict[str, Callable[[int, Processes], Drain]]:
+    """The peers, in the order a round runs them; those on PostgreSQL unless --no-postgres."""
     from bench.queue_peers import run_celery, run_pgqueuer, run_procrastinate, run_rq
 
+    on_redis = {
+        "celery": partial(run_celery, timeout_s=args.timeout),
+        "rq": partial(run_rq, timeout_s=args.timeout),
+    }
+    if args.no_postgres:
+        return on_redis
+    on_postgres = {"timeout_s": args.timeout, "pg_admin_url": args.pg_admin_url}
+    return {
+        "pgqueuer": partial(run_pgqueuer, **on_postgres),
+        **on_redis,
+        "procrastinate": partial(run_procrastinate, **on_postgres),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     kinds = ["sqlite"] if args.no_postgres else ["sqlite", "postgres"]
-    peers: dict[str, Callable[[int, Processes], Drain]] = {
-        "celery": lambda n, processes: run_celery(n, processes, timeout_s=args.timeout),
-        "rq": lambda n, processes: run_rq(n, processes, timeout_s=args.timeout),
-    }
-    with_pgqueuer = not args.no_postgres
-    if with_pgqueuer:
-        peers = {
-            "pgqueuer": lambda n, processes: run_pgqueuer(
-                n, processes, timeout_s=args.timeout, pg_admin_url=args.pg_admin_url
-            ),
-            **peers,
-            "procrastinate": lambda n, processes: run_procrastinate(
-                n, processes, timeout_s=args.timeout, pg_admin_url=args.pg_admin_url
-            ),
-        }
+    peers = peer_drains(args)
     load_before = os.getloadavg()
     rounds: dict[str, list[Drain]] = {}
     with tempfile.TemporaryDirectory(prefix="levqor-bench-") as tmp:
@@ -301,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     # Without PostgreSQL there is no PgQueuer to measure against: that target is null.
     targets: dict[str, dict[str, Any] | None] = {
         "vs_pgqueuer": _target(rounds, kinds, ["pgqueuer"], TARGET_RATIO_VS_PGQUEUER)
-        if with_pgqueuer
+        if "pgqueuer" in peers
         else None,
         "vs_faster_of_celery_rq": _target(rounds, kinds, ["celery", "rq"], TARGET_RATIO_VS_CELERY_RQ),
     }

@@ -1,11 +1,12 @@
 """The peers bench/queue.py measures Levqor against, and their drains: the same no-op job as a
-PgQueuer entrypoint (its worker is bench/pgqueuer_peer.py), a Celery task and an RQ job function.
-Celery and RQ worker processes import this module as `bench.queue_peers`.
+PgQueuer entrypoint (bench/pgqueuer_peer.py), a procrastinate task (bench/procrastinate_peer.py), a
+Celery task and an RQ job function. Celery and RQ workers import this module as `bench.queue_peers`.
 
 Celery and RQ store their result in Redis, as Levqor stores its result in the database: a run that
-throws its results away would not be the same job. PgQueuer keeps no results; it writes a log row
-per job and state change, which is what the bench reads. The Celery task returns the time it ran,
-because Celery records only when a task finished (`date_done`), not when it started.
+throws its results away would not be the same job. PgQueuer and procrastinate keep no results; they
+record every job's state changes (PgQueuer's log rows, procrastinate's events), which the bench
+reads. The Celery task returns the time it ran, because Celery records only when a task finished
+(`date_done`), not when it started.
 """
 
 from __future__ import annotations
