@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck schema bench-http bench-queue clean
+.PHONY: run test lint typecheck schema bench-http bench-queue bench-growth clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Levqor needs Python 3.11, 3.12 or 3.13 (none found on PATH; set PYTHON=...)"; exit 1; }
@@ -38,9 +38,15 @@ schema: $(STAMP)
 bench-http: $(STAMP)
 	$(BIN)/python bench/http.py
 
-# Levqor's queue against Celery and RQ (needs PostgreSQL and Redis on loopback); JOBS=5000 ROUNDS=3.
+# Levqor's queue against PgQueuer, Celery and RQ, procrastinate as context (needs PostgreSQL and Redis on
+# loopback); JOBS=20000 ROUNDS=3.
 bench-queue: $(STAMP)
-	$(BIN)/python -m bench.queue --jobs $(or $(JOBS),5000) --rounds $(or $(ROUNDS),3)
+	$(BIN)/python -m bench.queue --jobs $(or $(JOBS),20000) --rounds $(or $(ROUNDS),3)
+
+# The queue and HTTP figures with a million finished jobs in the tables against empty tables (needs
+# PostgreSQL on loopback and wrk); FINISHED=1000000 JOBS=20000 ROUNDS=3.
+bench-growth: $(STAMP)
+	$(BIN)/python -m bench.growth --finished $(or $(FINISHED),1000000) --jobs $(or $(JOBS),20000) --rounds $(or $(ROUNDS),3)
 
 clean:
 	rm -rf $(VENV) .venv-newest .pytest_cache .mypy_cache .ruff_cache

@@ -1,5 +1,6 @@
 """What bench/queue.py shares between the systems it measures: worker processes that are always
-cleaned up, the one definition of a drain's figures, and percentiles."""
+cleaned up, scratch PostgreSQL databases that are always dropped, the one definition of a drain's
+figures, and percentiles."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL_S = 0.05  # how often the bench looks whether a drain is done
@@ -25,13 +31,16 @@ class Drain:
     """One system draining N pre-enqueued jobs with its worker processes.
 
     `jobs_per_s` is N over `drain_s`, the time from the first job starting to the last one finishing,
-    both as the system itself recorded them: process start-up (imports, connections) is left out the
-    same way for every system. `wall_s` adds it back: from spawning the workers until the bench saw
-    every job terminal."""
+    both as the system itself recorded them. `startup_s` is what comes before: from spawning the
+    worker processes (imports, connections, schema checks) to the first job starting, so start-up is
+    reported apart from the drain the same way for every system. `wall_s` is from the spawn until the
+    bench saw every job done (it polls every `POLL_S`). `succeeded` counts the jobs the system
+    recorded as succeeded, each once."""
 
     system: str
     jobs: int
     succeeded: int
+    startup_s: float
     drain_s: float
     wall_s: float
 
@@ -39,19 +48,68 @@ class Drain:
     def jobs_per_s(self) -> float:
         return self.jobs / self.drain_s if self.drain_s > 0 else 0.0
 
+    @property
+    def all_succeeded(self) -> bool:
+        return self.succeeded == self.jobs
+
     def report(self) -> dict[str, Any]:
         return {
             **asdict(self),
+            "all_succeeded": self.all_succeeded,
             "jobs_per_s": round(self.jobs_per_s, 1),
+            "startup_s": round(self.startup_s, 3),
             "drain_s": round(self.drain_s, 3),
             "wall_s": round(self.wall_s, 3),
         }
 
 
 def drain_from(
-    system: str, jobs: int, succeeded: int, first: datetime, last: datetime, wall_s: float
+    system: str,
+    jobs: int,
+    succeeded: int,
+    *,
+    spawned_at: datetime,
+    first: datetime,
+    last: datetime,
+    wall_s: float,
 ) -> Drain:
-    return Drain(system, jobs, succeeded, (last - first).total_seconds(), wall_s)
+    """The figures of a drain from the spawn time and the first start and last finish the system
+    recorded; naive timestamps are UTC (SQLite keeps them so)."""
+    first, last = _utc(first), _utc(last)
+    return Drain(
+        system,
+        jobs,
+        succeeded,
+        startup_s=(first - spawned_at).total_seconds(),
+        drain_s=(last - first).total_seconds(),
+        wall_s=wall_s,
+    )
+
+
+def utc_now() -> datetime:
+    """The wall clock, to compare with the timestamps the systems write (all on this machine)."""
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+@contextmanager
+def scratch_postgres(admin_url: str, label: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one system, dropped at the end; yields its URL."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"levqor_bench_{label}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
 
 
 class Processes:
