@@ -23,6 +23,9 @@ from levqor.queue import Outcome, OutcomeKind
 from levqor.queue.claim import _candidates
 from tests.queue_support import add_job, event_types, get_job
 
+SQLITE = pytest.mark.parametrize("db_kind", ["sqlite"], indirect=True)
+POSTGRES = pytest.mark.parametrize("db_kind", ["postgres"], indirect=True)
+
 
 def _claim(db: Database, worker_id: str, max_jobs: int) -> list[queue.ClaimedJob]:
     return db.write_sync(
@@ -46,9 +49,8 @@ def captured_updates(db: Database) -> Iterator[list[tuple[str, Any]]]:
         event.remove(db.engine, "before_cursor_execute", capture)
 
 
+@SQLITE
 def test_the_sqlite_claim_walks_the_claim_index_without_sorting(db: Database) -> None:
-    if not db.is_sqlite:
-        pytest.skip("SQLite's plan")
     for _ in range(3):
         add_job(db)
     with captured_updates(db) as statements:
@@ -65,11 +67,10 @@ def test_the_sqlite_claim_walks_the_claim_index_without_sorting(db: Database) ->
     assert not any("TEMP B-TREE" in step for step in plan), plan
 
 
+@POSTGRES
 def test_a_generic_postgresql_plan_still_uses_the_claim_index(db: Database) -> None:
     """A prepared statement run often gets a generic plan, made without the parameters' values: only
     a literal predicate lets it use the partial index."""
-    if db.is_sqlite:
-        pytest.skip("PostgreSQL's plan")
 
     def explain(session: Session) -> str:
         session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
@@ -128,9 +129,8 @@ def test_a_stale_success_leaves_the_job_and_its_events_alone(db: Database) -> No
     assert event_types(db, job.id) == ["submitted", "claimed"]
 
 
+@SQLITE
 def test_sqlite_writers_queue_on_a_lock_file_beside_the_database(db: Database) -> None:
-    if not db.is_sqlite:
-        pytest.skip("SQLite only")
     path = f"{db.engine.url.database}-writers"
     assert os.path.exists(path)
     other = os.open(path, os.O_RDWR)
