@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Index, SmallInteger, String, Uuid, event, text
 from sqlmodel import Field, SQLModel
+from uuid_utils.compat import uuid7
 
 from levqor.db.types import BigIntPK, JSONType, UtcDateTime, utcnow
 
@@ -136,7 +137,11 @@ class Job(SQLModel, table=True):
 
     # `seq` gives arrival order and cheap keyset pagination; `id` is the public identifier.
     seq: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
-    id: uuid.UUID = Field(default_factory=uuid.uuid4, sa_type=Uuid, unique=True)
+    # Time-ordered (version 7): a new job's id, and its events' `job_id`, land at the end of their
+    # indexes, where version 4's random ids landed on any leaf of an index that outgrew the cache (at
+    # a million jobs: 7.9 against 1.0 KB of WAL per submit on PostgreSQL, full-page images of those
+    # leaves). Still a UUID to every client.
+    id: uuid.UUID = Field(default_factory=uuid7, sa_type=Uuid, unique=True)
     workflow: str = Field(sa_type=String(128))
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     callback_url: str | None = Field(default=None, sa_type=String(2048))
