@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 def make_wakeup(settings: Settings) -> Wakeup:
-    """Local pokes always; LISTEN/NOTIFY on PostgreSQL; polling at the configured interval."""
+    """Local pokes always; LISTEN/NOTIFY on PostgreSQL, `data_version` reads on SQLite; polling at
+    the configured interval."""
     return Wakeup(poll_interval_s=settings.poll_interval_ms / 1000, listen_url=settings.db_url)
 
 
