@@ -219,7 +219,7 @@ async def claim_jobs(ctx: Context, data: Any) -> Claim:
         if jobs or remaining_s <= 0:
             return Claim(jobs=jobs, lease_s=lease_s)
         if wakeup is not None:
-            await wakeup.wait_for_jobs(remaining_s, since=token)
+            await wakeup.wait_for_jobs(remaining_s, since=token, workflows=fields.workflows)
         else:
             await asyncio.sleep(min(remaining_s, FALLBACK_POLL_S))
 

@@ -153,7 +153,7 @@ class Worker:
             for job in claimed:
                 self._start(job)
             if len(claimed) < free and not self._stopping.is_set():
-                await self.wakeup.wait_for_jobs(poll_s, since=token)
+                await self.wakeup.wait_for_jobs(poll_s, since=token, workflows=self.workflows)
 
     def _free_slots(self) -> int:
         return self.concurrency - len(self._running) - self._reserved
