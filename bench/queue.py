@@ -271,6 +271,19 @@ def peer_drains(args: argparse.Namespace) -> dict[str, Callable[[int, Processes]
     }
 
 
+def settle(args: argparse.Namespace) -> None:
+    """Before each drain, a PostgreSQL checkpoint: the dirty pages and WAL the system before it left
+    are written out now, not during the next system's drain."""
+    if args.no_postgres:
+        return
+    admin = create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("CHECKPOINT")
+    finally:
+        admin.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     kinds = ["sqlite"] if args.no_postgres else ["sqlite", "postgres"]
@@ -283,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             # Rounds interleave the systems, so a burst of other load on the machine hits them alike.
             for _round in range(args.rounds):
                 for kind in kinds:
+                    settle(args)
                     drain = run_levqor(
                         kind,
                         args.jobs,
@@ -293,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     rounds.setdefault(kind, []).append(drain)
                 for name, run_peer in peers.items():
+                    settle(args)
                     with Processes(workdir) as processes:
                         rounds.setdefault(name, []).append(run_peer(args.jobs, processes))
             latency = {
