@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, TextClause, bindparam, func, insert, literal, select, text, update
+from sqlalchemy import BigInteger, Select, TextClause, bindparam, func, select, text, update
 from sqlmodel import Session
 
 from levqor.db.models import CLAIMABLE_WHERE, JobStatus
 from levqor.db.types import utcnow
-from levqor.queue.events import JOB_EVENTS, JOBS, event_row, insert_events
+from levqor.queue.events import JOBS, event_row, events_of_changed, insert_events
 
 CLAIMED_EVENT = "claimed"
 MAX_CLAIM_BATCH = 1000
@@ -88,17 +88,13 @@ def _claim_with_events(
     c = JOBS.c
     locked = picked.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
     claimed = update(JOBS).where(c.seq == locked.c.seq).values(values).returning(*returned).cte("claimed")
-    logged = insert(JOB_EVENTS).from_select(
-        ["job_id", "at", "type", "from_status", "to_status", "attempt", "worker_id"],
-        select(
-            claimed.c.id,
-            literal(now, JOB_EVENTS.c.at.type),
-            literal(CLAIMED_EVENT),
-            literal(JobStatus.QUEUED.value),
-            literal(JobStatus.RUNNING.value),
-            claimed.c.attempts,
-            literal(worker_id),
-        ),
+    logged = events_of_changed(
+        claimed,
+        CLAIMED_EVENT,
+        from_status=JobStatus.QUEUED.value,
+        to_status=JobStatus.RUNNING.value,
+        at=now,
+        worker_id=worker_id,
     )
     return session.execute(select(claimed).add_cte(logged.cte("logged"))).all()
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import CTE, ColumnElement, Insert, Table, insert, literal, select
 from sqlmodel import Session, SQLModel
 
 from levqor.db.bulk import BulkInsert
@@ -71,6 +71,31 @@ EVENT_COLUMNS = tuple(column.name for column in JOB_EVENTS.columns if column.nam
 # with the values a batch shares bound once: cheaper than multi-row VALUES, whose text is new for
 # every batch size and costs the driver a parse each time.
 _INSERT_EVENTS = BulkInsert(JOB_EVENTS, EVENT_COLUMNS)
+
+
+def events_of_changed(
+    changed: CTE,
+    type_: str,
+    *,
+    from_status: str,
+    to_status: str,
+    at: datetime,
+    worker_id: ColumnElement[Any] | str,
+) -> Insert:
+    """One event per row of `changed`, a data-modifying CTE that returns the changed jobs' `id` and
+    `attempts`: for a statement that changes jobs and logs them at once (PostgreSQL)."""
+    worker = literal(worker_id) if isinstance(worker_id, str) else worker_id
+    values = select(
+        changed.c.id,
+        literal(at, JOB_EVENTS.c.at.type),
+        literal(type_),
+        literal(from_status),
+        literal(to_status),
+        changed.c.attempts,
+        worker,
+    )
+    columns = ["job_id", "at", "type", "from_status", "to_status", "attempt", "worker_id"]
+    return insert(JOB_EVENTS).from_select(columns, values)
 
 
 def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:

@@ -24,7 +24,6 @@ from sqlalchemy import (
     bindparam,
     column,
     func,
-    insert,
     literal,
     null,
     select,
@@ -37,7 +36,7 @@ from levqor.db.bulk import BulkStatement
 from levqor.db.models import Job, JobStatus
 from levqor.db.types import utcnow
 from levqor.errors import Conflict
-from levqor.queue.events import JOB_EVENTS, JOBS, event_row, insert_events
+from levqor.queue.events import JOBS, event_row, events_of_changed, insert_events
 from levqor.queue.wakeup import mark_claimable
 
 DEFAULT_RETRY_BASE_S = 1.0
@@ -193,22 +192,14 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
         .returning(c.id, c.attempts, c.worker_id)
         .cte("done")
     )
-    logged = (
-        insert(JOB_EVENTS)
-        .from_select(
-            ["job_id", "at", "type", "from_status", "to_status", "attempt", "worker_id"],
-            select(
-                done.c.id,
-                literal(now, JOB_EVENTS.c.at.type),
-                literal(SUCCEEDED_EVENT),
-                literal(JobStatus.RUNNING.value),
-                literal(JobStatus.SUCCEEDED.value),
-                done.c.attempts,
-                done.c.worker_id,
-            ),
-        )
-        .cte("logged")
-    )
+    logged = events_of_changed(
+        done,
+        SUCCEEDED_EVENT,
+        from_status=JobStatus.RUNNING.value,
+        to_status=JobStatus.SUCCEEDED.value,
+        at=now,
+        worker_id=done.c.worker_id,
+    ).cte("logged")
     return list(session.execute(select(done.c.id).add_cte(logged)).scalars())
 
 
