@@ -23,7 +23,8 @@ from sqlmodel import Session
 
 from levqor.db.models import CLAIMABLE_WHERE, JobStatus
 from levqor.db.types import utcnow
-from levqor.queue.events import JOBS, event_row, events_of_changed, insert_events
+from levqor.queue.claimable import JOBS, claimable
+from levqor.queue.events import event_row, events_of_changed, insert_events
 
 CLAIMED_EVENT = "claimed"
 MAX_CLAIM_BATCH = 1000
@@ -41,17 +42,9 @@ class ClaimedJob:
     timeout_s: int | None
 
 
-# The predicate of the partial index `ix_jobs_claimable`, written as a literal: a planner can use a
-# partial index only where the query's WHERE implies the index's, which a bound parameter cannot
-# show (PostgreSQL's generic plans, SQLite's planner).
-CLAIMABLE = text(CLAIMABLE_WHERE)
-
-
 def _candidates(workflows: Sequence[str] | None, max_jobs: int, now: datetime) -> Select[Any]:
     c = JOBS.c
-    statement = select(c.seq).where(CLAIMABLE, c.run_at <= now)
-    if workflows is not None:
-        statement = statement.where(c.workflow.in_(list(workflows)))
+    statement = select(c.seq).where(claimable(workflows, now))
     return statement.order_by(c.priority, c.run_at, c.seq).limit(max_jobs)
 
 

@@ -15,7 +15,6 @@ from levqor.db.models import Job, JobEvent, JobStatus
 from levqor.db.types import utcnow
 from levqor.queue.wakeup import mark_claimable
 
-JOBS: Table = SQLModel.metadata.tables[Job.__tablename__]
 JOB_EVENTS: Table = SQLModel.metadata.tables[JobEvent.__tablename__]
 
 

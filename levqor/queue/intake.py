@@ -25,7 +25,8 @@ from levqor.db.bulk import BulkInsert
 from levqor.db.engine import Database
 from levqor.db.models import Job, JobStatus
 from levqor.db.types import utcnow
-from levqor.queue.events import JOBS, event_row, insert_events
+from levqor.queue.claimable import JOBS
+from levqor.queue.events import event_row, insert_events
 from levqor.queue.wakeup import mark_claimable
 
 # Past a few dozen rows a bigger transaction saves little and holds the write lock longer.

@@ -19,7 +19,8 @@ from sqlmodel import Session
 from levqor.db.models import JobStatus
 from levqor.db.types import utcnow
 from levqor.errors import Conflict
-from levqor.queue.events import JOBS, event_row, insert_events
+from levqor.queue.claimable import JOBS
+from levqor.queue.events import event_row, insert_events
 from levqor.queue.outcomes import DEFAULT_BACKOFF, LEASE_LOST, Backoff
 from levqor.queue.wakeup import mark_claimable
 

@@ -36,7 +36,8 @@ from levqor.db.bulk import BulkStatement
 from levqor.db.models import Job, JobStatus
 from levqor.db.types import utcnow
 from levqor.errors import Conflict
-from levqor.queue.events import JOBS, event_row, events_of_changed, insert_events
+from levqor.queue.claimable import JOBS
+from levqor.queue.events import event_row, events_of_changed, insert_events
 from levqor.queue.wakeup import mark_claimable
 
 DEFAULT_RETRY_BASE_S = 1.0

@@ -31,10 +31,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import NullPool
-from sqlmodel import SQLModel
 
-from levqor.db.models import Job, JobStatus
 from levqor.db.types import utcnow
+from levqor.queue.claimable import claimable
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,6 @@ LISTEN_RETRY_S = 1.0
 SQLITE_WATCH_INTERVAL_S = 0.010
 SQLITE_WATCH_THREAD = "levqor-sqlite-watch"
 _SESSION_FLAG = "levqor_wake"
-_JOBS = SQLModel.metadata.tables[Job.__tablename__]
 
 _registry_lock = threading.Lock()
 _registry: set[Wakeup] = set()
@@ -97,11 +95,7 @@ def _sqlite_file_url(url: str | None) -> str | None:
 def _due_job_queued(connection: Connection, workflows: Collection[str] | None) -> bool:
     """Whether a job is queued with its `run_at` come, of one of `workflows` (None: any); the read
     that the partial index `ix_jobs_claimable` answers, so a wake-up is worth a claim."""
-    c = _JOBS.c
-    condition = (c.status == JobStatus.QUEUED.value) & (c.run_at <= utcnow())
-    if workflows is not None:
-        condition = condition & c.workflow.in_(list(workflows))
-    return bool(connection.execute(select(exists().where(condition))).scalar())
+    return bool(connection.execute(select(exists().where(claimable(workflows, utcnow())))).scalar())
 
 
 class Wakeup:

@@ -18,7 +18,8 @@ from sqlmodel import Session
 from levqor.db.bulk import BulkInsert
 from levqor.db.engine import Database
 from levqor.db.models import Job, JobEvent, User
-from levqor.queue.events import JOB_EVENTS, JOBS
+from levqor.queue.claimable import JOBS
+from levqor.queue.events import JOB_EVENTS
 from levqor.queue.intake import job_row, write_jobs
 
 JOB_COLUMNS = tuple(column.name for column in JOBS.columns if column.name != "seq")
