@@ -16,14 +16,14 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
 from kombu import Exchange
 from kombu import Queue as KombuQueue
-from sqlalchemy import create_engine, text
+from sqlalchemy import TextClause, create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.queue_support import (
@@ -236,31 +236,10 @@ def run_pgqueuer(n: int, processes: Processes, *, timeout_s: float, pg_admin_url
     with scratch_postgres(pg_admin_url, "pgqueuer") as url:
         dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         ids = set(asyncio.run(_pgqueuer_install_and_enqueue(dsn, n)))
-        engine = create_engine(url, pool_size=1)
-        try:
-
-            def counts() -> tuple[int, datetime | None, datetime | None]:
-                with engine.connect() as conn:
-                    successful, first, last = conn.execute(PGQUEUER_COUNTS).one()
-                return int(successful), first, last
-
-            spawned_at, started = utc_now(), time.monotonic()
-            for index in range(2):
-                processes.spawn(f"pgqueuer-{index}", python("-m", "bench.pgqueuer_peer", dsn))
-            wait_until(
-                lambda: counts()[0] >= n, timeout_s=timeout_s, what="the PgQueuer drain", processes=processes
-            )
-            wall_s = time.monotonic() - started
-            processes.stop_all()
-            _successful, first, last = counts()
-            with engine.connect() as conn:
-                once = {row[0] for row in conn.execute(PGQUEUER_SUCCEEDED_ONCE)}
-        finally:
-            engine.dispose()
-    assert first is not None
-    assert last is not None
-    succeeded = len(ids & once)
-    return drain_from("pgqueuer", n, succeeded, spawned_at=spawned_at, first=first, last=last, wall_s=wall_s)
+        spawn = [python("-m", "bench.pgqueuer_peer", dsn)] * 2
+        return _drain_on_postgres(
+            "pgqueuer", url, ids, processes, spawn, {}, PGQUEUER_COUNTS, PGQUEUER_SUCCEEDED_ONCE, timeout_s
+        )
 
 
 async def _pgqueuer_install_and_enqueue(dsn: str, n: int) -> list[int]:
@@ -322,44 +301,61 @@ def run_procrastinate(n: int, processes: Processes, *, timeout_s: float, pg_admi
             "PGPASSWORD": location.password or "",
             "PGDATABASE": location.database or "",
         }
-        engine = create_engine(url, pool_size=1)
-        try:
+        command = python(
+            "-m", "procrastinate", "--app", "bench.procrastinate_peer.app", "--log-level", "warning", "worker"
+        )
+        return _drain_on_postgres(
+            "procrastinate",
+            url,
+            ids,
+            processes,
+            [command] * 2,
+            libpq_env,
+            PROCRASTINATE_COUNTS,
+            PROCRASTINATE_SUCCEEDED_ONCE,
+            timeout_s,
+        )
 
-            def counts() -> tuple[int, datetime | None, datetime | None]:
-                with engine.connect() as conn:
-                    succeeded, first, last = conn.execute(PROCRASTINATE_COUNTS).one()
-                return int(succeeded), first, last
 
-            spawned_at, started = utc_now(), time.monotonic()
-            for index in range(2):
-                processes.spawn(
-                    f"procrastinate-{index}",
-                    python(
-                        "-m",
-                        "procrastinate",
-                        "--app",
-                        "bench.procrastinate_peer.app",
-                        "--log-level",
-                        "warning",
-                        "worker",
-                    ),
-                    libpq_env,
-                )
-            wait_until(
-                lambda: counts()[0] >= n,
-                timeout_s=timeout_s,
-                what="the procrastinate drain",
-                processes=processes,
-            )
-            wall_s = time.monotonic() - started
-            processes.stop_all()
-            _succeeded, first, last = counts()
+def _drain_on_postgres(
+    system: str,
+    url: str,
+    ids: set[int],
+    processes: Processes,
+    commands: Sequence[Sequence[str]],
+    env: dict[str, str],
+    counts_sql: TextClause,
+    once_sql: TextClause,
+    timeout_s: float,
+) -> Drain:
+    """Spawn a PostgreSQL queue's worker processes and wait for `ids` to be done; `counts_sql` gives
+    (successes, first start, last finish) and `once_sql` the ids that succeeded exactly once."""
+    engine = create_engine(url, pool_size=1)
+    try:
+
+        def counts() -> tuple[int, datetime | None, datetime | None]:
             with engine.connect() as conn:
-                once = {row[0] for row in conn.execute(PROCRASTINATE_SUCCEEDED_ONCE)}
-        finally:
-            engine.dispose()
+                succeeded, first, last = conn.execute(counts_sql).one()
+            return int(succeeded), first, last
+
+        spawned_at, started = utc_now(), time.monotonic()
+        for index, command in enumerate(commands):
+            processes.spawn(f"{system}-{index}", command, env)
+        wait_until(
+            lambda: counts()[0] >= len(ids),
+            timeout_s=timeout_s,
+            what=f"the {system} drain",
+            processes=processes,
+        )
+        wall_s = time.monotonic() - started
+        processes.stop_all()
+        _succeeded, first, last = counts()
+        with engine.connect() as conn:
+            once = {row[0] for row in conn.execute(once_sql)}
+    finally:
+        engine.dispose()
     assert first is not None
     assert last is not None
     return drain_from(
-        "procrastinate", n, len(ids & once), spawned_at=spawned_at, first=first, last=last, wall_s=wall_s
+        system, len(ids), len(ids & once), spawned_at=spawned_at, first=first, last=last, wall_s=wall_s
     )
