@@ -10,6 +10,7 @@ by field name. `Settings(...)` reads only its arguments: the environment is read
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +43,14 @@ DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # a request's whole head (request line and
 DEFAULT_HEAD_TIMEOUT_S = 10  # how long a connection may take to send a request's head
 DEFAULT_RATE_KEY = "600/minute"  # per API key, for callers with a valid key (CONTRACT.md §6)
 DEFAULT_CALLBACK_RETRY_S = (5, 300, 1800, 7200, 18000, 36000, 36000)
+DEFAULT_CALLBACK_TIMEOUT_S = 15.0  # CONTRACT.md §8: 2xx within 15 s is delivered
+DEFAULT_CALLBACK_FAILING_AFTER_S = 5 * 24 * 3600  # an endpoint failing this long is marked failing
+DEFAULT_CALLBACK_CONCURRENCY = 64  # deliveries in flight per worker process
+DEFAULT_WEBHOOK_OVERLAP_S = 24 * 3600  # both secrets sign for this long after a rotation
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+DEFAULT_JOB_UPDATES_POLL_MS = 100  # how often a live job stream looks for new events without NOTIFY
+DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION = 20
+DEFAULT_MAX_SUBSCRIPTIONS_PER_KEY = 100  # live streams (GraphQL and SSE) of one caller, per process
 DEFAULT_CORS_ORIGINS = ("https://levqor.ai",)
 
 # The `limits` storages whose client libraries Levqor depends on.
@@ -97,11 +106,32 @@ class Settings(BaseSettings):
     shutdown_grace_s: int = Field(DEFAULT_SHUTDOWN_GRACE_S, ge=0, validation_alias="LEVQOR_SHUTDOWN_GRACE_S")
     retry_base_ms: int = Field(DEFAULT_RETRY_BASE_MS, ge=1, validation_alias="LEVQOR_RETRY_BASE_MS")
     retry_max_s: int = Field(DEFAULT_RETRY_MAX_S, ge=1, validation_alias="LEVQOR_RETRY_MAX_S")
-    # Reserved for callbacks (CONTRACT.md §8), not built yet.
+    # Signs the callbacks of jobs submitted without a managed key (`whsec_` and base64 of 24-64 bytes).
     webhook_secret: str | None = Field(None, validation_alias="LEVQOR_WEBHOOK_SECRET")
     callback_allow_private: bool = Field(False, validation_alias="LEVQOR_CALLBACK_ALLOW_PRIVATE")
+    # The waits before each retry of a delivery; once they are used up, it has failed.
     callback_retry_s: Annotated[tuple[Seconds, ...], NoDecode] = Field(
         DEFAULT_CALLBACK_RETRY_S, validation_alias="LEVQOR_CALLBACK_RETRY_S"
+    )
+    callback_timeout_s: float = Field(
+        DEFAULT_CALLBACK_TIMEOUT_S, gt=0, le=60, validation_alias="LEVQOR_CALLBACK_TIMEOUT_S"
+    )
+    callback_failing_after_s: int = Field(
+        DEFAULT_CALLBACK_FAILING_AFTER_S, ge=1, validation_alias="LEVQOR_CALLBACK_FAILING_AFTER_S"
+    )
+    callback_concurrency: int = Field(
+        DEFAULT_CALLBACK_CONCURRENCY, ge=1, le=1000, validation_alias="LEVQOR_CALLBACK_CONCURRENCY"
+    )
+    job_updates_poll_ms: int = Field(
+        DEFAULT_JOB_UPDATES_POLL_MS, ge=10, validation_alias="LEVQOR_JOB_UPDATES_POLL_MS"
+    )
+    max_subscriptions_per_connection: int = Field(
+        DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+        ge=1,
+        validation_alias="LEVQOR_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+    )
+    max_subscriptions_per_key: int = Field(
+        DEFAULT_MAX_SUBSCRIPTIONS_PER_KEY, ge=1, validation_alias="LEVQOR_MAX_SUBSCRIPTIONS_PER_KEY"
     )
     log_format: Literal["json", "text"] = Field("json", validation_alias="LEVQOR_LOG_FORMAT")
     workflow_modules: CommaList = Field((), validation_alias="LEVQOR_WORKFLOWS")
@@ -168,6 +198,22 @@ class Settings(BaseSettings):
         if scheme not in RATE_STORAGE_SCHEMES:
             raise ValueError(f"must be memory:// or a redis://host:port/db URI, not {value!r}")
         return uri
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: str | None) -> str | None:
+        """A Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 random bytes."""
+        if value is None:
+            return None
+        secret = value.strip()
+        try:
+            key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+        except ValueError:
+            key = b""
+        if not secret.startswith(WEBHOOK_SECRET_PREFIX) or not 24 <= len(key) <= 64:
+            # The value is not echoed: it is a secret.
+            raise ValueError("must be 'whsec_' and the base64 of 24 to 64 random bytes")
+        return secret
 
     @field_validator("trusted_proxies")
     @classmethod

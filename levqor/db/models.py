@@ -8,7 +8,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Index, SmallInteger, String, Uuid, event, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Index,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    event,
+    text,
+)
 from sqlmodel import Field, SQLModel
 from uuid_utils.compat import uuid7
 
@@ -164,6 +175,8 @@ class Job(SQLModel, table=True):
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     cost_estimate_micros: int | None = Field(default=None, sa_type=BigInteger)  # USD micro-dollars
     cost_actual_micros: int | None = Field(default=None, sa_type=BigInteger)
+    # The last progress the running attempt reported (each report is also a `progress` event).
+    progress: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
@@ -223,6 +236,12 @@ class ApiKey(SQLModel, table=True):
     last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     # Requests per minute this key may make; None: LEVQOR_RATE_KEY (CONTRACT.md §6).
     rate_limit: int | None = Field(default=None)
+    # Signs the callbacks of the jobs this key submits (`whsec_…`, CONTRACT.md §8). Kept as is, since
+    # signing needs it; shown once, when the key is made or the secret rotated. After a rotation the
+    # previous secret signs too (a second signature) until `webhook_secret_previous_until`.
+    webhook_secret: str | None = Field(default=None, sa_type=String(64))
+    webhook_secret_previous: str | None = Field(default=None, sa_type=String(64))
+    webhook_secret_previous_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 class Worker(SQLModel, table=True):
@@ -238,3 +257,88 @@ class Worker(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
     last_seen_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, index=True)
     stopped_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for its next attempt, or being attempted (`lease_expires_at` set)
+    DELIVERED = "delivered"
+    FAILED = "failed"  # given up: retries used up, 410 Gone, or an endpoint marked failing
+
+    @property
+    def is_final(self) -> bool:
+        return self is not DeliveryStatus.PENDING
+
+
+# The predicate of the outbox's partial index; the delivery claim repeats it word for word.
+DELIVERY_DUE_WHERE = "status = 'pending'"
+
+
+class CallbackDelivery(SQLModel, table=True):
+    """The outbox: one webhook to send, written in the transaction that finished its job.
+
+    `body` is the exact JSON text sent on every attempt, fixed when the job's state changed, so a
+    retry signs and sends the same bytes under the same `webhook_id`."""
+
+    __tablename__ = "callback_deliveries"
+    __table_args__ = (
+        Index(
+            "ix_callback_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text(DELIVERY_DUE_WHERE),
+            sqlite_where=text(DELIVERY_DUE_WHERE),
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True, sa_type=Uuid)
+    job_id: uuid.UUID = Field(sa_type=Uuid, index=True)
+    event_type: str = Field(sa_type=String(32))  # job.succeeded, job.failed, job.cancelled
+    # The Standard Webhooks `webhook-id`: the same on every attempt and on a re-send of the event.
+    webhook_id: str = Field(sa_type=String(64))
+    url: str = Field(sa_type=String(2048))
+    body: str = Field(sa_type=Text)
+    # Whose secret signs it: the submitting principal (`key:<id>` uses that key's secret).
+    signed_by: str | None = Field(default=None, sa_type=String(64))
+    status: str = Field(default=DeliveryStatus.PENDING.value, sa_type=String(16))
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    worker_id: str | None = Field(default=None, sa_type=String(200))
+    failed_reason: str | None = Field(default=None, sa_type=String(200))
+    resent_from: uuid.UUID | None = Field(default=None, sa_type=Uuid)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class CallbackAttempt(SQLModel, table=True):
+    """One POST of a delivery. The row is written when the attempt is claimed, before anything is
+    sent, and finished with what came back; a row left unfinished is an attempt whose worker died."""
+
+    __tablename__ = "callback_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "attempt", name="ux_callback_attempts_delivery"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    delivery_id: uuid.UUID = Field(sa_type=Uuid)
+    attempt: int
+    worker_id: str = Field(sa_type=String(200))
+    started_at: datetime = Field(sa_type=UtcDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    status_code: int | None = Field(default=None)
+    latency_ms: int | None = Field(default=None)
+    response_excerpt: str | None = Field(default=None, sa_type=Text)  # at most the first 1,000 chars
+    error: str | None = Field(default=None, sa_type=String(500))
+
+
+class CallbackEndpoint(SQLModel, table=True):
+    """A callback URL that has failed since its last success (a healthy URL has no row).
+
+    Once it has failed for `LEVQOR_CALLBACK_FAILING_AFTER_S` it is marked failing: its deliveries get
+    one attempt each instead of the retry schedule, until one succeeds and clears the mark."""
+
+    __tablename__ = "callback_endpoints"
+
+    url_hash: str = Field(primary_key=True, sa_type=String(64))  # SHA-256 of the URL
+    url: str = Field(sa_type=String(2048))
+    failing_since: datetime = Field(sa_type=UtcDateTime)
+    last_failure_at: datetime = Field(sa_type=UtcDateTime)
+    marked_failing_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
