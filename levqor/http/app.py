@@ -32,7 +32,7 @@ from levqor.resolvers.batches import RequestBatches
 from levqor.resolvers.context import Context
 from levqor.resolvers.health import PublicMetricsCache, record_uptime_sample
 from levqor.resolvers.keys import any_active_managed_key, any_managed_key
-from levqor.rest import health, jobs, keys, users, workers
+from levqor.rest import deliveries, health, jobs, keys, users, workers
 from levqor.rest import workflows as workflow_routes
 from levqor.rest.openapi import build_openapi
 from levqor.worker.process import WorkerServices
@@ -74,6 +74,7 @@ def build_routes(settings: Settings) -> list[BaseRoute]:
     api_routes: list[BaseRoute] = [
         *health.routes(),
         *jobs.routes(dev_routes=not settings.is_production),
+        *deliveries.routes(),
         *users.routes(),
         *workers.routes(),
         *workflow_routes.routes(),

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import CTE, ColumnElement, Insert, Table, insert, literal, select
 from sqlmodel import Session, SQLModel
 
+from levqor.callbacks.outbox import write_deliveries
 from levqor.db.bulk import BulkInsert
 from levqor.db.models import Job, JobEvent, JobStatus
 from levqor.db.types import utcnow
@@ -126,7 +127,7 @@ def finish(
     type_: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> Job:
-    """Move a job to a terminal state, releasing its lease."""
+    """Move a job to a terminal state, releasing its lease, and queue its callback if it has one."""
     if not status.is_terminal:
         raise ValueError(f"{status} is not a terminal status")
     now = utcnow()
@@ -139,4 +140,5 @@ def finish(
     job.updated_at = now
     session.add(job)
     record_event(session, job, type_ or status.value, from_status=previous, at=now, detail=detail)
+    write_deliveries(session, [job], now)
     return job

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select, tuple_, update
 from sqlmodel import Session
 
+from levqor.callbacks.outbox import write_deliveries_for
 from levqor.db.models import JobStatus
 from levqor.db.types import utcnow
 from levqor.errors import Conflict
@@ -117,7 +118,7 @@ def reap_expired(
     now = now or utcnow()
     c = JOBS.c
     candidates = (
-        select(c.seq, c.id, c.attempts, c.max_attempts, c.worker_id, c.cancel_requested)
+        select(c.seq, c.id, c.attempts, c.max_attempts, c.worker_id, c.cancel_requested, c.callback_url)
         .where(c.status == JobStatus.RUNNING.value, c.lease_expires_at < now)
         .order_by(c.lease_expires_at)
         .limit(limit)
@@ -126,6 +127,7 @@ def reap_expired(
     taken = 0
     requeued = False
     events: list[dict[str, Any]] = []
+    called_back: list[uuid.UUID] = []
     for row in session.execute(candidates).all():
         status, values, event_type, detail = _after_expiry(row, backoff, now)
         applied = session.execute(
@@ -143,6 +145,8 @@ def reap_expired(
             continue
         taken += 1
         requeued = requeued or status is JobStatus.QUEUED
+        if status.is_terminal and row.callback_url is not None:
+            called_back.append(row.id)
         events.append(
             event_row(
                 row.id,
@@ -156,6 +160,7 @@ def reap_expired(
             )
         )
     insert_events(session, events)
+    write_deliveries_for(session, called_back, now)
     if requeued:
         mark_claimable(session)
     return taken

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, col
 
+from levqor.callbacks.outbox import write_deliveries_for
 from levqor.db.bulk import BulkStatement
 from levqor.db.models import Job, JobStatus
 from levqor.db.types import utcnow
@@ -88,7 +89,7 @@ class Outcome:
 def _locked_running(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
     c = JOBS.c
     statement = (
-        select(c.seq, c.id, c.attempts, c.max_attempts, c.worker_id, c.cancel_requested)
+        select(c.seq, c.id, c.attempts, c.max_attempts, c.worker_id, c.cancel_requested, c.callback_url)
         .where(c.id.in_(list(job_ids)), c.status == JobStatus.RUNNING.value)
         .with_for_update()
     )
@@ -190,7 +191,7 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
             lease_expires_at=None,
             updated_at=now,
         )
-        .returning(c.id, c.attempts, c.worker_id)
+        .returning(c.id, c.attempts, c.worker_id, c.callback_url.is_not(None).label("has_callback"))
         .cte("done")
     )
     logged = events_of_changed(
@@ -201,7 +202,10 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
         at=now,
         worker_id=done.c.worker_id,
     ).cte("logged")
-    return list(session.execute(select(done.c.id).add_cte(logged)).scalars())
+    rows = session.execute(select(done.c.id, done.c.has_callback).add_cte(logged)).all()
+    # The outbox rows, in this transaction: only jobs with a callback cost anything more.
+    write_deliveries_for(session, [row.id for row in rows if row.has_callback], now)
+    return [row.id for row in rows]
 
 
 def _record_locked(
@@ -213,6 +217,7 @@ def _record_locked(
     updates: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     applied: list[uuid.UUID] = []
+    called_back: list[uuid.UUID] = []
     requeued = False
     for outcome in outcomes:
         row = rows.get(outcome.job_id)
@@ -245,9 +250,12 @@ def _record_locked(
             )
         )
         applied.append(row.id)
+        if status.is_terminal and row.callback_url is not None:
+            called_back.append(row.id)
     if updates:
         _APPLY_MANY.execute(session, updates)
         insert_events(session, events)
+        write_deliveries_for(session, called_back, now)
     if requeued:
         mark_claimable(session)
     return applied

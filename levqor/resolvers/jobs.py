@@ -17,6 +17,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from levqor.callbacks.attempts import DeliveryRecord, deliveries_of_job
 from levqor.db.models import Job, JobEvent, JobStatus, Priority, User
 from levqor.db.types import utcnow
 from levqor.errors import Conflict, FieldCode, InvalidRequest, NotFound
@@ -222,11 +223,12 @@ async def get_job_status(ctx: Context, job_id: str | uuid.UUID) -> JobStatusView
 class JobDetail:
     job: Job
     events: list[JobEvent]
+    deliveries: list[DeliveryRecord]
 
 
 async def get_job_detail(ctx: Context, job_id: str | uuid.UUID) -> JobDetail:
-    """The whole job with its event log: payloads may be private, so this needs `jobs:read`
-    (the seed's status route, which shows no payload, stays public)."""
+    """The whole job with its event log and callback deliveries: payloads may be private, so this
+    needs `jobs:read` (the seed's status route, which shows no payload, stays public)."""
     ctx.principal.require(Scope.JOBS_READ)
     key = parse_id(job_id, kind="job")
 
@@ -235,7 +237,7 @@ async def get_job_detail(ctx: Context, job_id: str | uuid.UUID) -> JobDetail:
         if job is None:
             raise NotFound(f"no job with id '{key}'")
         events = session.exec(select(JobEvent).where(JobEvent.job_id == key).order_by(col(JobEvent.id)))
-        return JobDetail(job=job, events=list(events))
+        return JobDetail(job=job, events=list(events), deliveries=deliveries_of_job(session, key))
 
     return await ctx.db.read(run)
 

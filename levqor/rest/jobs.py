@@ -53,7 +53,7 @@ async def list_jobs(request: Request) -> Response:
 
 async def job_detail(request: Request) -> Response:
     detail = await jobs.get_job_detail(context_for(request), request.path_params["job_id"])
-    return json_response(JobDetailBody.from_rows(detail.job, detail.events))
+    return json_response(JobDetailBody.from_rows(detail.job, detail.events, detail.deliveries))
 
 
 async def cancel(request: Request) -> Response:

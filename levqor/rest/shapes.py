@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from levqor.db.models import Job, JobEvent, User
+from levqor.callbacks.attempts import DeliveryRecord
+from levqor.db.models import CallbackAttempt, DeliveryStatus, Job, JobEvent, User
 from levqor.http.errors import HTTP_ERROR_CODES
 from levqor.resolvers.job_reads import JobStatusView
 
@@ -164,14 +165,19 @@ class JobBody(BaseModel):
 
 
 class JobDetailBody(JobBody):
-    """A job with its event log."""
+    """A job with its event log and its callback deliveries."""
 
     events: list[JobEventBody]
+    deliveries: list[DeliveryBody]
 
     @classmethod
-    def from_rows(cls, job: Job, events: list[JobEvent]) -> JobDetailBody:
+    def from_rows(cls, job: Job, events: list[JobEvent], deliveries: list[DeliveryRecord]) -> JobDetailBody:
         base = JobBody.from_row(job).model_dump()
-        return cls(**base, events=[JobEventBody.from_row(event) for event in events])
+        return cls(
+            **base,
+            events=[JobEventBody.from_row(event) for event in events],
+            deliveries=[DeliveryBody.from_record(record) for record in deliveries],
+        )
 
 
 class JobList(BaseModel):
@@ -217,3 +223,63 @@ class UserUpdated(BaseModel):
 
 class OkBody(BaseModel):
     ok: bool
+
+
+class DeliveryAttemptBody(BaseModel):
+    """One POST of a callback: what came back (`status_code`), or why nothing did (`error`).
+    `finished_at` null: the sender stopped before it could record the attempt."""
+
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None
+    status_code: int | None
+    latency_ms: int | None
+    response_excerpt: str | None
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: CallbackAttempt) -> DeliveryAttemptBody:
+        return cls(
+            attempt=row.attempt,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            status_code=row.status_code,
+            latency_ms=row.latency_ms,
+            response_excerpt=row.response_excerpt,
+            error=row.error,
+        )
+
+
+class DeliveryBody(BaseModel):
+    """A callback of a job (CONTRACT.md §8): `pending` until delivered or given up (`failed`)."""
+
+    id: str
+    event_type: str
+    webhook_id: str
+    url: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+    failed_reason: str | None
+    resent_from: str | None
+    attempt_log: list[DeliveryAttemptBody]
+
+    @classmethod
+    def from_record(cls, record: DeliveryRecord) -> DeliveryBody:
+        row = record.delivery
+        return cls(
+            id=str(row.id),
+            event_type=row.event_type,
+            webhook_id=row.webhook_id,
+            url=row.url,
+            status=row.status,
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at if row.status == DeliveryStatus.PENDING.value else None,
+            created_at=row.created_at,
+            delivered_at=row.delivered_at,
+            failed_reason=row.failed_reason,
+            resent_from=None if row.resent_from is None else str(row.resent_from),
+            attempt_log=[DeliveryAttemptBody.from_row(attempt) for attempt in record.attempt_log],
+        )

@@ -12,7 +12,9 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from levqor.db.models import Currency, Job, JobEvent, JobStatus, Priority, User
+from levqor.resolvers import deliveries as delivery_resolvers
 from levqor.resolvers import jobs as job_resolvers
+from levqor.schema.delivery_types import DeliveryType
 
 MICROS_PER_USD = Decimal(1_000_000)
 
@@ -86,6 +88,11 @@ class JobType:
     async def events(self, info: Info[Any, None]) -> list[JobEventType]:
         rows = await job_resolvers.get_job_events(info.context.levqor, uuid.UUID(self.id))
         return [JobEventType.from_row(row) for row in rows]
+
+    @strawberry.field(description="Its callback deliveries, oldest first, each with every attempt.")
+    async def deliveries(self, info: Info[Any, None]) -> list[DeliveryType]:
+        records = await delivery_resolvers.get_job_deliveries(info.context.levqor, uuid.UUID(self.id))
+        return [DeliveryType.from_record(record) for record in records]
 
     @classmethod
     def from_row(cls, row: Job) -> JobType:

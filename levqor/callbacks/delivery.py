@@ -1,0 +1,267 @@
+"""The delivery loop: claim due deliveries, POST each signed through the address guard, record what
+came back, in batches.
+
+One loop per worker process (`levqor worker`, and `levqor serve` with its in-process worker). Every
+database call goes through `Database.write`/`read` (a thread), never on the event loop. A delivery's
+slot is free once its POST ends; its result joins the next batch, written in one transaction. A
+loop that is stopped lets the POSTs in flight end (each is capped at the callback timeout) and writes
+their results; one that is killed leaves leases that run out, and the deliveries are sent again, as
+new attempts, by whichever loop claims them next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from datetime import datetime
+
+import httpx
+from sqlmodel import Session
+
+from levqor.callbacks import attempts as outbox_attempts
+from levqor.callbacks.attempts import AttemptResult, ClaimedDelivery
+from levqor.callbacks.guard import AddressRefused, HostResolver, guarded_request
+from levqor.callbacks.outbox import CHANNEL, on_deliverable
+from levqor.callbacks.secrets import signing_secrets
+from levqor.callbacks.signing import signed_headers
+from levqor.config import Settings
+from levqor.db.engine import Database
+from levqor.db.listen import listen
+from levqor.db.types import utcnow
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 1.0  # the longest wait between looks for due deliveries (SQLite, other processes' rows)
+DB_RETRY_S = 1.0
+EXCERPT_CHARS = 1000  # of a response body, kept on the attempt
+EXCERPT_BYTES = 4 * EXCERPT_CHARS  # read at most this much of a response (UTF-8 is 1-4 bytes a char)
+MAX_ERROR_CHARS = 500
+
+
+class Deliverer:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        worker_id: str,
+        resolver: HostResolver | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.worker_id = worker_id
+        self.resolver = resolver
+        self.concurrency = concurrency or settings.callback_concurrency
+        # The POST is capped at the timeout; as long again covers recording what it got.
+        self.lease_s = 2 * settings.callback_timeout_s
+        self._sending: set[asyncio.Task[None]] = set()
+        self._results: list[AttemptResult] = []
+        self._result_ready = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._generation = 0
+        self._poked = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._on_poke()
+
+    def poke(self) -> None:
+        """A delivery may be due now (safe from any thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+                loop.call_soon_threadsafe(self._on_poke)
+
+    def _on_poke(self) -> None:
+        self._generation += 1
+        self._poked.set()
+
+    async def run(self) -> None:
+        """Deliver until `stop()`; then let the POSTs in flight end, record them and return."""
+        self._loop = asyncio.get_running_loop()
+        remove = on_deliverable(self.poke)
+        helpers = [asyncio.create_task(self._flush_loop(), name="levqor-deliveries-flush")]
+        if self.settings.db_url.startswith("postgresql"):
+            helpers.append(
+                asyncio.create_task(
+                    listen(self.settings.db_url, CHANNEL, self.poke), name="levqor-deliveries-listen"
+                )
+            )
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        try:
+            async with httpx.AsyncClient(follow_redirects=False, trust_env=False, limits=limits) as client:
+                await self._claim_loop(client)
+                if self._sending:
+                    await asyncio.wait(set(self._sending))
+        finally:
+            remove()
+            await self._flush()
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    # --- claiming and sending ------------------------------------------------------------------
+
+    async def _claim_loop(self, client: httpx.AsyncClient) -> None:
+        while not self._stopping.is_set():
+            self._slot_freed.clear()
+            free = self.concurrency - len(self._sending)
+            if free <= 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), POLL_S)
+                continue
+            token = self._generation
+            try:
+                claimed = await self.db.write(functools.partial(self._claim, max_deliveries=free))
+            except Exception:
+                logger.exception("could not claim deliveries; retrying", extra={"worker_id": self.worker_id})
+                await asyncio.sleep(DB_RETRY_S)
+                continue
+            for delivery, secrets in claimed:
+                task = asyncio.create_task(self._send(client, delivery, secrets))
+                self._sending.add(task)
+                task.add_done_callback(self._sent)
+            if len(claimed) < free:
+                await self._idle(token)
+
+    def _claim(self, session: Session, max_deliveries: int) -> list[tuple[ClaimedDelivery, list[str]]]:
+        now = utcnow()
+        claimed = outbox_attempts.claim_due(
+            session, worker_id=self.worker_id, max_deliveries=max_deliveries, lease_s=self.lease_s, now=now
+        )
+        # Each signer's secrets once per batch, in the claim's transaction.
+        secrets = {
+            signer: signing_secrets(session, signer, self.settings, now)
+            for signer in {delivery.signed_by for delivery in claimed}
+        }
+        return [(delivery, secrets[delivery.signed_by]) for delivery in claimed]
+
+    async def _idle(self, token: int) -> None:
+        """Wait until a delivery may be due: a poke, or the earliest pending one's time."""
+        while not self._stopping.is_set() and token == self._generation:
+            try:
+                due_at = await self.db.read(outbox_attempts.next_due_at)
+            except Exception:
+                logger.exception("could not look for due deliveries", extra={"worker_id": self.worker_id})
+                due_at = None
+            wait_s = POLL_S if due_at is None else min(POLL_S, (due_at - utcnow()).total_seconds())
+            if wait_s <= 0:
+                return
+            self._poked.clear()
+            if token != self._generation:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), wait_s)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("delivery task failed", exc_info=task.exception())
+
+    async def _send(self, client: httpx.AsyncClient, delivery: ClaimedDelivery, secrets: list[str]) -> None:
+        started = utcnow()
+        try:
+            result = await self._attempt(client, delivery, secrets, started)
+        except Exception as exc:  # a bug here must still close the attempt, not leave it to the lease
+            logger.exception("delivery attempt failed", extra={"delivery_id": str(delivery.id)})
+            result = _result(delivery, started, error=f"internal error: {type(exc).__name__}")
+        self._results.append(result)
+        self._result_ready.set()
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, delivery: ClaimedDelivery, secrets: list[str], started: datetime
+    ) -> AttemptResult:
+        if not secrets:
+            error = "no signing secret: set LEVQOR_WEBHOOK_SECRET, or submit with a managed API key"
+            return _result(delivery, started, error=error)
+        body = delivery.body.encode()
+        headers = signed_headers(secrets, webhook_id=delivery.webhook_id, body=body, at=started)
+        headers["levqor-delivery-id"] = str(delivery.id)
+        headers["levqor-delivery-attempt"] = str(delivery.attempt)
+        timeout_s = self.settings.callback_timeout_s
+        try:
+            response = await guarded_request(
+                client,
+                "POST",
+                delivery.url,
+                headers=headers,
+                content=body,
+                allow_private=self.settings.callback_allow_private,
+                timeout_s=timeout_s,
+                max_response_bytes=EXCERPT_BYTES,
+                resolver=self.resolver,
+            )
+        except AddressRefused as exc:
+            return _result(delivery, started, error=f"refused: {exc}")
+        except TimeoutError:
+            return _result(delivery, started, error=f"no answer within {timeout_s:g} s")
+        except httpx.HTTPError as exc:
+            return _result(delivery, started, error=f"{type(exc).__name__}: {exc}")
+        excerpt = response.body.decode("utf-8", errors="replace")[:EXCERPT_CHARS].replace("\x00", "\ufffd")
+        return _result(delivery, started, status_code=response.status_code, excerpt=excerpt)
+
+    # --- recording results ---------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._result_ready.wait()
+            self._result_ready.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._results:
+            batch, self._results = self._results, []
+            try:
+                applied = await self.db.write(functools.partial(self._record, results=batch))
+            except Exception:
+                logger.exception(
+                    "could not record delivery attempts; retrying", extra={"attempts": len(batch)}
+                )
+                self._results[:0] = batch
+                if self._stopping.is_set() and not self._sending:
+                    return  # stopping: what is not recorded is sent again when its lease ends
+                await asyncio.sleep(DB_RETRY_S)
+                continue
+            for url in applied.marked_failing:
+                logger.warning(
+                    "callback endpoint marked failing",
+                    extra={"url": url, "failing_after_s": self.settings.callback_failing_after_s},
+                )
+            if applied.given_up:
+                logger.info("deliveries given up", extra={"deliveries": len(applied.given_up)})
+
+    def _record(self, session: Session, results: list[AttemptResult]) -> outbox_attempts.Applied:
+        return outbox_attempts.record_attempts(
+            session,
+            results,
+            worker_id=self.worker_id,
+            retry_s=self.settings.callback_retry_s,
+            failing_after_s=self.settings.callback_failing_after_s,
+            now=utcnow(),
+        )
+
+
+def _result(
+    delivery: ClaimedDelivery,
+    started: datetime,
+    *,
+    status_code: int | None = None,
+    excerpt: str | None = None,
+    error: str | None = None,
+) -> AttemptResult:
+    return AttemptResult(
+        delivery_id=delivery.id,
+        attempt=delivery.attempt,
+        url=delivery.url,
+        started_at=started,
+        finished_at=utcnow(),
+        status_code=status_code,
+        response_excerpt=excerpt,
+        error=None if error is None else error[:MAX_ERROR_CHARS],
+    )
