@@ -1,8 +1,10 @@
-"""`levqor keys create|list|revoke`: managed API keys from the command line.
+"""`levqor keys create|list|revoke|rotate-webhook-secret`: managed API keys from the command line.
 
 This is how a fresh install gets its first admin key: the command line runs as the operator, with
-every scope, over the same resolvers as the admin routes. `create` prints the secret alone on
-stdout (everything else goes to stderr), so `KEY=$(levqor keys create ...)` works in scripts.
+every scope, over the same resolvers as the admin routes. Secrets go to stdout and nothing else
+does (the rest goes to stderr), one a line: `create` prints the key's secret, then its webhook
+secret, so `{ read -r KEY; read -r WEBHOOK_SECRET; } < <(levqor keys create ...)` works in
+scripts; `rotate-webhook-secret` prints the new webhook secret alone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from levqor.config import ConfigError, Settings
+from levqor.config import DEFAULT_WEBHOOK_OVERLAP_S, ConfigError, Settings
 from levqor.db.engine import Database
 from levqor.db.models import ApiKey
 from levqor.db.types import utcnow
@@ -56,6 +58,13 @@ def _when(value: Any) -> str:
     return "-" if value is None else value.isoformat(timespec="seconds")
 
 
+def _webhook_state(key: ApiKey) -> str:
+    if key.webhook_secret is None:
+        return "none"
+    previous_until = keys.key_previous_signs_until(key)
+    return "set" if previous_until is None else f"set+previous until {_when(previous_until)}"
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
     data: dict[str, Any] = {"name": args.name, "scopes": scopes}
@@ -68,10 +77,12 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     print(
         f"created API key {key.id} ({key.name}; scopes {', '.join(key.scopes)}; "
         f"expires {_when(key.expires_at) if key.expires_at else 'never'}).\n"
-        "Its secret follows; it is shown this once and cannot be recovered:",
+        "Its secret follows, then its webhook secret (which signs its jobs' callbacks); "
+        "they are shown this once and cannot be recovered:",
         file=sys.stderr,
     )
     print(created.secret)
+    print(created.webhook_secret)
     return 0
 
 
@@ -80,7 +91,7 @@ def cmd_keys_list(_args: argparse.Namespace) -> int:
     if not rows:
         print("no managed API keys (create one with `levqor keys create`)", file=sys.stderr)
         return 0
-    header = ("ID", "PREFIX", "STATE", "SCOPES", "CREATED", "EXPIRES", "LAST USED", "NAME")
+    header = ("ID", "PREFIX", "STATE", "SCOPES", "CREATED", "EXPIRES", "LAST USED", "WEBHOOK SECRET", "NAME")
     table = [header] + [
         (
             str(key.id),
@@ -90,6 +101,7 @@ def cmd_keys_list(_args: argparse.Namespace) -> int:
             _when(key.created_at),
             _when(key.expires_at),
             _when(key.last_used_at),
+            _webhook_state(key),
             key.name,
         )
         for key in rows
@@ -106,11 +118,30 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_rotate_webhook_secret(args: argparse.Namespace) -> int:
+    data: dict[str, Any] = {} if args.overlap_s is None else {"overlap_s": args.overlap_s}
+    rotated = _run(lambda ctx: keys.rotate_webhook_secret(ctx, args.id, data))
+    key = rotated.key
+    previous_until = keys.key_previous_signs_until(key)
+    overlap = (
+        "the previous one no longer signs"
+        if previous_until is None
+        else f"the previous one still signs too until {_when(previous_until)}"
+    )
+    print(
+        f"rotated the webhook secret of API key {key.id} ({key.name}); {overlap}.\n"
+        "The new webhook secret follows; it is shown this once:",
+        file=sys.stderr,
+    )
+    print(rotated.webhook_secret)
+    return 0
+
+
 def add_keys_command(commands: Any) -> None:
     """Register `keys` on the `levqor` command's subparsers."""
     parser = commands.add_parser(
         "keys",
-        help="create, list and revoke API keys",
+        help="create, list and revoke API keys; rotate their webhook secrets",
         description="Manage API keys in the database (the first admin key is made here).",
     )
     actions = parser.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -138,3 +169,18 @@ def add_keys_command(commands: Any) -> None:
     )
     revoke.add_argument("id", help="the key's id (from `levqor keys list`)")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    rotate = actions.add_parser(
+        "rotate-webhook-secret",
+        help="give a key a new webhook secret and print it once",
+        description="Give an API key a new webhook secret; the previous one still signs its jobs' "
+        "callbacks too for the overlap, so receivers can switch without missing one.",
+    )
+    rotate.add_argument("id", help="the key's id (from `levqor keys list`)")
+    rotate.add_argument(
+        "--overlap-s",
+        type=int,
+        help=f"seconds the previous secret still signs, 0 to {keys.MAX_WEBHOOK_OVERLAP_S} "
+        f"(default {DEFAULT_WEBHOOK_OVERLAP_S}; 0 ends it at once)",
+    )
+    rotate.set_defaults(func=cmd_keys_rotate_webhook_secret)

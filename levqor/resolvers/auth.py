@@ -25,7 +25,13 @@ from levqor.db.models import ApiKey
 from levqor.db.types import utcnow
 from levqor.errors import Unauthorized
 from levqor.resolvers.context import ANONYMOUS, DEV_PRINCIPAL, Principal, Scope
-from levqor.resolvers.keys import SECRET_PREFIX, any_managed_key, hash_secret, presence_for
+from levqor.resolvers.keys import (
+    SECRET_PREFIX,
+    any_managed_key,
+    hash_secret,
+    managed_principal_id,
+    presence_for,
+)
 
 STATIC_ID_HEX_CHARS = 12
 # Longer than any key we issue by far; a longer header is not a key, and is not worth hashing.
@@ -42,6 +48,8 @@ _LOOKUP = select(
     col(ApiKey.expires_at),
     col(ApiKey.last_used_at),
     col(ApiKey.rate_limit),
+    # Whether it has one, not the secret: the secret need not cross the wire on every request.
+    col(ApiKey.webhook_secret).is_not(None).label("has_webhook_secret"),
 ).where(col(ApiKey.secret_hash).in_(bindparam("hashes", expanding=True)))
 
 
@@ -62,6 +70,7 @@ class _Lookup:
     key_id: uuid.UUID
     scopes: frozenset[str]
     rate_limit: int | None
+    has_webhook_secret: bool
     problem: str | None  # why the key may not be used, or None
 
 
@@ -134,7 +143,11 @@ class Authenticator:
                     raise Unauthorized(found.problem)
                 key_id = str(found.key_id)
                 return Principal(
-                    id=f"key:{key_id}", scopes=found.scopes, key_id=key_id, rate_limit=found.rate_limit
+                    id=managed_principal_id(key_id),
+                    scopes=found.scopes,
+                    key_id=key_id,
+                    rate_limit=found.rate_limit,
+                    has_webhook_secret=found.has_webhook_secret,
                 )
         return await self._unknown()
 
@@ -168,7 +181,9 @@ class Authenticator:
                     problem = "this API key has expired"
                 stale = key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION
                 found[key.secret_hash] = (
-                    _Lookup(key.id, frozenset(key.scopes), key.rate_limit, problem),
+                    _Lookup(
+                        key.id, frozenset(key.scopes), key.rate_limit, bool(key.has_webhook_secret), problem
+                    ),
                     stale and problem is None,
                 )
             return found

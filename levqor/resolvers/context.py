@@ -32,6 +32,9 @@ class Principal:
     scopes: frozenset[str]
     key_id: str | None = None
     rate_limit: int | None = None  # requests per minute of the key's own; None: LEVQOR_RATE_KEY
+    # A managed key that has a webhook secret of its own (to sign its jobs' callbacks), as read with
+    # the key on this request, so intake can tell whether callbacks will be signed without a read.
+    has_webhook_secret: bool = False
     # False for a caller that sent no key while keys are configured (CONTRACT.md §5): what needs a
     # key answers 401 to it, and 403 only to a key that lacks the scope.
     authenticated: bool = True

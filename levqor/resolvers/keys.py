@@ -1,32 +1,44 @@
-"""Managed API keys: create (the secret is shown once), list and revoke. Only `admin` may do these.
+"""Managed API keys: create (the secret is shown once), list, revoke, and rotate a key's webhook secret.
+Only `admin` may do these.
 
 The secret is `lvq_` and 43 url-safe characters (256 random bits); the table keeps its SHA-256 and a
 short prefix to tell keys apart, never the secret itself (CONTRACT.md §5).
+
+Each key also has a webhook secret that signs the callbacks of the jobs it submits (CONTRACT.md §8,
+issue 11): `whsec_` and the base64 of 32 random bytes, the Standard Webhooks format. Signing needs
+it as it is, so the table keeps it; it is answered once, when the key is made or the secret rotated,
+and no read shows it again.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import uuid
 import weakref
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 from sqlmodel import Session, col, select
 
+from levqor.config import DEFAULT_WEBHOOK_OVERLAP_S, WEBHOOK_SECRET_PREFIX
 from levqor.db.engine import Database
 from levqor.db.models import ApiKey
 from levqor.db.types import utcnow
-from levqor.errors import NotFound
+from levqor.errors import Conflict, NotFound
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.validation import WHOLE_NUMBER, parse_id, parse_input
 
 SECRET_PREFIX = "lvq_"  # noqa: S105 (a prefix, not a secret)
 SECRET_RANDOM_BYTES = 32  # 256 bits, 43 url-safe characters
 SHOWN_PREFIX_LEN = 12  # "lvq_" and 8 characters: enough to tell keys apart, far too few to guess the rest
+WEBHOOK_SECRET_RANDOM_BYTES = 32  # 256 bits; `whsec_` and 44 base64 characters
+MAX_WEBHOOK_OVERLAP_S = 7 * 24 * 3600  # a week: long enough for any receiver to roll out the new secret
+# A managed key's principal id (`Principal.id`), which is also a delivery's `signed_by`.
+MANAGED_PRINCIPAL_PREFIX = "key:"
 
 KeyName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")
@@ -43,6 +55,25 @@ def hash_secret(secret: str) -> str:
 
 def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(SECRET_RANDOM_BYTES)
+
+
+def new_webhook_secret() -> str:
+    # Standard base64 with padding, as the Standard Webhooks libraries decode it.
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_RANDOM_BYTES)).decode()
+
+
+def managed_principal_id(key_id: uuid.UUID | str) -> str:
+    return f"{MANAGED_PRINCIPAL_PREFIX}{key_id}"
+
+
+def managed_key_id(principal_id: str | None) -> uuid.UUID | None:
+    """The managed key behind a principal id (`key:<uuid>`); None for any other caller."""
+    if principal_id is None or not principal_id.startswith(MANAGED_PRINCIPAL_PREFIX):
+        return None
+    try:
+        return uuid.UUID(principal_id.removeprefix(MANAGED_PRINCIPAL_PREFIX))
+    except ValueError:
+        return None
 
 
 class ApiKeyCreateInput(BaseModel):
@@ -76,15 +107,47 @@ class ApiKeyCreateInput(BaseModel):
         return value.astimezone(UTC)
 
 
+class WebhookSecretRotateInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # How long the previous secret keeps signing beside the new one; 0 ends it at once.
+    overlap_s: Annotated[
+        int,
+        Field(ge=0, le=MAX_WEBHOOK_OVERLAP_S, description="Seconds the previous secret still signs too"),
+        WHOLE_NUMBER,
+    ] = DEFAULT_WEBHOOK_OVERLAP_S
+
+
 @dataclass(frozen=True, slots=True)
 class CreatedKey:
     key: ApiKey
     secret: str  # shown to the caller once, never stored
+    webhook_secret: str  # shown to the caller once; stored, since signing needs it
+
+
+@dataclass(frozen=True, slots=True)
+class RotatedWebhookSecret:
+    key: ApiKey
+    webhook_secret: str  # the new one, shown to the caller once
 
 
 def key_is_active(key: ApiKey, now: datetime | None = None) -> bool:
     now = now or utcnow()
     return key.revoked_at is None and (key.expires_at is None or key.expires_at > now)
+
+
+def previous_signs_until(previous: str | None, until: datetime | None, now: datetime) -> datetime | None:
+    """Until when a key's previous webhook secret still signs beside its current one, or None once
+    it does not (never rotated, rotated without overlap, or the overlap is over)."""
+    if previous is None or until is None or now >= until:
+        return None
+    return until
+
+
+def key_previous_signs_until(key: ApiKey, now: datetime | None = None) -> datetime | None:
+    return previous_signs_until(
+        key.webhook_secret_previous, key.webhook_secret_previous_until, now or utcnow()
+    )
 
 
 class ManagedKeyPresence:
@@ -129,6 +192,7 @@ async def create_api_key(ctx: Context, data: Any) -> CreatedKey:
     ctx.principal.require(Scope.ADMIN)
     fields = parse_input(ApiKeyCreateInput, data)
     secret = new_secret()
+    webhook_secret = new_webhook_secret()
 
     def run(session: Session) -> ApiKey:
         key = ApiKey(
@@ -138,6 +202,7 @@ async def create_api_key(ctx: Context, data: Any) -> CreatedKey:
             scopes=fields.scopes,
             expires_at=fields.expires_at,
             rate_limit=fields.rate_limit,
+            webhook_secret=webhook_secret,
         )
         session.add(key)
         session.flush()
@@ -145,7 +210,7 @@ async def create_api_key(ctx: Context, data: Any) -> CreatedKey:
 
     key = await ctx.db.write(run)
     presence_for(ctx.db).seen = True  # development mode ends with the first key, at once here
-    return CreatedKey(key=key, secret=secret)
+    return CreatedKey(key=key, secret=secret, webhook_secret=webhook_secret)
 
 
 async def list_api_keys(ctx: Context) -> list[ApiKey]:
@@ -172,3 +237,42 @@ async def revoke_api_key(ctx: Context, key_id: str | uuid.UUID) -> ApiKey:
         return key
 
     return await ctx.db.write(run)
+
+
+async def rotate_webhook_secret(ctx: Context, key_id: str | uuid.UUID, data: Any) -> RotatedWebhookSecret:
+    """Give a key a new webhook secret; the previous one keeps signing too (a second signature, as
+    the Standard Webhooks spec allows) for `overlap_s`, so receivers can switch without dropping a
+    callback. Only one previous secret is kept: rotating again within an overlap ends the older
+    one's at once. A key made before webhook secrets existed gets its first one this way.
+
+    A revoked or expired key is refused (409): it submits no more jobs, and the callbacks of those
+    it did submit stay verifiable with the secret their receivers already have."""
+    ctx.principal.require(Scope.ADMIN)
+    target = parse_id(key_id, kind="API key")
+    fields = parse_input(WebhookSecretRotateInput, data)
+    webhook_secret = new_webhook_secret()
+
+    def run(session: Session) -> ApiKey:
+        # Locked (SQLite's writers are serial anyway): of two rotations at once, the second keeps the
+        # first one's new secret as its previous, instead of both keeping the same old one.
+        key = session.get(ApiKey, target, with_for_update=True)
+        if key is None:
+            raise NotFound(f"no API key with id '{target}'")
+        now = utcnow()
+        if key.revoked_at is not None:
+            raise Conflict("this API key has been revoked; its webhook secret cannot be rotated")
+        if not key_is_active(key, now):
+            raise Conflict("this API key has expired; its webhook secret cannot be rotated")
+        if fields.overlap_s > 0 and key.webhook_secret is not None:
+            key.webhook_secret_previous = key.webhook_secret
+            key.webhook_secret_previous_until = now + timedelta(seconds=fields.overlap_s)
+        else:
+            key.webhook_secret_previous = None
+            key.webhook_secret_previous_until = None
+        key.webhook_secret = webhook_secret
+        session.add(key)
+        session.flush()
+        return key
+
+    key = await ctx.db.write(run)
+    return RotatedWebhookSecret(key=key, webhook_secret=webhook_secret)

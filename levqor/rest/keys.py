@@ -1,4 +1,5 @@
-"""REST adapters for managed API keys (`admin`): POST/GET /api/v1/keys, DELETE /api/v1/keys/<id>."""
+"""REST adapters for managed API keys (`admin`): POST/GET /api/v1/keys, DELETE /api/v1/keys/<id>,
+POST /api/v1/keys/<id>/webhook-secret."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from levqor.rest.body import read_json
 from levqor.rest.routing import ApiPath, ApiRoute, Operation, api_paths, json_response
 from levqor.rest.shapes import ErrorBody
 
+NO_STORE = {"Cache-Control": "no-store"}
+
 
 class ApiKeyBody(BaseModel):
-    """A managed API key; never its secret or hash. Timestamps in ISO-8601 UTC."""
+    """A managed API key; never its secret, its hash or its webhook secrets. Timestamps in ISO-8601 UTC."""
 
     id: str
     name: str
@@ -30,6 +33,14 @@ class ApiKeyBody(BaseModel):
     last_used_at: datetime | None
     rate_limit: int | None = Field(description="Requests per minute; null: the server's per-key default.")
     active: bool
+    has_webhook_secret: bool = Field(
+        description="Whether it has a webhook secret of its own to sign its jobs' callbacks; a key "
+        "made before webhook secrets existed gets one by a rotation."
+    )
+    webhook_secret_previous_until: datetime | None = Field(
+        description="After a rotation, until when the previous webhook secret still signs too; "
+        "null: only the current one signs."
+    )
 
     @classmethod
     def from_row(cls, key: ApiKey) -> ApiKeyBody:
@@ -44,14 +55,25 @@ class ApiKeyBody(BaseModel):
             last_used_at=key.last_used_at,
             rate_limit=key.rate_limit,
             active=keys.key_is_active(key),
+            has_webhook_secret=key.webhook_secret is not None,
+            webhook_secret_previous_until=keys.key_previous_signs_until(key),
         )
 
 
 class ApiKeyCreated(BaseModel):
-    """The new key and its secret, which is shown this once and never stored."""
+    """The new key, its secret (shown this once and never stored) and its webhook secret (shown this
+    once)."""
 
     key: ApiKeyBody
     secret: str
+    webhook_secret: str = Field(description="`whsec_...`: signs the callbacks of the jobs it submits.")
+
+
+class WebhookSecretRotated(BaseModel):
+    """The key and its new webhook secret, shown this once."""
+
+    key: ApiKeyBody
+    webhook_secret: str
 
 
 class ApiKeyEnvelope(BaseModel):
@@ -68,9 +90,11 @@ class ApiKeyList(BaseModel):
 
 async def create(request: Request) -> Response:
     created = await keys.create_api_key(context_for(request), await read_json(request))
-    body = ApiKeyCreated(key=ApiKeyBody.from_row(created.key), secret=created.secret)
-    # The secret must not linger in a cache between here and the caller.
-    return json_response(body, 201, {"Cache-Control": "no-store"})
+    body = ApiKeyCreated(
+        key=ApiKeyBody.from_row(created.key), secret=created.secret, webhook_secret=created.webhook_secret
+    )
+    # The secrets must not linger in a cache between here and the caller.
+    return json_response(body, 201, NO_STORE)
 
 
 async def list_keys(request: Request) -> Response:
@@ -83,6 +107,14 @@ async def revoke(request: Request) -> Response:
     return json_response(ApiKeyEnvelope(key=ApiKeyBody.from_row(key)))
 
 
+async def rotate_webhook_secret(request: Request) -> Response:
+    rotated = await keys.rotate_webhook_secret(
+        context_for(request), request.path_params["key_id"], await read_json(request, allow_empty=True)
+    )
+    body = WebhookSecretRotated(key=ApiKeyBody.from_row(rotated.key), webhook_secret=rotated.webhook_secret)
+    return json_response(body, 200, NO_STORE)
+
+
 def routes() -> list[ApiPath]:
     errors: dict[int, type[BaseModel] | None] = {401: ErrorBody, 403: ErrorBody, 429: ErrorBody}
     return api_paths(
@@ -92,7 +124,7 @@ def routes() -> list[ApiPath]:
                 "/api/v1/keys",
                 create,
                 Operation(
-                    "Create an API key; the answer shows its secret once",
+                    "Create an API key; the answer shows its secret and its webhook secret once",
                     {201: ApiKeyCreated, 400: ErrorBody, 413: ErrorBody, 415: ErrorBody, **errors},
                     "keys",
                     body=keys.ApiKeyCreateInput,
@@ -113,6 +145,27 @@ def routes() -> list[ApiPath]:
                     "Revoke an API key (at once, in every server process)",
                     {200: ApiKeyEnvelope, 404: ErrorBody, **errors},
                     "keys",
+                    scope=Scope.ADMIN,
+                ),
+            ),
+            ApiRoute(
+                "POST",
+                "/api/v1/keys/{key_id}/webhook-secret",
+                rotate_webhook_secret,
+                Operation(
+                    "Rotate an API key's webhook secret; the answer shows the new one once, and the "
+                    "previous one still signs for overlap_s (the body is optional)",
+                    {
+                        200: WebhookSecretRotated,
+                        400: ErrorBody,
+                        404: ErrorBody,
+                        409: ErrorBody,
+                        413: ErrorBody,
+                        415: ErrorBody,
+                        **errors,
+                    },
+                    "keys",
+                    body=keys.WebhookSecretRotateInput,
                     scope=Scope.ADMIN,
                 ),
             ),

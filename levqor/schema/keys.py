@@ -1,22 +1,33 @@
-"""GraphQL for managed API keys: the `apiKeys` query and the `createApiKey` / `revokeApiKey` mutations,
-thin adapters over `levqor.resolvers.keys` like the REST routes under /api/v1/keys."""
+"""GraphQL for managed API keys: the `apiKeys` query and the `createApiKey` / `revokeApiKey` /
+`rotateWebhookSecret` mutations, thin adapters over `levqor.resolvers.keys` like the REST routes under
+/api/v1/keys."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.types import Info
 
+from levqor.config import DEFAULT_WEBHOOK_OVERLAP_S
 from levqor.db.models import ApiKey
 from levqor.resolvers import keys
 from levqor.schema.errors import with_user_errors
 from levqor.schema.inputs import as_data
 from levqor.schema.types import UserError
 
+OVERLAP_S_DESCRIPTION = (
+    f"Seconds the previous secret still signs, 0 to {keys.MAX_WEBHOOK_OVERLAP_S} (0 ends it at once); "
+    f"default {DEFAULT_WEBHOOK_OVERLAP_S}."
+)
 
-@strawberry.type(name="ApiKey", description="A managed API key. Its secret is shown once, at creation.")
+
+@strawberry.type(
+    name="ApiKey",
+    description="A managed API key. Its secret is shown once, at creation; its webhook secret then and "
+    "at each rotation, never on a read.",
+)
 class ApiKeyType:
     id: strawberry.ID
     name: str
@@ -30,6 +41,14 @@ class ApiKeyType:
         description="Requests per minute; null: the server's per-key default."
     )
     active: bool = strawberry.field(description="Neither revoked nor expired.")
+    has_webhook_secret: bool = strawberry.field(
+        description="Whether it has a webhook secret of its own to sign its jobs' callbacks; a key made "
+        "before webhook secrets existed gets one from `rotateWebhookSecret`."
+    )
+    webhook_secret_previous_until: datetime | None = strawberry.field(
+        description="After a rotation, until when the previous webhook secret still signs too; "
+        "null: only the current one signs."
+    )
 
     @classmethod
     def from_row(cls, row: ApiKey) -> ApiKeyType:
@@ -44,6 +63,8 @@ class ApiKeyType:
             last_used_at=row.last_used_at,
             rate_limit=row.rate_limit,
             active=keys.key_is_active(row),
+            has_webhook_secret=row.webhook_secret is not None,
+            webhook_secret_previous_until=keys.key_previous_signs_until(row),
         )
 
 
@@ -65,12 +86,26 @@ class CreateApiKeyPayload:
     secret: str | None = strawberry.field(
         default=None, description="The key itself (`lvq_...`): shown this once, never stored."
     )
+    webhook_secret: str | None = strawberry.field(
+        default=None,
+        description="Its webhook secret (`whsec_...`), which signs the callbacks of the jobs it "
+        "submits: shown this once.",
+    )
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
 class RevokeApiKeyPayload:
     api_key: ApiKeyType | None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RotateWebhookSecretPayload:
+    api_key: ApiKeyType | None
+    webhook_secret: str | None = strawberry.field(
+        default=None, description="The new webhook secret (`whsec_...`): shown this once."
+    )
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
@@ -87,7 +122,11 @@ class KeyMutation:
     async def create_api_key(self, info: Info[Any, None], input: CreateApiKeyInput) -> CreateApiKeyPayload:
         async def call() -> CreateApiKeyPayload:
             created = await keys.create_api_key(info.context.levqor, as_data(input))
-            return CreateApiKeyPayload(api_key=ApiKeyType.from_row(created.key), secret=created.secret)
+            return CreateApiKeyPayload(
+                api_key=ApiKeyType.from_row(created.key),
+                secret=created.secret,
+                webhook_secret=created.webhook_secret,
+            )
 
         return await with_user_errors(
             call, lambda errors: CreateApiKeyPayload(api_key=None, user_errors=errors)
@@ -101,4 +140,27 @@ class KeyMutation:
 
         return await with_user_errors(
             call, lambda errors: RevokeApiKeyPayload(api_key=None, user_errors=errors)
+        )
+
+    @strawberry.mutation(
+        description="Give an API key a new webhook secret (needs `admin`), shown once in the payload; "
+        "the previous one still signs too for `overlapS` seconds."
+    )
+    async def rotate_webhook_secret(
+        self,
+        info: Info[Any, None],
+        id: strawberry.ID,
+        overlap_s: Annotated[
+            int | None, strawberry.argument(description=OVERLAP_S_DESCRIPTION)
+        ] = strawberry.UNSET,
+    ) -> RotateWebhookSecretPayload:
+        async def call() -> RotateWebhookSecretPayload:
+            data = {} if overlap_s is strawberry.UNSET else {"overlap_s": overlap_s}
+            rotated = await keys.rotate_webhook_secret(info.context.levqor, id, data)
+            return RotateWebhookSecretPayload(
+                api_key=ApiKeyType.from_row(rotated.key), webhook_secret=rotated.webhook_secret
+            )
+
+        return await with_user_errors(
+            call, lambda errors: RotateWebhookSecretPayload(api_key=None, user_errors=errors)
         )

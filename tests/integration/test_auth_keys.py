@@ -225,9 +225,10 @@ def test_dev_mode_ends_after_levqor_keys_create(make_server: Callable[..., LiveS
 
         made = levqor(db_url, "keys", "create", "--name", "ops", "--scopes", "jobs:read,admin")
         assert made.returncode == 0, made.stderr
-        secret = made.stdout.strip()
+        # Secrets only on stdout, one a line: the key's, then its webhook secret.
+        secret, webhook_secret = made.stdout.splitlines()
         assert secret.startswith("lvq_")
-        assert "\n" not in secret
+        assert webhook_secret.startswith("whsec_")
         assert "shown this once" in made.stderr
 
         # A request with the new key ends development mode in this process at once...
@@ -253,7 +254,7 @@ def test_cli_lists_and_revokes_without_showing_secrets(db_url: str) -> None:
         "2999-01-01T00:00:00",
     )
     assert made.returncode == 0, made.stderr
-    secret = made.stdout.strip()
+    secret = made.stdout.splitlines()[0]
 
     listing = levqor(db_url, "keys", "list")
     assert listing.returncode == 0, listing.stderr
@@ -289,7 +290,7 @@ def test_production_refuses_to_start_without_an_active_key(db_url: str, tmp_path
     assert "needs an API key" in still_refused.stderr
 
     made = levqor(db_url, "keys", "create", "--name", "live", "--scopes", "admin,jobs:write")
-    secret = made.stdout.strip()
+    secret = made.stdout.splitlines()[0]
     log = tmp_path / "prod.log"
     from tests.conftest import start_server_process, stop_server_process
 

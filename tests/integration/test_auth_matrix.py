@@ -188,6 +188,11 @@ REST_MATRIX: dict[tuple[str, str], RestRow] = {
     ("DELETE", "/api/v1/keys/{key_id}"): RestRow(
         Scope.ADMIN, lambda world: ("DELETE", f"/api/v1/keys/{world.fresh_key_id()}", {}), 200
     ),
+    ("POST", "/api/v1/keys/{key_id}/webhook-secret"): RestRow(
+        Scope.ADMIN,
+        lambda world: ("POST", f"/api/v1/keys/{world.fresh_key_id()}/webhook-secret", {"json": {}}),
+        200,
+    ),
     ("GET", "/openapi.json"): RestRow(PUBLIC, _get("/openapi.json"), 200),
     ("GET", "/metrics"): RestRow(PUBLIC, _get("/metrics"), 200),
     ("GET", "/legal/privacy"): RestRow(PUBLIC, _get("/legal/privacy"), 200),
@@ -375,6 +380,13 @@ GRAPHQL_MATRIX: dict[tuple[str, str], GraphQLRow] = {
         Scope.ADMIN,
         _doc(
             "mutation($id: ID!) { revokeApiKey(id: $id) { apiKey { active } userErrors { code } } }",
+            lambda w: {"id": w.fresh_key_id()},
+        ),
+    ),
+    ("Mutation", "rotateWebhookSecret"): GraphQLRow(
+        Scope.ADMIN,
+        _doc(
+            "mutation($id: ID!) { rotateWebhookSecret(id: $id) { webhookSecret userErrors { code } } }",
             lambda w: {"id": w.fresh_key_id()},
         ),
     ),
