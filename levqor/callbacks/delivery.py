@@ -57,7 +57,10 @@ class Deliverer:
         self.concurrency = concurrency or settings.callback_concurrency
         # The POST is capped at the timeout; as long again covers recording what it got.
         self.lease_s = 2 * settings.callback_timeout_s
-        self._sending: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._held = 0  # deliveries claimed whose result is not recorded yet
+        self._reserved = 0  # slots a claim in flight may fill
         self._results: list[AttemptResult] = []
         self._result_ready = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -69,6 +72,7 @@ class Deliverer:
     def stop(self) -> None:
         self._stopping.set()
         self._on_poke()
+        self._slot_freed.set()
 
     def poke(self) -> None:
         """A delivery may be due now (safe from any thread)."""
@@ -85,51 +89,69 @@ class Deliverer:
         """Deliver until `stop()`; then let the POSTs in flight end, record them and return."""
         self._loop = asyncio.get_running_loop()
         remove = on_deliverable(self.poke)
-        helpers = [asyncio.create_task(self._flush_loop(), name="levqor-deliveries-flush")]
-        if self.settings.db_url.startswith("postgresql"):
-            helpers.append(
-                asyncio.create_task(
-                    listen(self.settings.db_url, CHANNEL, self.poke), name="levqor-deliveries-listen"
-                )
-            )
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        try:
-            async with httpx.AsyncClient(follow_redirects=False, trust_env=False, limits=limits) as client:
-                await self._claim_loop(client)
-                if self._sending:
-                    await asyncio.wait(set(self._sending))
-        finally:
-            remove()
-            await self._flush()
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+        async with httpx.AsyncClient(follow_redirects=False, trust_env=False, limits=limits) as client:
+            self._client = client
+            helpers = [asyncio.create_task(self._flush_loop(), name="levqor-deliveries-flush")]
+            if self.settings.db_url.startswith("postgresql"):
+                listener = listen(self.settings.db_url, CHANNEL, self.poke)
+                helpers.append(asyncio.create_task(listener, name="levqor-deliveries-listen"))
+            try:
+                await self._claim_loop()
+            finally:
+                remove()
+                if self._tasks:
+                    await asyncio.wait(set(self._tasks))
+                for helper in helpers:
+                    helper.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+                await self._flush()
 
     # --- claiming and sending ------------------------------------------------------------------
 
-    async def _claim_loop(self, client: httpx.AsyncClient) -> None:
+    def _free_slots(self) -> int:
+        return self.concurrency - self._held - self._reserved
+
+    async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
-            self._slot_freed.clear()
-            free = self.concurrency - len(self._sending)
+            self._slot_freed.clear()  # before counting, so a slot freed meanwhile is not missed
+            free = self._free_slots()
             if free <= 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._slot_freed.wait(), POLL_S)
                 continue
             token = self._generation
             try:
-                claimed = await self.db.write(functools.partial(self._claim, max_deliveries=free))
+                _, claimed = await self._claim_into(free)
             except Exception:
                 logger.exception("could not claim deliveries; retrying", extra={"worker_id": self.worker_id})
                 await asyncio.sleep(DB_RETRY_S)
                 continue
-            for delivery, secrets in claimed:
-                task = asyncio.create_task(self._send(client, delivery, secrets))
-                self._sending.add(task)
-                task.add_done_callback(self._sent)
             if len(claimed) < free:
                 await self._idle(token)
 
-    def _claim(self, session: Session, max_deliveries: int) -> list[tuple[ClaimedDelivery, list[str]]]:
+    async def _claim_into(
+        self, free: int, record: list[AttemptResult] | None = None
+    ) -> tuple[outbox_attempts.Applied | None, list[ClaimedDelivery]]:
+        """Reserve `free` slots; record `record`'s results (if any) and claim up to `free` deliveries
+        in one transaction; start what came."""
+        self._reserved += free
+        try:
+            applied, claimed = await self.db.write(
+                functools.partial(self._record_and_claim, results=record, max_deliveries=free)
+            )
+        finally:
+            self._reserved -= free
+        for delivery, secrets in claimed:
+            self._start(delivery, secrets)
+        return applied, [delivery for delivery, _ in claimed]
+
+    def _record_and_claim(
+        self, session: Session, *, results: list[AttemptResult] | None, max_deliveries: int
+    ) -> tuple[outbox_attempts.Applied | None, list[tuple[ClaimedDelivery, list[str]]]]:
+        applied = self._record(session, results) if results else None
+        if self._stopping.is_set():
+            return applied, []
         now = utcnow()
         claimed = outbox_attempts.claim_due(
             session, worker_id=self.worker_id, max_deliveries=max_deliveries, lease_s=self.lease_s, now=now
@@ -139,7 +161,14 @@ class Deliverer:
             signer: signing_secrets(session, signer, self.settings, now)
             for signer in {delivery.signed_by for delivery in claimed}
         }
-        return [(delivery, secrets[delivery.signed_by]) for delivery in claimed]
+        return applied, [(delivery, secrets[delivery.signed_by]) for delivery in claimed]
+
+    def _start(self, delivery: ClaimedDelivery, secrets: list[str]) -> None:
+        assert self._client is not None
+        self._held += 1
+        task = asyncio.create_task(self._send(self._client, delivery, secrets))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _idle(self, token: int) -> None:
         """Wait until a delivery may be due: a poke, or the earliest pending one's time."""
@@ -157,12 +186,6 @@ class Deliverer:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poked.wait(), wait_s)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        self._slot_freed.set()
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("delivery task failed", exc_info=task.exception())
 
     async def _send(self, client: httpx.AsyncClient, delivery: ClaimedDelivery, secrets: list[str]) -> None:
         started = utcnow()
@@ -215,19 +238,25 @@ class Deliverer:
             await self._flush()
 
     async def _flush(self) -> None:
+        """Record the results in hand; the slots they free are refilled in the same transaction (under
+        load, one commit per batch instead of one for the results and one for the next claim)."""
         while self._results:
             batch, self._results = self._results, []
+            refill = self._free_slots() + len(batch)
             try:
-                applied = await self.db.write(functools.partial(self._record, results=batch))
+                applied, _ = await self._claim_into(refill, batch)
             except Exception:
                 logger.exception(
                     "could not record delivery attempts; retrying", extra={"attempts": len(batch)}
                 )
                 self._results[:0] = batch
-                if self._stopping.is_set() and not self._sending:
+                if self._stopping.is_set() and not self._tasks:
                     return  # stopping: what is not recorded is sent again when its lease ends
                 await asyncio.sleep(DB_RETRY_S)
                 continue
+            self._held -= len(batch)
+            self._slot_freed.set()
+            assert applied is not None
             for url in applied.marked_failing:
                 logger.warning(
                     "callback endpoint marked failing",

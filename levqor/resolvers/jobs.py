@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from levqor.callbacks.attempts import DeliveryRecord, deliveries_of_job
+from levqor.callbacks.secrets import can_sign
 from levqor.db.models import Job, JobEvent, JobStatus, Priority, User
 from levqor.db.types import utcnow
 from levqor.errors import Conflict, FieldCode, InvalidRequest, NotFound
@@ -25,6 +26,7 @@ from levqor.queue import control, events
 from levqor.queue.intake import job_row
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
+from levqor.resolvers.keys import managed_key_id
 from levqor.resolvers.validation import QUERY_INTEGER, WHOLE_NUMBER, parse_id, parse_input
 from levqor.workflows.registry import registry_for
 
@@ -33,6 +35,10 @@ MAX_IDEMPOTENCY_KEY_LEN = 255
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
 MAX_SEQ = 2**63 - 1  # jobs.seq is a BIGINT
+NO_SIGNING_SECRET = (  # noqa: S105 (a message, not a secret)
+    "nothing would sign this job's callbacks: set LEVQOR_WEBHOOK_SECRET on the server, or submit with "
+    "a managed API key (each has a webhook secret of its own)"
+)
 
 WorkflowName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
@@ -130,6 +136,8 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
     fields = parse_input(JobSubmitInput, data)
     flow = registry_for(ctx.settings).get(fields.workflow)  # 400 naming an unknown workflow
     flow.validate(fields.payload)  # 400 naming the failing payload path
+    if fields.callback_url is not None and not can_sign(ctx.principal, ctx.settings):
+        raise InvalidRequest.for_field("callback_url", NO_SIGNING_SECRET, FieldCode.INVALID)
     scoped_key = None
     if idempotency_key is not None:
         scoped_key = f"{ctx.principal.id}:{_check_idempotency_key(idempotency_key)}"
@@ -142,6 +150,10 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
         "priority": fields.priority.rank,
         "max_attempts": fields.max_attempts or flow.max_attempts,
         "timeout_s": fields.timeout_s or flow.timeout_s,
+        # Which managed key submitted it (its secret signs the callbacks); None for development
+        # mode and `API_KEYS` keys, which share LEVQOR_WEBHOOK_SECRET, so their jobs cost the
+        # partial index on `submitted_by` nothing.
+        "submitted_by": ctx.principal.id if managed_key_id(ctx.principal.id) is not None else None,
     }
     if ctx.batches is not None and scoped_key is None and fields.user_id is None:
         # Nothing to read first: the row joins the next group commit.

@@ -292,3 +292,47 @@ def test_the_body_is_the_same_bytes_on_every_attempt(
         wait_for_job(http, job_id, delivered)
     assert first.body == second.body
     assert json.loads(first.body)["data"]["result"] == {"emoji": "\U0001f600", "n": 2}
+
+
+def test_a_managed_key_signs_with_its_own_secret_and_both_during_a_rotation(
+    make_server: Callable[..., LiveServer], make_receiver: Callable[[], Receiver]
+) -> None:
+    receiver = make_receiver()
+    server = callback_server(make_server, API_KEYS="static-admin-key", LEVQOR_WEBHOOK_SECRET="")
+    with server.client(headers={"X-Api-Key": "static-admin-key"}) as http:
+        # The static key has no secret of its own, and the server none to lend it.
+        refused = http.post(
+            "/api/v1/intake", json={"workflow": "echo", "payload": {}, "callback_url": receiver.url}
+        )
+        assert_error(refused, 400, "invalid_request", field="callback_url")
+        created = http.post(
+            "/api/v1/keys", json={"name": "app", "scopes": ["jobs:write", "jobs:read"]}
+        ).json()
+        own = {"X-Api-Key": created["secret"]}
+        old_secret = created["webhook_secret"]
+        submit_as = {"headers": own}
+        response = http.post(
+            "/api/v1/intake",
+            json={"workflow": "echo", "payload": {}, "callback_url": receiver.url},
+            **submit_as,
+        )
+        assert response.status_code == 202, response.text
+        (first,) = receiver.wait_for(1)
+        rotated = http.post(
+            f"/api/v1/keys/{created['key']['id']}/webhook-secret", json={"overlap_s": 3600}
+        ).json()
+        new_secret = rotated["webhook_secret"]
+        response = http.post(
+            "/api/v1/intake",
+            json={"workflow": "echo", "payload": {}, "callback_url": receiver.url},
+            **submit_as,
+        )
+        assert response.status_code == 202, response.text
+        _, second = receiver.wait_for(2)
+    Webhook(old_secret).verify(first.body, first.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret).verify(first.body, first.headers)
+    # During the overlap the callback carries two signatures: either secret verifies it.
+    assert len(second.headers["webhook-signature"].split(" ")) == 2
+    Webhook(old_secret).verify(second.body, second.headers)
+    Webhook(new_secret).verify(second.body, second.headers)
