@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck schema bench-http bench-queue bench-growth clean
+.PHONY: run test lint typecheck schema bench-http bench-queue bench-growth bench-callbacks clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Levqor needs Python 3.11, 3.12 or 3.13 (none found on PATH; set PYTHON=...)"; exit 1; }
@@ -47,6 +47,11 @@ bench-queue: $(STAMP)
 # PostgreSQL on loopback and wrk); FINISHED=1000000 JOBS=20000 ROUNDS=3.
 bench-growth: $(STAMP)
 	$(BIN)/python -m bench.growth --finished $(or $(FINISHED),1000000) --jobs $(or $(JOBS),20000) --rounds $(or $(ROUNDS),3)
+
+# Signed callbacks from the outbox to a local receiver, and completion-to-arrival latency, on SQLite
+# and PostgreSQL (needs PostgreSQL on loopback); DELIVERIES=5000 SAMPLES=200.
+bench-callbacks: $(STAMP)
+	$(BIN)/python -m bench.callbacks --deliveries $(or $(DELIVERIES),5000) --latency-samples $(or $(SAMPLES),200)
 
 clean:
 	rm -rf $(VENV) .venv-newest .pytest_cache .mypy_cache .ruff_cache
