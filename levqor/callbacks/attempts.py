@@ -356,3 +356,13 @@ def delivery_of_job(session: Session, job_id: uuid.UUID, delivery_id: uuid.UUID)
             CallbackDelivery.id == delivery_id, CallbackDelivery.job_id == job_id
         )
     ).first()
+
+
+def outbox_figures(session: Session) -> tuple[int, int]:
+    """(pending deliveries, endpoints marked failing), for `/metrics`: the partial index counts the
+    first, the second table holds only endpoints that have failed since their last success."""
+    pending = session.execute(select(func.count()).select_from(DELIVERIES).where(DUE)).scalar_one()
+    failing = session.execute(
+        select(func.count()).select_from(ENDPOINTS).where(ENDPOINTS.c.marked_failing_at.is_not(None))
+    ).scalar_one()
+    return int(pending), int(failing)

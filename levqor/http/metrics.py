@@ -35,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
 from starlette.types import Scope
 
+from levqor.callbacks.attempts import outbox_figures
 from levqor.config import Settings
 from levqor.db.engine import Database
 from levqor.db.models import JobStatus
@@ -105,13 +106,13 @@ class JobsCollector:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        jobs, workers, up = self._families()
+        jobs, workers, pending, failing, up = self._families()
 
-        def read(session: Session) -> tuple[dict[JobStatus, int], int]:
-            return jobs_by_state(session), live_workers(session, self.lease_s)
+        def read(session: Session) -> tuple[dict[JobStatus, int], int, tuple[int, int]]:
+            return jobs_by_state(session), live_workers(session, self.lease_s), outbox_figures(session)
 
         try:
-            counts, live = self.database().read_sync(read)
+            counts, live, (waiting, marked) = self.database().read_sync(read)
         except SQLAlchemyError:
             logger.warning("metrics: the database did not answer", exc_info=True)
             up.add_metric([], 0)
@@ -119,14 +120,24 @@ class JobsCollector:
         for state, count in counts.items():
             jobs.add_metric([state.value], count)
         workers.add_metric([], live)
+        pending.add_metric([], waiting)
+        failing.add_metric([], marked)
         up.add_metric([], 1)
-        return [jobs, workers, up]
+        return [jobs, workers, pending, failing, up]
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, ...]:
         return (
             GaugeMetricFamily("levqor_jobs", "Jobs in the database, by state.", labels=["state"]),
             GaugeMetricFamily("levqor_workers_live", "Workers that heartbeated within three leases."),
+            GaugeMetricFamily(
+                "levqor_callback_deliveries_pending",
+                "Callbacks waiting for their next attempt or being sent.",
+            ),
+            GaugeMetricFamily(
+                "levqor_callback_endpoints_failing",
+                "Callback URLs marked failing (no success for LEVQOR_CALLBACK_FAILING_AFTER_S).",
+            ),
             GaugeMetricFamily("levqor_database_up", "1 when the database answered this scrape, else 0."),
         )
 

@@ -195,6 +195,7 @@ def test_an_endpoint_failing_too_long_is_marked_and_not_retried(
         assert d["status"] == "failed"
         assert 2 <= d["attempts"] < 7
         assert "marked failing" in d["failed_reason"]
+        assert "levqor_callback_endpoints_failing 1.0" in http.get("/metrics").text
         # While marked, a new delivery gets one attempt.
         second = wait_for_job(http, submit(http, receiver.url), delivered, timeout_s=20)
         assert second["deliveries"][0]["attempts"] == 1
@@ -202,6 +203,7 @@ def test_an_endpoint_failing_too_long_is_marked_and_not_retried(
         receiver.default = 200
         third = wait_for_job(http, submit(http, receiver.url), delivered, timeout_s=20)
         assert third["deliveries"][0]["status"] == "delivered"
+        assert "levqor_callback_endpoints_failing 0.0" in http.get("/metrics").text
         receiver.script = [500]
         fourth = wait_for_job(http, submit(http, receiver.url), delivered, timeout_s=20)
         assert [a["status_code"] for a in fourth["deliveries"][0]["attempt_log"]] == [500, 200]
