@@ -1,4 +1,4 @@
-"""The `http.request` workflow: one outbound HTTP call, through the address guard.
+"""The `http.request` workflow: one outbound HTTP call, through the callback guard.
 
 2xx and 3xx answers succeed (redirects are reported, never followed); 429 and 5xx fail the attempt
 so it is retried (honouring a numeric `Retry-After`); other 4xx answers fail the job at once, since
@@ -8,11 +8,12 @@ sending the same request again would get the same answer.
 from __future__ import annotations
 
 import json
+from email.message import Message
 from typing import Any
 
 import httpx
 
-from levqor.workflows.address_guard import AddressRefused, resolve_public
+from levqor.callbacks.guard import AddressRefused, GuardedResponse, guarded_request, outbound_client
 from levqor.workflows.context import JobFailed, JobRunContext
 from levqor.workflows.registry import workflow
 
@@ -40,48 +41,33 @@ HTTP_REQUEST_SCHEMA: dict[str, Any] = {
 }
 
 
-def _retry_after_s(response: httpx.Response) -> float | None:
+def _retry_after_s(response: GuardedResponse) -> float | None:
     value = response.headers.get("retry-after", "").strip()
     return float(value) if value.isdigit() else None
 
 
-async def _read_capped(response: httpx.Response) -> tuple[bytes, bool]:
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body.extend(chunk)
-        if len(body) > MAX_RESPONSE_BYTES:
-            return bytes(body[:MAX_RESPONSE_BYTES]), True
-    return bytes(body), False
+def _text(response: GuardedResponse) -> str:
+    """The body as text, in the Content-Type's charset when it names a known one, else UTF-8."""
+    header = Message()
+    header["content-type"] = response.headers.get("content-type", "")
+    try:
+        text = response.body.decode(header.get_content_charset() or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know, or a codec that is not a text encoding
+        text = response.body.decode("utf-8", errors="replace")
+    # U+0000 cannot be stored in a PostgreSQL jsonb value; the body is text for people to read.
+    return text.replace("\x00", "\ufffd")
 
 
-def _request_args(payload: dict[str, Any]) -> dict[str, Any]:
+def _request_args(payload: dict[str, Any]) -> tuple[dict[str, str], bytes | None]:
     headers = dict(payload.get("headers") or {})
-    args: dict[str, Any] = {"headers": headers}
-    if "body" in payload:
-        body = payload["body"]
-        if isinstance(body, str):
-            args["content"] = body.encode()
-        else:
-            args["content"] = json.dumps(body).encode()
-            if not any(name.lower() == "content-type" for name in headers):
-                headers["Content-Type"] = "application/json"
-    return args
-
-
-async def _send(
-    client: httpx.AsyncClient, method: str, url: httpx.URL, args: dict[str, Any], allow_private: bool
-) -> httpx.Response:
-    if not allow_private:
-        try:
-            destination = await resolve_public(url.host, url.port or (443 if url.scheme == "https" else 80))
-        except AddressRefused as exc:
-            raise JobFailed(str(exc), retryable=False, details={"url": str(url)}) from None
-        # Connect to the checked address; the name still goes in Host and in TLS (SNI, certificate).
-        args["headers"].setdefault("Host", url.netloc.decode("ascii"))
-        args["extensions"] = {"sni_hostname": url.host}
-        url = url.copy_with(host=str(destination.address))
-    request = client.build_request(method, url, **args)
-    return await client.send(request, stream=True)
+    if "body" not in payload:
+        return headers, None
+    body = payload["body"]
+    if isinstance(body, str):
+        return headers, body.encode()
+    if not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = "application/json"
+    return headers, json.dumps(body).encode()
 
 
 @workflow(
@@ -91,24 +77,29 @@ async def _send(
     timeout_s=MAX_TIMEOUT_S + 30,
 )
 async def http_request(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
-    url = httpx.URL(payload["url"])
+    url = payload["url"]
     method = payload.get("method", "GET")
     timeout_s = float(payload.get("timeout_s", DEFAULT_TIMEOUT_S))
-    async with httpx.AsyncClient(follow_redirects=False, timeout=timeout_s, trust_env=False) as client:
+    headers, content = _request_args(payload)
+    async with outbound_client() as client:
         try:
-            response = await _send(
-                client, method, url, _request_args(payload), ctx.settings.callback_allow_private
+            response = await guarded_request(
+                client,
+                method,
+                url,
+                headers=headers,
+                content=content,
+                allow_private=ctx.settings.callback_allow_private,
+                timeout_s=timeout_s,
+                max_response_bytes=MAX_RESPONSE_BYTES,
             )
-            try:
-                body, truncated = await _read_capped(response)
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException:
+        except AddressRefused as exc:
+            raise JobFailed(str(exc), retryable=False, details={"url": url}) from None
+        except TimeoutError:
             raise JobFailed(f"{method} {url} timed out after {timeout_s:g} s") from None
         except httpx.HTTPError as exc:
             raise JobFailed(f"{method} {url} failed: {type(exc).__name__}: {exc}") from None
-    # U+0000 cannot be stored in a PostgreSQL jsonb value; the body is text for people to read.
-    text = body.decode(response.encoding or "utf-8", errors="replace").replace("\x00", "\ufffd")
+    text = _text(response)
     if response.status_code >= 400:
         retryable = response.status_code == 429 or response.status_code >= 500
         raise JobFailed(
@@ -121,9 +112,9 @@ async def http_request(payload: dict[str, Any], ctx: JobRunContext) -> dict[str,
         "status": response.status_code,
         "headers": dict(response.headers),
         "body": text,
-        "truncated": truncated,
+        "truncated": response.truncated,
     }
-    if not truncated and "json" in response.headers.get("content-type", ""):
+    if not response.truncated and "json" in response.headers.get("content-type", ""):
         result["json"] = _json_or_none(text)
     return result
 

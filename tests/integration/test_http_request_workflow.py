@@ -1,10 +1,13 @@
-"""The `http.request` workflow against a real HTTP server on loopback: the address guard refuses it
-unless LEVQOR_CALLBACK_ALLOW_PRIVATE is set, and answers map to success, retry or failure."""
+"""The `http.request` workflow against a real HTTP server on loopback: the callback guard refuses it
+unless LEVQOR_CALLBACK_ALLOW_PRIVATE is set, and answers map to success, retry or failure. (How the
+guard connects, pins and caps is tested in test_callback_guard.py.)"""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +16,7 @@ from typing import Any
 import pytest
 
 from levqor.config import Settings
-from levqor.workflows import JobFailed, JobRunContext, address_guard, registry_for
+from levqor.workflows import JobFailed, JobRunContext, registry_for
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -104,16 +107,22 @@ async def test_an_unreachable_host_fails_the_attempt() -> None:
     assert caught.value.retryable is True
 
 
-async def test_a_guarded_request_connects_to_the_checked_address_and_keeps_the_name(
-    target: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the guard on, the name is resolved once and the request goes to that address; the name
-    stays in the Host header. (Loopback is declared public here only to have a server to reach.)"""
-    monkeypatch.setattr(address_guard, "is_public", lambda address: True)
-    named = target.replace("127.0.0.1", "localhost")
+async def test_every_form_of_a_loopback_address_is_refused(target: str) -> None:
+    port = target.rsplit(":", 1)[1]
+    for host in ("2130706433", "0x7f000001", "0177.0.0.1", "[::ffff:127.0.0.1]", "0.0.0.0"):
+        with pytest.raises(JobFailed) as caught:
+            await run({"url": f"http://{host}:{port}/200"}, allow_private=False)
+        assert caught.value.retryable is False, host
 
-    result = await run({"url": f"{named}/200", "headers": {"X-Test": "pinned"}}, allow_private=False)
 
-    assert result["status"] == 200
-    assert result["json"]["host"] == named[7:]
-    assert result["json"]["x"] == "pinned"
+async def test_the_timeout_covers_the_whole_exchange() -> None:
+    """A receiver that accepts and never answers fails the attempt at `timeout_s`."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        started = time.monotonic()
+        with pytest.raises(JobFailed, match=r"timed out after 0\.5 s") as caught:
+            await run({"url": url, "timeout_s": 0.5}, allow_private=True)
+    assert time.monotonic() - started < 2
+    assert caught.value.retryable is True

@@ -1,8 +1,7 @@
-"""The workflow registry, payload validation and the outbound address guard (no services needed)."""
+"""The workflow registry and payload validation (no services needed)."""
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from typing import Any
 
@@ -11,52 +10,6 @@ import pytest
 from levqor.config import ConfigError, Settings
 from levqor.errors import InvalidRequest
 from levqor.workflows import JobRunContext, Workflow, WorkflowRegistry, load_registry, registry_for, workflow
-from levqor.workflows.address_guard import AddressRefused, check_addresses, is_public, resolve_public
-
-
-@pytest.mark.parametrize(
-    "address",
-    [
-        "127.0.0.1",
-        "10.1.2.3",
-        "172.16.0.1",
-        "192.168.1.1",
-        "169.254.169.254",  # cloud metadata, link-local
-        "100.64.0.1",  # shared address space
-        "0.0.0.0",
-        "224.0.0.1",  # multicast
-        "240.0.0.1",  # reserved
-        "255.255.255.255",
-        "::1",
-        "fe80::1",
-        "fc00::1",
-        "ff02::1",
-        "2001:db8::1",  # documentation
-        "::ffff:127.0.0.1",  # IPv4-mapped loopback
-        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
-        "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
-    ],
-)
-def test_non_global_addresses_are_refused(address: str) -> None:
-    assert not is_public(ipaddress.ip_address(address))
-
-
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808"])
-def test_global_unicast_addresses_are_allowed(address: str) -> None:
-    assert is_public(ipaddress.ip_address(address))
-
-
-def test_one_private_record_among_public_ones_refuses_the_host() -> None:
-    records = [ipaddress.ip_address("8.8.8.8"), ipaddress.ip_address("10.0.0.1")]
-    with pytest.raises(AddressRefused, match=r"10\.0\.0\.1"):
-        check_addresses("mixed.example", records)
-    assert check_addresses("public.example", records[:1]) == records[0]
-
-
-@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "0x7f.1"])
-async def test_names_and_literals_that_reach_this_machine_are_refused(host: str) -> None:
-    with pytest.raises(AddressRefused):
-        await resolve_public(host, 80)
 
 
 def test_payloads_are_validated_with_the_failing_paths() -> None:
