@@ -27,6 +27,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
+from levqor.callbacks.guard import HostResolver
 from levqor.config import Settings
 from levqor.db.engine import Database, create_db_engine
 from levqor.db.migrate import upgrade
@@ -112,12 +113,15 @@ def db_url(db_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
 
 
 def settings_for(db_url: str, **env: str) -> Settings:
-    """Test settings: the given database, limits out of the way, no in-process worker."""
+    """Test settings: the given database, limits out of the way, no in-process worker, and
+    callback URLs not resolved (tests reach no DNS; tests/integration/test_callback_guard.py turns
+    the guard on)."""
     values = {
         "LEVQOR_LOG_FORMAT": "text",
         "RATE_BURST": "1000000",
         "RATE_GLOBAL": "1000000",
         "LEVQOR_INPROCESS_WORKER": "false",
+        "LEVQOR_CALLBACK_ALLOW_PRIVATE": "true",
     }
     if db_url.startswith("sqlite"):
         values["SQLITE_PATH"] = make_url(db_url).database or ""
@@ -212,11 +216,11 @@ def serve_in_thread(config: uvicorn.Config) -> tuple[uvicorn.Server, threading.T
     return server, thread, port
 
 
-def start_live_server(settings: Settings) -> LiveServer:
+def start_live_server(settings: Settings, *, resolver: HostResolver | None = None) -> LiveServer:
     # As `levqor serve`: its HTTP protocol, and X-Forwarded-For is the app's to judge
     # (LEVQOR_TRUSTED_PROXIES), not uvicorn's.
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, resolver=resolver),
         log_config=None,
         lifespan="on",
         access_log=False,
@@ -322,6 +326,7 @@ def server_process(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
         "RATE_BURST": "1000000",
         "RATE_GLOBAL": "1000000",
         "LEVQOR_INPROCESS_WORKER": "false",
+        "LEVQOR_CALLBACK_ALLOW_PRIVATE": "true",  # as settings_for
     }
     if db_url.startswith("sqlite"):
         env["SQLITE_PATH"] = make_url(db_url).database or ""

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from levqor.callbacks.guard import HostResolver
 from levqor.config import ConfigError, Settings
 from levqor.db.engine import Database
 from levqor.http.access import AccessMiddleware
@@ -119,9 +120,12 @@ def middleware(settings: Settings, metrics: HttpMetrics | None) -> list[Middlewa
     ]
 
 
-def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, db: Database | None = None, resolver: HostResolver | None = None
+) -> Starlette:
     """Build the ASGI app. A `db` passed in is the caller's to dispose of; otherwise the lifespan
-    opens one from `settings` and disposes of it at shutdown."""
+    opens one from `settings` and disposes of it at shutdown. `resolver` answers for callback URL
+    hosts at intake (tests stand in for DNS with it); by default, the system's resolver."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -140,7 +144,11 @@ def create_app(settings: Settings, *, db: Database | None = None) -> Starlette:
         app.state.batches = RequestBatches(app.state.db)
         await app.state.batches.start()
         services = Context(
-            db=app.state.db, settings=settings, wakeup=app.state.wakeup, batches=app.state.batches
+            db=app.state.db,
+            settings=settings,
+            wakeup=app.state.wakeup,
+            batches=app.state.batches,
+            resolver=resolver,
         )
         setattr(app, SERVICES_ATTRIBUTE, services)
         # Objects alive now live as long as the server: kept out of the collector's walks. Young

@@ -11,6 +11,7 @@ from levqor.errors import Forbidden, Unauthorized
 from levqor.queue.wakeup import Wakeup
 
 if TYPE_CHECKING:
+    from levqor.callbacks.guard import HostResolver
     from levqor.resolvers.batches import RequestBatches
 
 
@@ -67,7 +68,17 @@ class Context:
     # The process's coalescing intake and status reads (owned by the app lifespan); without them,
     # each call has its own transaction.
     batches: RequestBatches | None = None
+    # How intake resolves a callback URL's host (CONTRACT.md §8); None: the system's resolver.
+    resolver: HostResolver | None = None
 
     def for_caller(self, principal: Principal, request_id: str | None) -> Context:
         """This context's services for another caller and request."""
-        return Context(self.db, self.settings, principal, request_id, self.wakeup, self.batches)
+        return Context(
+            self.db,
+            self.settings,
+            principal,
+            request_id,
+            self.wakeup,
+            self.batches,
+            self.resolver,
+        )

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from levqor.callbacks.attempts import DeliveryRecord, deliveries_of_job
+from levqor.callbacks.guard import AddressRefused, check_url
 from levqor.callbacks.secrets import can_sign
 from levqor.db.models import Job, JobEvent, JobStatus, Priority, User
 from levqor.db.types import utcnow
@@ -131,13 +132,24 @@ def _check_idempotency_key(raw: str) -> str:
     return raw
 
 
+async def _check_callback_url(ctx: Context, url: str) -> None:
+    """400 at intake for a callback the guard would refuse to send (CONTRACT.md §8); delivery
+    checks again, since what a name resolves to can change."""
+    try:
+        await check_url(url, allow_private=ctx.settings.callback_allow_private, resolver=ctx.resolver)
+    except AddressRefused as exc:
+        raise InvalidRequest.for_field("callback_url", str(exc), FieldCode.INVALID) from exc
+
+
 async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = None) -> SubmitResult:
     ctx.principal.require(Scope.JOBS_WRITE)
     fields = parse_input(JobSubmitInput, data)
     flow = registry_for(ctx.settings).get(fields.workflow)  # 400 naming an unknown workflow
     flow.validate(fields.payload)  # 400 naming the failing payload path
-    if fields.callback_url is not None and not can_sign(ctx.principal, ctx.settings):
-        raise InvalidRequest.for_field("callback_url", NO_SIGNING_SECRET, FieldCode.INVALID)
+    if fields.callback_url is not None:
+        if not can_sign(ctx.principal, ctx.settings):
+            raise InvalidRequest.for_field("callback_url", NO_SIGNING_SECRET, FieldCode.INVALID)
+        await _check_callback_url(ctx, str(fields.callback_url))
     scoped_key = None
     if idempotency_key is not None:
         scoped_key = f"{ctx.principal.id}:{_check_idempotency_key(idempotency_key)}"
