@@ -40,7 +40,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 from standardwebhooks import Webhook
 
-from bench.queue import PG_ADMIN_URL, fresh_database, free_port
+from bench.queue import PG_ADMIN_URL, free_port, fresh_database
 from bench.queue_support import Processes, percentile, python, scratch_postgres, wait_until
 from levqor import queue
 from levqor.db.engine import Database

@@ -7,6 +7,7 @@ a missing service into a failure.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -112,6 +113,10 @@ def db_url(db_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     return url
 
 
+# The callbacks' signing secret of the test servers (`whsec_` and the base64 of 32 bytes).
+TEST_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"levqor test webhook secret 32 b!").decode()
+
+
 def settings_for(db_url: str, **env: str) -> Settings:
     """Test settings: the given database, limits out of the way, no in-process worker, and
     callback URLs not resolved (tests reach no DNS; tests/integration/test_callback_guard.py turns
@@ -122,6 +127,7 @@ def settings_for(db_url: str, **env: str) -> Settings:
         "RATE_GLOBAL": "1000000",
         "LEVQOR_INPROCESS_WORKER": "false",
         "LEVQOR_CALLBACK_ALLOW_PRIVATE": "true",
+        "LEVQOR_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,  # callbacks need a secret to be signed with
     }
     if db_url.startswith("sqlite"):
         values["SQLITE_PATH"] = make_url(db_url).database or ""
@@ -327,6 +333,7 @@ def server_process(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
         "RATE_GLOBAL": "1000000",
         "LEVQOR_INPROCESS_WORKER": "false",
         "LEVQOR_CALLBACK_ALLOW_PRIVATE": "true",  # as settings_for
+        "LEVQOR_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
     }
     if db_url.startswith("sqlite"):
         env["SQLITE_PATH"] = make_url(db_url).database or ""

@@ -17,12 +17,12 @@ import functools
 import logging
 from datetime import datetime
 
-import httpx
+import aiohttp
 from sqlmodel import Session
 
 from levqor.callbacks import attempts as outbox_attempts
 from levqor.callbacks.attempts import AttemptResult, ClaimedDelivery
-from levqor.callbacks.guard import AddressRefused, HostResolver, guarded_request
+from levqor.callbacks.guard import AddressRefused, HostResolver, OutboundSession, guarded_request
 from levqor.callbacks.outbox import CHANNEL, on_deliverable
 from levqor.callbacks.secrets import signing_secrets
 from levqor.callbacks.signing import signed_headers
@@ -57,7 +57,7 @@ class Deliverer:
         self.concurrency = concurrency or settings.callback_concurrency
         # The POST is capped at the timeout; as long again covers recording what it got.
         self.lease_s = 2 * settings.callback_timeout_s
-        self._client: httpx.AsyncClient | None = None
+        self._outbound: OutboundSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._held = 0  # deliveries claimed whose result is not recorded yet
         self._reserved = 0  # slots a claim in flight may fill
@@ -89,9 +89,11 @@ class Deliverer:
         """Deliver until `stop()`; then let the POSTs in flight end, record them and return."""
         self._loop = asyncio.get_running_loop()
         remove = on_deliverable(self.poke)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(follow_redirects=False, trust_env=False, limits=limits) as client:
-            self._client = client
+        allow_private = self.settings.callback_allow_private
+        async with OutboundSession(
+            allow_private=allow_private, resolver=self.resolver, limit=self.concurrency
+        ) as outbound:
+            self._outbound = outbound
             helpers = [asyncio.create_task(self._flush_loop(), name="levqor-deliveries-flush")]
             if self.settings.db_url.startswith("postgresql"):
                 listener = listen(self.settings.db_url, CHANNEL, self.poke)
@@ -164,9 +166,9 @@ class Deliverer:
         return applied, [(delivery, secrets[delivery.signed_by]) for delivery in claimed]
 
     def _start(self, delivery: ClaimedDelivery, secrets: list[str]) -> None:
-        assert self._client is not None
+        assert self._outbound is not None
         self._held += 1
-        task = asyncio.create_task(self._send(self._client, delivery, secrets))
+        task = asyncio.create_task(self._send(self._outbound, delivery, secrets))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -187,10 +189,10 @@ class Deliverer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poked.wait(), wait_s)
 
-    async def _send(self, client: httpx.AsyncClient, delivery: ClaimedDelivery, secrets: list[str]) -> None:
+    async def _send(self, outbound: OutboundSession, delivery: ClaimedDelivery, secrets: list[str]) -> None:
         started = utcnow()
         try:
-            result = await self._attempt(client, delivery, secrets, started)
+            result = await self._attempt(outbound, delivery, secrets, started)
         except Exception as exc:  # a bug here must still close the attempt, not leave it to the lease
             logger.exception("delivery attempt failed", extra={"delivery_id": str(delivery.id)})
             result = _result(delivery, started, error=f"internal error: {type(exc).__name__}")
@@ -198,7 +200,7 @@ class Deliverer:
         self._result_ready.set()
 
     async def _attempt(
-        self, client: httpx.AsyncClient, delivery: ClaimedDelivery, secrets: list[str], started: datetime
+        self, outbound: OutboundSession, delivery: ClaimedDelivery, secrets: list[str], started: datetime
     ) -> AttemptResult:
         if not secrets:
             error = "no signing secret: set LEVQOR_WEBHOOK_SECRET, or submit with a managed API key"
@@ -210,21 +212,19 @@ class Deliverer:
         timeout_s = self.settings.callback_timeout_s
         try:
             response = await guarded_request(
-                client,
+                outbound,
                 "POST",
                 delivery.url,
                 headers=headers,
                 content=body,
-                allow_private=self.settings.callback_allow_private,
                 timeout_s=timeout_s,
                 max_response_bytes=EXCERPT_BYTES,
-                resolver=self.resolver,
             )
         except AddressRefused as exc:
             return _result(delivery, started, error=f"refused: {exc}")
         except TimeoutError:
             return _result(delivery, started, error=f"no answer within {timeout_s:g} s")
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             return _result(delivery, started, error=f"{type(exc).__name__}: {exc}")
         excerpt = response.body.decode("utf-8", errors="replace")[:EXCERPT_CHARS].replace("\x00", "\ufffd")
         return _result(delivery, started, status_code=response.status_code, excerpt=excerpt)

@@ -36,7 +36,7 @@ MAX_IDEMPOTENCY_KEY_LEN = 255
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
 MAX_SEQ = 2**63 - 1  # jobs.seq is a BIGINT
-NO_SIGNING_SECRET = (  # noqa: S105 (a message, not a secret)
+UNSIGNED_CALLBACK = (
     "nothing would sign this job's callbacks: set LEVQOR_WEBHOOK_SECRET on the server, or submit with "
     "a managed API key (each has a webhook secret of its own)"
 )
@@ -148,7 +148,7 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
     flow.validate(fields.payload)  # 400 naming the failing payload path
     if fields.callback_url is not None:
         if not can_sign(ctx.principal, ctx.settings):
-            raise InvalidRequest.for_field("callback_url", NO_SIGNING_SECRET, FieldCode.INVALID)
+            raise InvalidRequest.for_field("callback_url", UNSIGNED_CALLBACK, FieldCode.INVALID)
         await _check_callback_url(ctx, str(fields.callback_url))
     scoped_key = None
     if idempotency_key is not None:

@@ -11,9 +11,9 @@ import json
 from email.message import Message
 from typing import Any
 
-import httpx
+import aiohttp
 
-from levqor.callbacks.guard import AddressRefused, GuardedResponse, guarded_request, outbound_client
+from levqor.callbacks.guard import AddressRefused, GuardedResponse, OutboundSession, guarded_request
 from levqor.workflows.context import JobFailed, JobRunContext
 from levqor.workflows.registry import workflow
 
@@ -81,15 +81,14 @@ async def http_request(payload: dict[str, Any], ctx: JobRunContext) -> dict[str,
     method = payload.get("method", "GET")
     timeout_s = float(payload.get("timeout_s", DEFAULT_TIMEOUT_S))
     headers, content = _request_args(payload)
-    async with outbound_client() as client:
+    async with OutboundSession(allow_private=ctx.settings.callback_allow_private) as outbound:
         try:
             response = await guarded_request(
-                client,
+                outbound,
                 method,
                 url,
                 headers=headers,
                 content=content,
-                allow_private=ctx.settings.callback_allow_private,
                 timeout_s=timeout_s,
                 max_response_bytes=MAX_RESPONSE_BYTES,
             )
@@ -97,7 +96,7 @@ async def http_request(payload: dict[str, Any], ctx: JobRunContext) -> dict[str,
             raise JobFailed(str(exc), retryable=False, details={"url": url}) from None
         except TimeoutError:
             raise JobFailed(f"{method} {url} timed out after {timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise JobFailed(f"{method} {url} failed: {type(exc).__name__}: {exc}") from None
     text = _text(response)
     if response.status_code >= 400:

@@ -270,7 +270,7 @@ def test_resend_needs_admin(
 
 
 def test_intake_needs_a_signing_secret(make_server: Callable[..., LiveServer]) -> None:
-    server = make_server(LEVQOR_CALLBACK_ALLOW_PRIVATE="true")
+    server = make_server(LEVQOR_CALLBACK_ALLOW_PRIVATE="true", LEVQOR_WEBHOOK_SECRET="")
     with server.client() as http:
         response = http.post(
             "/api/v1/intake",
