@@ -8,15 +8,16 @@ returns the job to `queued` (after a backoff) or fails it once its attempts are 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import bindparam, select, tuple_, update
 from sqlmodel import Session
 
 from levqor.callbacks.outbox import write_deliveries_for
+from levqor.db.bulk import BulkStatement
 from levqor.db.models import JobStatus
 from levqor.db.types import utcnow
 from levqor.errors import Conflict
@@ -26,6 +27,13 @@ from levqor.queue.outcomes import DEFAULT_BACKOFF, LEASE_LOST, Backoff
 from levqor.queue.wakeup import mark_claimable
 
 DEFAULT_REAP_LIMIT = 500
+
+_SET_PROGRESS = BulkStatement(
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("b_id", type_=JOBS.c.id.type))
+    .values(progress=bindparam("b_progress", type_=JOBS.c.progress.type)),
+    ("b_id", "b_progress"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +54,14 @@ def heartbeat_many(
     worker_id: str,
     leases: Sequence[Lease],
     lease_s: int,
+    progress: Mapping[uuid.UUID, dict[str, Any]] | None = None,
     now: datetime | None = None,
 ) -> dict[uuid.UUID, Heartbeat]:
     """Extend every lease still held, in one statement. A job missing from the answer has lost its
-    lease (taken back, cancelled, or finished by someone else): its worker must stop reporting on it."""
+    lease (taken back, cancelled, or finished by someone else): its worker must stop reporting on it.
+
+    `progress` (by job id) is each job's latest report: for the jobs whose lease is held it becomes
+    the job's `progress` and a `progress` event, in the same transaction."""
     if not leases:
         return {}
     now = now or utcnow()
@@ -65,10 +77,32 @@ def heartbeat_many(
         .values(lease_expires_at=expires, updated_at=now)
         .returning(c.id, c.cancel_requested)
     )
-    return {
+    beats = {
         row.id: Heartbeat(lease_expires_at=expires, cancel_requested=row.cancel_requested)
         for row in session.execute(statement)
     }
+    if progress:
+        attempts = {lease.job_id: lease.attempt for lease in leases}
+        reports = [(job_id, report) for job_id, report in progress.items() if job_id in beats]
+        # The rows are this transaction's now (the UPDATE above locked them): no fence needed.
+        _SET_PROGRESS.execute(session, [{"b_id": job_id, "b_progress": report} for job_id, report in reports])
+        insert_events(
+            session,
+            [
+                event_row(
+                    job_id,
+                    "progress",
+                    from_status=JobStatus.RUNNING.value,
+                    to_status=JobStatus.RUNNING.value,
+                    attempt=attempts[job_id],
+                    worker_id=worker_id,
+                    at=now,
+                    detail=report,
+                )
+                for job_id, report in reports
+            ],
+        )
+    return beats
 
 
 def heartbeat(
@@ -80,27 +114,18 @@ def heartbeat(
     lease_s: int,
     progress: dict[str, Any] | None = None,
 ) -> Heartbeat:
-    """Extend one lease; `Conflict` when it is lost. Progress, when given, goes to the event log."""
-    beats = heartbeat_many(session, worker_id=worker_id, leases=[Lease(job_id, attempt)], lease_s=lease_s)
+    """Extend one lease; `Conflict` when it is lost. Progress, when given, becomes the job's
+    `progress` and goes to the event log."""
+    beats = heartbeat_many(
+        session,
+        worker_id=worker_id,
+        leases=[Lease(job_id, attempt)],
+        lease_s=lease_s,
+        progress=None if progress is None else {job_id: progress},
+    )
     beat = beats.get(job_id)
     if beat is None:
         raise Conflict(LEASE_LOST)
-    if progress is not None:
-        insert_events(
-            session,
-            [
-                event_row(
-                    job_id,
-                    "progress",
-                    from_status=JobStatus.RUNNING.value,
-                    to_status=JobStatus.RUNNING.value,
-                    attempt=attempt,
-                    worker_id=worker_id,
-                    at=utcnow(),
-                    detail=progress,
-                )
-            ],
-        )
     return beat
 
 

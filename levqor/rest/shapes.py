@@ -138,6 +138,7 @@ class JobBody(BaseModel):
     cost_estimate_micros: int | None
     cost_actual_micros: int | None
     cancel_requested: bool  # a running job's cancellation is on its way to the worker
+    progress: dict[str, Any] | None  # the last progress its worker reported
 
     @classmethod
     def from_row(cls, job: Job) -> JobBody:
@@ -161,6 +162,7 @@ class JobBody(BaseModel):
             cost_estimate_micros=job.cost_estimate_micros,
             cost_actual_micros=job.cost_actual_micros,
             cancel_requested=job.cancel_requested,
+            progress=job.progress,
         )
 
 

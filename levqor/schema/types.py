@@ -83,6 +83,11 @@ class JobType:
     cancel_requested: bool = strawberry.field(
         default=False, description="A running job's cancellation is on its way to the worker."
     )
+    progress: JSON | None = strawberry.field(
+        default=None,
+        description="The last progress its worker reported (null until one does); it stays once the "
+        "job has finished, and through a retry until the next report.",
+    )
 
     @strawberry.field(description="Every state change, oldest first.")
     async def events(self, info: Info[Any, None]) -> list[JobEventType]:
@@ -116,6 +121,7 @@ class JobType:
             cost_estimate=usd(row.cost_estimate_micros),
             cost_actual=usd(row.cost_actual_micros),
             cancel_requested=row.cancel_requested,
+            progress=JSON(row.progress) if row.progress is not None else None,
         )
 
 

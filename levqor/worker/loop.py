@@ -18,6 +18,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlmodel import Session
 
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 DB_RETRY_S = 1.0  # after a failed claim or write of outcomes, wait this long before trying again
 HEARTBEATS_PER_LEASE = 3  # CONTRACT.md §7: heartbeat every lease/3
+# A progress report is written this long after it was made, with every report made meanwhile: live
+# streams see it at once, and a busy worker writes four transactions a second, not one per report.
+PROGRESS_FLUSH_S = 0.25
 
 
 class StopReason(enum.Enum):
@@ -80,6 +84,7 @@ class Worker:
         self._pending: list[Outcome] = []
         self._outcome_ready = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._progress_reported = asyncio.Event()
         self._stopping = asyncio.Event()
         # Outcome flushes and heartbeat rounds lock this worker's running rows; one at a time, so
         # two transactions of the same worker never wait on each other (PostgreSQL deadlock).
@@ -106,6 +111,7 @@ class Worker:
         helpers = [
             asyncio.create_task(self._flush_loop(), name="levqor-flush"),
             asyncio.create_task(self._heartbeat_loop(), name="levqor-heartbeat"),
+            asyncio.create_task(self._progress_loop(), name="levqor-progress"),
         ]
         try:
             await self._claim_loop()
@@ -176,6 +182,7 @@ class Worker:
             workflow=job.workflow,
             worker_id=self.worker_id,
             settings=self.settings,
+            on_progress=self._progress_reported.set,
         )
         running = RunningJob(job=job, ctx=ctx)
         flow = self.registry.get(job.workflow) if job.workflow in self.registry else None
@@ -240,12 +247,22 @@ class Worker:
             # commit per cycle instead of one for the outcomes and one for the next claim.
             refill = 0 if self._stopping.is_set() else self._free_slots() + len(batch)
             self._reserved += refill
+            # A report made just before a handler returned is written before its outcome, so the
+            # job's last progress and its event log are complete (no statement without one).
+            finishing = [self._running[o.job_id] for o in batch if o.job_id in self._running]
+            progress = _take_progress(finishing)
+            record = functools.partial(
+                self._record_and_claim,
+                outcomes=batch,
+                refill=refill,
+                progress=progress,
+                leases=[Lease(r.job.id, r.job.attempt) for r in finishing if r.job.id in progress],
+            )
             try:
-                applied, claimed = await self.db.write(
-                    functools.partial(self._record_and_claim, outcomes=batch, refill=refill)
-                )
+                applied, claimed = await self.db.write(record)
             except Exception:
                 logger.exception("could not record job outcomes; retrying", extra={"jobs": len(batch)})
+                _restore_progress(finishing, progress)
                 self._pending[:0] = batch
                 await asyncio.sleep(DB_RETRY_S)
                 continue
@@ -260,8 +277,18 @@ class Worker:
                 self._start(job)
 
     def _record_and_claim(
-        self, session: Session, *, outcomes: list[Outcome], refill: int
+        self,
+        session: Session,
+        *,
+        outcomes: list[Outcome],
+        refill: int,
+        progress: dict[uuid.UUID, dict[str, Any]],
+        leases: list[Lease],
     ) -> tuple[list[uuid.UUID], list[ClaimedJob]]:
+        if progress:
+            queue.heartbeat_many(
+                session, worker_id=self.worker_id, leases=leases, lease_s=self.lease_s, progress=progress
+            )
         applied = queue.record_outcomes(session, outcomes, backoff=self.backoff)
         return applied, self._claim(session, refill)
 
@@ -277,39 +304,51 @@ class Worker:
                 logger.exception("heartbeat round failed", extra={"worker_id": self.worker_id})
 
     async def _heartbeat_round(self) -> None:
-        held = list(self._running.values())
-        progress = {
-            running.job.id: running.ctx.pending_progress
-            for running in held
-            if running.ctx.pending_progress is not None
-        }
-        for running in held:
-            running.ctx.pending_progress = None
+        await self._beat(full_round=True)
 
-        def run(session: Session) -> tuple[dict[uuid.UUID, queue.Heartbeat], int]:
-            beats = queue.heartbeat_many(
-                session,
-                worker_id=self.worker_id,
-                leases=[Lease(running.job.id, running.job.attempt) for running in held],
-                lease_s=self.lease_s,
-            )
-            for running in held:
-                report = progress.get(running.job.id)
-                if report is not None and running.job.id in beats:
-                    queue.heartbeat(
-                        session,
-                        job_id=running.job.id,
-                        worker_id=self.worker_id,
-                        attempt=running.job.attempt,
-                        lease_s=self.lease_s,
-                        progress=report,
-                    )
-            queue.touch_worker(session, worker_id=self.worker_id)
-            # Any worker reaps; the UPDATE is cheap and re-checks each lease, so several may run it.
-            return beats, queue.reap_expired(session, backoff=self.backoff)
+    async def _progress_loop(self) -> None:
+        while True:
+            await self._progress_reported.wait()
+            await asyncio.sleep(PROGRESS_FLUSH_S)  # reports made meanwhile go in the same write
+            self._progress_reported.clear()
+            try:
+                await self._beat(full_round=False)
+            except Exception:
+                logger.exception("could not write progress reports", extra={"worker_id": self.worker_id})
 
+    async def _beat(self, *, full_round: bool) -> None:
+        """Heartbeat the running jobs with their pending progress: every job on a full round (which
+        also notes the worker alive and reaps), only the jobs with a report otherwise."""
+        # Inside the lock: an outcome flush that ran meanwhile has freed its jobs.
         async with self._lease_lock:
-            beats, reaped = await self.db.write(run)
+            held = [
+                running
+                for running in self._running.values()
+                if full_round or running.ctx.pending_progress is not None
+            ]
+            if not held:
+                return
+            progress = _take_progress(held)
+
+            def run(session: Session) -> tuple[dict[uuid.UUID, queue.Heartbeat], int]:
+                beats = queue.heartbeat_many(
+                    session,
+                    worker_id=self.worker_id,
+                    leases=[Lease(running.job.id, running.job.attempt) for running in held],
+                    lease_s=self.lease_s,
+                    progress=progress,
+                )
+                if not full_round:
+                    return beats, 0
+                queue.touch_worker(session, worker_id=self.worker_id)
+                # Any worker reaps; the UPDATE is cheap and re-checks each lease, so several may run it.
+                return beats, queue.reap_expired(session, backoff=self.backoff)
+
+            try:
+                beats, reaped = await self.db.write(run)
+            except BaseException:
+                _restore_progress(held, progress)
+                raise
         if reaped:
             logger.info("took back jobs whose lease expired", extra={"jobs": reaped})
         for running in held:
@@ -348,3 +387,22 @@ class Worker:
                 queue.release(
                     session, job_id=running.job.id, worker_id=self.worker_id, attempt=running.job.attempt
                 )
+
+
+def _take_progress(held: list[RunningJob]) -> dict[uuid.UUID, dict[str, Any]]:  # on the loop
+    """The pending report of each job that has one; they are no longer pending."""
+    progress: dict[uuid.UUID, dict[str, Any]] = {}
+    for running in held:
+        report = running.ctx.pending_progress
+        if report is not None:
+            progress[running.job.id] = report
+            running.ctx.pending_progress = None
+    return progress
+
+
+def _restore_progress(held: list[RunningJob], progress: dict[uuid.UUID, dict[str, Any]]) -> None:
+    """After a failed write: the reports are pending again, unless a newer one came meanwhile."""
+    for running in held:
+        report = progress.get(running.job.id)
+        if report is not None and running.ctx.pending_progress is None:
+            running.ctx.pending_progress = report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +44,16 @@ class JobRunContext:
     settings: Settings
     cost_micros: int | None = None
     pending_progress: dict[str, Any] | None = field(default=None, repr=False)
+    # Called (on the event loop) at each report: the worker sends what is pending soon after.
+    on_progress: Callable[[], None] | None = field(default=None, repr=False)
 
     def report_progress(self, progress: dict[str, Any]) -> None:
-        """Record progress; it goes out with the next heartbeat (the newest report wins)."""
+        """Record progress; the worker writes it within about a quarter of a second, together with
+        the other reports made meanwhile (the newest report of a job wins). Call it from the
+        handler's own task."""
         self.pending_progress = dict(progress)
+        if self.on_progress is not None:
+            self.on_progress()
 
     def report_cost(self, micros: int) -> None:
         """The run's actual cost in USD micro-dollars, recorded with its completion."""
