@@ -59,6 +59,21 @@ class World:
         assert response.status_code == 202, response.text
         return str(response.json()["job_id"])
 
+    def fresh_delivery(self) -> tuple[str, str]:
+        """A job cancelled before it ran, with the delivery of its callback: (job id, delivery id)."""
+        body = {
+            "workflow": "echo",
+            "payload": {},
+            "callback_url": "http://127.0.0.1:9/matrix",
+            "run_at": "2999-01-01T00:00:00Z",
+        }
+        response = self.http.post("/api/v1/intake", json=body, headers=self.admin())
+        assert response.status_code == 202, response.text
+        job_id = str(response.json()["job_id"])
+        assert self.http.post(f"/api/v1/jobs/{job_id}/cancel", headers=self.admin()).status_code == 200
+        detail = self.http.get(f"/api/v1/jobs/{job_id}", headers=self.admin()).json()
+        return job_id, str(detail["deliveries"][0]["id"])
+
     def fresh_key_id(self) -> str:
         return self.make_key([Scope.JOBS_READ], name="to revoke")[0]
 
@@ -192,6 +207,15 @@ REST_MATRIX: dict[tuple[str, str], RestRow] = {
         Scope.ADMIN,
         lambda world: ("POST", f"/api/v1/keys/{world.fresh_key_id()}/webhook-secret", {"json": {}}),
         200,
+    ),
+    ("POST", "/api/v1/jobs/{job_id}/deliveries/{delivery_id}/resend"): RestRow(
+        Scope.ADMIN,
+        lambda world: (
+            "POST",
+            "/api/v1/jobs/{}/deliveries/{}/resend".format(*world.fresh_delivery()),
+            {"json": {}},
+        ),
+        202,
     ),
     ("GET", "/openapi.json"): RestRow(PUBLIC, _get("/openapi.json"), 200),
     ("GET", "/metrics"): RestRow(PUBLIC, _get("/metrics"), 200),
@@ -388,6 +412,14 @@ GRAPHQL_MATRIX: dict[tuple[str, str], GraphQLRow] = {
         _doc(
             "mutation($id: ID!) { rotateWebhookSecret(id: $id) { webhookSecret userErrors { code } } }",
             lambda w: {"id": w.fresh_key_id()},
+        ),
+    ),
+    ("Mutation", "resendDelivery"): GraphQLRow(
+        Scope.ADMIN,
+        _doc(
+            "mutation($j: ID!, $d: ID!) { resendDelivery(jobId: $j, deliveryId: $d) "
+            "{ delivery { id } userErrors { code } } }",
+            lambda w: dict(zip(("j", "d"), w.fresh_delivery(), strict=True)),
         ),
     ),
     ("Mutation", "claimJobs"): GraphQLRow(
