@@ -38,6 +38,7 @@ from levqor.db.types import utcnow
 from levqor.errors import Conflict
 from levqor.queue.claimable import JOBS
 from levqor.queue.events import event_row, events_of_changed, insert_events
+from levqor.queue.job_event_notices import mark_job_events
 from levqor.queue.wakeup import mark_claimable
 
 DEFAULT_RETRY_BASE_S = 1.0
@@ -201,7 +202,10 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
         at=now,
         worker_id=done.c.worker_id,
     ).cte("logged")
-    return list(session.execute(select(done.c.id).add_cte(logged)).scalars())
+    changed = list(session.execute(select(done.c.id).add_cte(logged)).scalars())
+    if changed:
+        mark_job_events(session)
+    return changed
 
 
 def _record_locked(
