@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from levqor.db.models import Job, JobEvent, User
 from levqor.http.errors import HTTP_ERROR_CODES
 from levqor.resolvers.job_reads import JobStatusView
+from levqor.resolvers.job_updates import JobUpdate
 
 
 def unix_s(value: datetime | None) -> int | None:
@@ -174,6 +175,25 @@ class JobDetailBody(JobBody):
     def from_rows(cls, job: Job, events: list[JobEvent]) -> JobDetailBody:
         base = JobBody.from_row(job).model_dump()
         return cls(**base, events=[JobEventBody.from_row(event) for event in events])
+
+
+class JobUpdateBody(BaseModel):
+    """One update of GET /api/v1/jobs/<id>/events/stream, the `data` of an event whose `id` is the
+    job event's: a state change or a progress report, with the job's status and last progress."""
+
+    job_id: str
+    status: str
+    progress: dict[str, Any] | None
+    event: JobEventBody
+
+    @classmethod
+    def from_update(cls, update: JobUpdate) -> JobUpdateBody:
+        return cls(
+            job_id=str(update.job_id),
+            status=update.status.value,
+            progress=update.progress,
+            event=JobEventBody.from_row(update.event),
+        )
 
 
 class JobList(BaseModel):
