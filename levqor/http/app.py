@@ -32,6 +32,7 @@ from levqor.resolvers.auth import Authenticator
 from levqor.resolvers.batches import RequestBatches
 from levqor.resolvers.context import Context
 from levqor.resolvers.health import PublicMetricsCache, record_uptime_sample
+from levqor.resolvers.job_feed import JobUpdateFeed
 from levqor.resolvers.keys import any_active_managed_key, any_managed_key
 from levqor.rest import deliveries, health, jobs, keys, users, workers
 from levqor.rest import workflows as workflow_routes
@@ -71,7 +72,7 @@ def check_startup(settings: Settings, db: Database | None = None) -> None:
 
 
 def build_routes(settings: Settings) -> list[BaseRoute]:
-    graphql = graphql_app()
+    graphql = graphql_app(settings=settings)
     api_routes: list[BaseRoute] = [
         *health.routes(),
         *jobs.routes(dev_routes=not settings.is_production),
@@ -143,11 +144,14 @@ def create_app(
         app.state.wakeup = await worker_services.start()
         app.state.batches = RequestBatches(app.state.db)
         await app.state.batches.start()
+        job_updates = JobUpdateFeed(app.state.db, settings)
+        await job_updates.start()
         services = Context(
             db=app.state.db,
             settings=settings,
             wakeup=app.state.wakeup,
             batches=app.state.batches,
+            job_updates=job_updates,
             resolver=resolver,
         )
         setattr(app, SERVICES_ATTRIBUTE, services)
@@ -162,6 +166,7 @@ def create_app(
             setattr(app, SERVICES_ATTRIBUTE, None)
             gc.set_threshold(*thresholds)
             gc.unfreeze()
+            await job_updates.stop()  # streams still open end now
             await app.state.batches.stop()  # writes and answers the submits already waiting
             await worker_services.stop()  # graceful: running jobs finish or go back to the queue
             sampler.cancel()

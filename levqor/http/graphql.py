@@ -6,6 +6,12 @@ stay in the GraphQL response. A client that accepts `application/graphql-respons
 type, and a request that fails before execution (parse, validation, variables) answers 400 without a
 `data` entry (GraphQL over HTTP, "application/graphql-response+json"); `application/json` clients keep
 the 200 answers.
+
+WebSockets (`graphql-transport-ws`, for `jobUpdates`): the caller is the upgrade request's key, or the
+key in the `connection_init` payload (`{"X-Api-Key": ...}` or `{"Authorization": "Bearer ..."}`), which
+wins; a bad one closes the socket with 4403. Browsers may connect from `LEVQOR_CORS_ORIGINS` (and from
+this server's own origin, where GraphiQL runs); a handshake from any other `Origin` is refused with 403.
+A client without an `Origin` header is not a browser and has no ambient credentials to abuse.
 """
 
 from __future__ import annotations
@@ -17,23 +23,31 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
+from strawberry import UNSET
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UnsetType
 
+from levqor.config import ConfigError, Settings
 from levqor.errors import (
     InvalidRequest,
     LevqorError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Unauthorized,
     UnsupportedMediaType,
 )
+from levqor.http.access import presented_key
 from levqor.http.context import context_for
 from levqor.http.errors import error_response, request_id_of
+from levqor.http.ratelimit import Allowance, RateLimiter
+from levqor.resolvers.auth import Authenticator
 from levqor.resolvers.context import Context
 from levqor.resolvers.health import PublicMetricsCache
 from levqor.rest.body import decode_json, is_json
@@ -42,6 +56,7 @@ from levqor.schema.documents import MAX_DOCUMENT_CHARS
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
+NO_ACK_PAYLOAD: UnsetType = UNSET  # a `connection_ack` without a payload
 
 
 @dataclass
@@ -50,6 +65,8 @@ class GraphQLContext:
     response: Response | None
     levqor: Context
     public_metrics: PublicMetricsCache
+    # A WebSocket's `connection_init` payload (Strawberry sets it).
+    connection_params: dict[str, object] | None = None
 
 
 class LevqorGraphQL(GraphQL[GraphQLContext, None]):
@@ -84,6 +101,31 @@ class LevqorGraphQL(GraphQL[GraphQLContext, None]):
             levqor=context_for(request),
             public_metrics=request.app.state.public_metrics,
         )
+
+    async def on_ws_connect(self, context: GraphQLContext) -> UnsetType | dict[str, object] | None:
+        """A key in the `connection_init` payload becomes the connection's caller. Keys presented
+        this way count against the address's refused keys as HTTP ones do (levqor.http.access)."""
+        key = connection_key(context.connection_params or {})
+        if key is None:
+            return NO_ACK_PAYLOAD
+        websocket = context.request
+        state = websocket.scope.setdefault("state", {})
+        limiter: RateLimiter = websocket.app.state.rate_limiter
+        authenticator: Authenticator = websocket.app.state.authenticator
+        client_ip: str = state.get("client_ip") or limiter.client_address.of(websocket.scope)
+        if not (await limiter.may_present_key(client_ip)).allowed:
+            raise ConnectionRejectionError({"message": "too many refused API keys from this address"})
+        try:
+            principal = await authenticator.authenticate(key)
+        except Unauthorized as exc:
+            await limiter.key_refused(client_ip)
+            raise ConnectionRejectionError({"message": exc.message}) from None
+        state["principal"] = principal
+        state["key_id"] = principal.key_id
+        # Mutations over this socket are charged to the key, as over HTTP.
+        state["rate_limit"] = Allowance(limiter, client_ip, request_counted=False, principal=principal)
+        context.levqor = context.levqor.for_caller(principal, context.levqor.request_id)
+        return NO_ACK_PAYLOAD
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         # Carries the media type the answer is sent as to `create_response`, which has no request.
@@ -129,6 +171,16 @@ class LevqorGraphQL(GraphQL[GraphQLContext, None]):
                 "send large values as variables"
             )
         return request_data
+
+
+def connection_key(params: dict[str, object]) -> str | None:
+    """The API key in a `connection_init` payload, read as the same headers over HTTP would be."""
+    headers = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in params.items()
+        if isinstance(value, str) and name.lower() in {"x-api-key", "authorization"} and value.isascii()
+    ]
+    return presented_key({"headers": headers})
 
 
 def response_media_type(connection: HTTPConnection) -> str:
@@ -198,13 +250,21 @@ def _error_response(request: Request, exc: LevqorError) -> Response:
     )
 
 
-def graphql_app(schema: BaseSchema = levqor_schema) -> LevqorGraphQL:
+def graphql_app(schema: BaseSchema = levqor_schema, *, settings: Settings | None = None) -> LevqorGraphQL:
     """The /graphql endpoint for HTTP and WebSocket. GET runs queries only; a mutation over GET
     answers 405 (GraphQL-over-HTTP, "GET"). WebSockets speak `graphql-transport-ws` only: the legacy
-    `graphql-ws` protocol is refused at the handshake."""
-    return LevqorGraphQL(
-        schema,
-        graphql_ide="graphiql",
-        allow_queries_via_get=True,
-        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
-    )
+    `graphql-ws` protocol is refused at the handshake; each carries at most
+    `LEVQOR_MAX_SUBSCRIPTIONS_PER_CONNECTION` operations at once (Strawberry refuses the next one
+    with "Subscription limit reached")."""
+    settings = settings or Settings()
+    try:
+        return LevqorGraphQL(
+            schema,
+            graphql_ide="graphiql",
+            allow_queries_via_get=True,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+            allowed_origins=settings.cors_origins,
+        )
+    except ValueError as exc:  # an origin Strawberry cannot read (a path, a trailing slash)
+        raise ConfigError(f"LEVQOR_CORS_ORIGINS: {exc}") from None

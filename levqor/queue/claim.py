@@ -25,6 +25,7 @@ from levqor.db.models import CLAIMABLE_WHERE, JobStatus
 from levqor.db.types import utcnow
 from levqor.queue.claimable import JOBS, claimable
 from levqor.queue.events import event_row, events_of_changed, insert_events
+from levqor.queue.job_event_notices import mark_job_events
 
 CLAIMED_EVENT = "claimed"
 MAX_CLAIM_BATCH = 1000
@@ -89,7 +90,10 @@ def _claim_with_events(
         at=now,
         worker_id=worker_id,
     )
-    return session.execute(select(claimed).add_cte(logged.cte("logged"))).all()
+    rows = session.execute(select(claimed).add_cte(logged.cte("logged"))).all()
+    if rows:
+        mark_job_events(session)
+    return rows
 
 
 def claim_jobs(

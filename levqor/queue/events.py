@@ -14,6 +14,7 @@ from levqor.callbacks.outbox import write_deliveries
 from levqor.db.bulk import BulkInsert
 from levqor.db.models import Job, JobEvent, JobStatus
 from levqor.db.types import utcnow
+from levqor.queue.job_event_notices import mark_job_events
 from levqor.queue.wakeup import mark_claimable
 
 JOB_EVENTS: Table = SQLModel.metadata.tables[JobEvent.__tablename__]
@@ -39,6 +40,7 @@ def record_event(
         detail=detail,
     )
     session.add(event)
+    mark_job_events(session)
     return event
 
 
@@ -83,7 +85,8 @@ def events_of_changed(
     worker_id: ColumnElement[Any] | str,
 ) -> Insert:
     """One event per row of `changed`, a data-modifying CTE that returns the changed jobs' `id` and
-    `attempts`: for a statement that changes jobs and logs them at once (PostgreSQL)."""
+    `attempts`: for a statement that changes jobs and logs them at once (PostgreSQL). The caller
+    marks its transaction (`mark_job_events`) when the statement changed any job."""
     worker = literal(worker_id) if isinstance(worker_id, str) else worker_id
     values = select(
         changed.c.id,
@@ -100,7 +103,9 @@ def events_of_changed(
 
 def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert `event_row`s."""
-    _INSERT_EVENTS.execute(session, rows)
+    if rows:
+        _INSERT_EVENTS.execute(session, rows)
+        mark_job_events(session)
 
 
 def enqueue(session: Session, job: Job) -> Job:

@@ -39,6 +39,7 @@ from levqor.db.types import utcnow
 from levqor.errors import Conflict
 from levqor.queue.claimable import JOBS
 from levqor.queue.events import event_row, events_of_changed, insert_events
+from levqor.queue.job_event_notices import mark_job_events
 from levqor.queue.wakeup import mark_claimable
 
 DEFAULT_RETRY_BASE_S = 1.0
@@ -203,6 +204,8 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
         worker_id=done.c.worker_id,
     ).cte("logged")
     rows = session.execute(select(done.c.id, done.c.has_callback).add_cte(logged)).all()
+    if rows:
+        mark_job_events(session)
     # The outbox rows, in this transaction: only jobs with a callback cost anything more.
     write_deliveries_for(session, [row.id for row in rows if row.has_callback], now)
     return [row.id for row in rows]

@@ -13,6 +13,7 @@ from levqor.queue.wakeup import Wakeup
 if TYPE_CHECKING:
     from levqor.callbacks.guard import HostResolver
     from levqor.resolvers.batches import RequestBatches
+    from levqor.resolvers.job_feed import JobUpdateFeed
 
 
 class Scope:
@@ -68,6 +69,9 @@ class Context:
     # The process's coalescing intake and status reads (owned by the app lifespan); without them,
     # each call has its own transaction.
     batches: RequestBatches | None = None
+    # The process's live job streams (owned by the app lifespan), which `jobUpdates` and the REST
+    # event stream watch jobs through.
+    job_updates: JobUpdateFeed | None = None
     # How intake resolves a callback URL's host (CONTRACT.md §8); None: the system's resolver.
     resolver: HostResolver | None = None
 
@@ -80,5 +84,6 @@ class Context:
             request_id,
             self.wakeup,
             self.batches,
+            self.job_updates,
             self.resolver,
         )

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
 from levqor.http.context import context_for
-from levqor.resolvers import job_control, jobs
+from levqor.resolvers import job_control, job_updates, jobs
 from levqor.resolvers.context import Scope
 from levqor.rest.body import read_json
+from levqor.rest.openapi import SSE_MEDIA_TYPE
 from levqor.rest.routing import ApiPath, ApiRoute, HeaderParam, Operation, api_paths, json_response
-from levqor.rest.shapes import ErrorBody, JobAccepted, JobBody, JobDetailBody, JobList, JobStatusBody, OkBody
+from levqor.rest.shapes import (
+    ErrorBody,
+    JobAccepted,
+    JobBody,
+    JobDetailBody,
+    JobList,
+    JobStatusBody,
+    JobUpdateBody,
+    OkBody,
+)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_PARAM = HeaderParam(
     IDEMPOTENCY_HEADER, {"type": "string", "pattern": jobs.IDEMPOTENCY_KEY_PATTERN}
 )
 STATUS_PATH = "/api/v1/status/{job_id}"
+LAST_EVENT_ID_PARAM = HeaderParam(
+    job_updates.LAST_EVENT_ID, {"type": "string", "pattern": job_updates.LAST_EVENT_ID_PATTERN}
+)
+SSE_PING_S = 15  # a comment line this often keeps proxies from closing a quiet stream
 
 
 async def intake(request: Request) -> Response:
@@ -64,6 +82,30 @@ async def cancel(request: Request) -> Response:
 async def retry(request: Request) -> Response:
     job = await job_control.retry_job(context_for(request), request.path_params["job_id"])
     return json_response(JobBody.from_row(job))
+
+
+async def event_stream(request: Request) -> Response:
+    after = job_updates.parse_event_id(request.headers.get(job_updates.LAST_EVENT_ID))
+    stream = await job_updates.open_job_updates(
+        context_for(request), request.path_params["job_id"], after_event_id=after
+    )
+    if stream.finished:
+        stream.close()
+        # The job has ended and the client has every event: 204 tells an EventSource to stop
+        # reconnecting (HTML, "Server-sent events", §9.2.3).
+        return Response(status_code=204)
+    # The task closes the stream however the response ends, also when no event was ever asked
+    # for (HEAD); the generator closes it as soon as the client goes.
+    return EventSourceResponse(_events(stream), ping=SSE_PING_S, background=BackgroundTask(stream.aclose))
+
+
+async def _events(stream: job_updates.JobUpdates) -> AsyncIterator[ServerSentEvent]:
+    async with stream:
+        async for update in stream:
+            # No `event:` name, so an EventSource's `onmessage` gets every update.
+            yield ServerSentEvent(
+                data=JobUpdateBody.from_update(update).model_dump_json(), id=str(update.event.id)
+            )
 
 
 _ERRORS: dict[int, type[ErrorBody] | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 429: ErrorBody}
@@ -119,6 +161,20 @@ def routes(*, dev_routes: bool) -> list[ApiPath]:
                 {200: JobDetailBody, **found, **_ERRORS},
                 "jobs",
                 scope=Scope.JOBS_READ,
+            ),
+        ),
+        ApiRoute(
+            "GET",
+            "/api/v1/jobs/{job_id}/events/stream",
+            event_stream,
+            Operation(
+                "A job's state changes and progress reports as they happen, until it is terminal "
+                "(server-sent events; each event's `id` is the job event's, for `Last-Event-ID`)",
+                {200: JobUpdateBody, 204: None, **found, **_ERRORS},
+                "jobs",
+                scope=Scope.JOBS_READ,
+                headers=(LAST_EVENT_ID_PARAM,),
+                media_types={200: SSE_MEDIA_TYPE},
             ),
         ),
         ApiRoute(

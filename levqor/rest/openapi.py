@@ -23,6 +23,7 @@ from levqor.rest.shapes import ERROR_CODES, ErrorBody
 from levqor.workflows.registry import WorkflowRegistry
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
+SSE_MEDIA_TYPE = "text/event-stream"
 _REF = "#/components/schemas/{model}"
 # Path ids that are not UUIDs name nothing: 404, like an unknown UUID.
 _PATH_PARAM_SCHEMA = {"type": "string", "format": "uuid"}
@@ -144,7 +145,13 @@ def _operation(api_route: ApiRoute, refs: dict[Any, Any], components: dict[str, 
         "tags": [op.tag],
         "x-seed": op.seed,
         "responses": {
-            str(status): _response(status, model, refs, op.response_headers.get(status, {}))
+            str(status): _response(
+                status,
+                model,
+                refs,
+                op.response_headers.get(status, {}),
+                op.media_types.get(status, "application/json"),
+            )
             for status, model in sorted(responses.items())
         },
     }
@@ -194,7 +201,11 @@ def _query_parameters(
 
 
 def _response(
-    status: int, model: type[BaseModel] | None, refs: dict[Any, Any], headers: dict[str, str]
+    status: int,
+    model: type[BaseModel] | None,
+    refs: dict[Any, Any],
+    headers: dict[str, str],
+    media_type: str,
 ) -> dict[str, Any]:
     spec: dict[str, Any]
     if model is None:
@@ -204,7 +215,22 @@ def _response(
         description = model.__doc__.strip().splitlines()[0] if model.__doc__ else model.__name__
         if model is ErrorBody:
             description = _STATUS_TEXT.get(status, "Error")
-        spec = {"description": description, "content": {"application/json": {"schema": schema}}}
+        if media_type == SSE_MEDIA_TYPE:
+            # One event of the stream, as OpenAPI 3.2 describes events (its `itemSchema`): an `id`,
+            # and `data` holding a JSON document of the model.
+            schema = {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": schema,
+                    },
+                },
+                "required": ["id", "data"],
+            }
+        spec = {"description": description, "content": {media_type: {"schema": schema}}}
     if headers:
         spec["headers"] = {
             name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()

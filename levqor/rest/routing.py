@@ -36,6 +36,8 @@ class Operation:
     headers: tuple[HeaderParam, ...] = field(default=())
     # Response headers by status, each name with its description (e.g. intake's `Location`).
     response_headers: dict[int, dict[str, str]] = field(default_factory=dict)
+    # Media types of bodies that are not JSON, by status (the event stream's `text/event-stream`).
+    media_types: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

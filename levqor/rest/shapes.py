@@ -14,6 +14,7 @@ from levqor.callbacks.attempts import DeliveryRecord
 from levqor.db.models import CallbackAttempt, DeliveryStatus, Job, JobEvent, User
 from levqor.http.errors import HTTP_ERROR_CODES
 from levqor.resolvers.job_reads import JobStatusView
+from levqor.resolvers.job_updates import JobUpdate
 
 
 def unix_s(value: datetime | None) -> int | None:
@@ -179,6 +180,25 @@ class JobDetailBody(JobBody):
             **base,
             events=[JobEventBody.from_row(event) for event in events],
             deliveries=[DeliveryBody.from_record(record) for record in deliveries],
+        )
+
+
+class JobUpdateBody(BaseModel):
+    """One update of GET /api/v1/jobs/<id>/events/stream, the `data` of an event whose `id` is the
+    job event's: a state change or a progress report, with the job's status and last progress."""
+
+    job_id: str
+    status: str
+    progress: dict[str, Any] | None
+    event: JobEventBody
+
+    @classmethod
+    def from_update(cls, update: JobUpdate) -> JobUpdateBody:
+        return cls(
+            job_id=str(update.job_id),
+            status=update.status.value,
+            progress=update.progress,
+            event=JobEventBody.from_row(update.event),
         )
 
 

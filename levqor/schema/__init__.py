@@ -17,6 +17,7 @@ from levqor.schema.mutation import Mutation
 from levqor.schema.names import CachedNameConverter
 from levqor.schema.query import Query
 from levqor.schema.ratelimit import MutationFieldRateLimit
+from levqor.schema.subscription import Subscription, SubscriptionsOverWebSocket
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
 
@@ -34,8 +35,15 @@ def build_schema(extra_extensions: Sequence[ExtensionFactory] = ()) -> strawberr
     return LevqorSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         config=StrawberryConfig(name_converter=CachedNameConverter()),
-        extensions=[ClientErrors, *document_extensions(), MutationFieldRateLimit, *extra_extensions],
+        extensions=[
+            ClientErrors,
+            *document_extensions(),
+            MutationFieldRateLimit,
+            SubscriptionsOverWebSocket,
+            *extra_extensions,
+        ],
     )
 
 
