@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, start_server_process, stop_server_process
+from tests.conftest import TEST_WEBHOOK_SECRET, ServerProcess, start_server_process, stop_server_process
 from tests.e2e.schemathesis_hooks import USER_ID_VARIABLE
 
 ST = Path(sys.executable).with_name("st")
@@ -38,6 +38,10 @@ def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "LEVQOR_RATE_KEY": "1000000",
         "LEVQOR_INPROCESS_WORKER": "false",
         "LEVQOR_DATABASE_URL": "",
+        # As every test server: callback URLs are not resolved (no DNS here; the guard has its own
+        # tests), and callbacks have a secret to be signed with.
+        "LEVQOR_CALLBACK_ALLOW_PRIVATE": "true",
+        "LEVQOR_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
         **extra,
     }
 
