@@ -2,8 +2,9 @@
 came back, in batches.
 
 One loop per worker process (`levqor worker`, and `levqor serve` with its in-process worker). Every
-database call goes through `Database.write`/`read` (a thread), never on the event loop. A delivery's
-slot is free once its POST ends; its result joins the next batch, written in one transaction. A
+database call goes through `Database.write`/`read` (a thread), never on the event loop. A delivery
+holds its slot until its result is written; the results that finish together are written in one
+transaction that also claims the deliveries to fill the slots they free. A
 loop that is stopped lets the POSTs in flight end (each is capped at the callback timeout) and writes
 their results; one that is killed leaves leases that run out, and the deliveries are sent again, as
 new attempts, by whichever loop claims them next.

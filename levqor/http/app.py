@@ -126,7 +126,8 @@ def create_app(
 ) -> Starlette:
     """Build the ASGI app. A `db` passed in is the caller's to dispose of; otherwise the lifespan
     opens one from `settings` and disposes of it at shutdown. `resolver` answers for callback URL
-    hosts at intake (tests stand in for DNS with it); by default, the system's resolver."""
+    hosts at intake and when the in-process worker sends callbacks (tests stand in for DNS with it);
+    by default, the system's resolver."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -140,7 +141,7 @@ def create_app(
             logger.warning("rate-limit storage %s does not answer", settings.rate_storage.split("@")[-1])
         sampler = asyncio.create_task(_sample_uptime(app.state.db), name="uptime-sampler")
         # The wake-up for new jobs and, unless LEVQOR_INPROCESS_WORKER=false, the in-process worker.
-        worker_services = WorkerServices(app.state.db, settings)
+        worker_services = WorkerServices(app.state.db, settings, resolver=resolver)
         app.state.wakeup = await worker_services.start()
         app.state.batches = RequestBatches(app.state.db)
         await app.state.batches.start()

@@ -494,3 +494,37 @@ async def test_tls_verifies_the_name_while_connecting_to_the_checked_address(
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await send(f"https://other.{NAME}:{receiver.port}/", session=session)
     assert len(receiver.requests) == 1
+
+
+def test_the_delivery_loop_refuses_a_callback_rebound_to_loopback(db_url: str, listener: Listener) -> None:
+    """End to end: accepted at intake (a public answer), the job runs on the in-process worker, and
+    its callback's send sees loopback: the attempt is recorded as refused and nothing connects."""
+    rebinding = NameResolver(PUBLIC, "127.0.0.1")
+    settings = settings_for(db_url, **GUARD_ON, LEVQOR_INPROCESS_WORKER="true", LEVQOR_CALLBACK_RETRY_S="60")
+    live = start_live_server(settings, resolver=rebinding)
+    try:
+        with live.client() as http:
+            accepted = http.post(
+                "/api/v1/intake",
+                json={
+                    "workflow": "echo",
+                    "payload": {},
+                    "callback_url": f"http://{NAME}:{listener.port}/hook",
+                },
+            )
+            assert accepted.status_code == 202, accepted.text
+            job_id = accepted.json()["job_id"]
+            deadline = time.monotonic() + 20
+            while True:
+                deliveries = http.get(f"/api/v1/jobs/{job_id}").json()["deliveries"]
+                log = deliveries[0]["attempt_log"] if deliveries else []
+                if log and log[0]["finished_at"] is not None:
+                    break
+                assert time.monotonic() < deadline, deliveries
+                time.sleep(0.05)
+    finally:
+        live.stop()
+    assert log[0]["status_code"] is None
+    assert log[0]["error"] == f"refused: {NAME} resolves to 127.0.0.1, which is not a public address"
+    assert deliveries[0]["status"] == "pending"  # retried on the schedule, refused each time
+    assert listener.connections() == 0
