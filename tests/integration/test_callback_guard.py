@@ -299,6 +299,14 @@ async def test_the_same_urls_reach_the_listener_when_private_addresses_are_allow
     assert listener.connections() == 0  # none more
 
 
+def submit_to_name(http: httpx.Client, port: int) -> str:
+    """Submit a job whose callback names NAME (accepted while the resolver answers a public address)."""
+    body = {"workflow": "echo", "payload": {}, "callback_url": f"http://{NAME}:{port}/hook"}
+    accepted = http.post("/api/v1/intake", json=body)
+    assert accepted.status_code == 202, accepted.text
+    return str(accepted.json()["job_id"])
+
+
 async def test_dns_rebinding_after_intake_is_refused_at_send(db_url: str, listener: Listener) -> None:
     """The name answers a public address at intake and loopback when the callback is sent: the send
     checks the answer it connects with, and nothing reaches the listener."""
@@ -306,16 +314,8 @@ async def test_dns_rebinding_after_intake_is_refused_at_send(db_url: str, listen
     live = start_live_server(settings_for(db_url, **GUARD_ON), resolver=rebinding)
     try:
         with live.client() as http:
-            accepted = http.post(
-                "/api/v1/intake",
-                json={
-                    "workflow": "echo",
-                    "payload": {},
-                    "callback_url": f"http://{NAME}:{listener.port}/hook",
-                },
-            )
-            assert accepted.status_code == 202, accepted.text
-            callback_url = http.get(f"/api/v1/jobs/{accepted.json()['job_id']}").json()["callback_url"]
+            job_id = submit_to_name(http, listener.port)
+            callback_url = http.get(f"/api/v1/jobs/{job_id}").json()["callback_url"]
     finally:
         live.stop()
 
@@ -504,16 +504,7 @@ def test_the_delivery_loop_refuses_a_callback_rebound_to_loopback(db_url: str, l
     live = start_live_server(settings, resolver=rebinding)
     try:
         with live.client() as http:
-            accepted = http.post(
-                "/api/v1/intake",
-                json={
-                    "workflow": "echo",
-                    "payload": {},
-                    "callback_url": f"http://{NAME}:{listener.port}/hook",
-                },
-            )
-            assert accepted.status_code == 202, accepted.text
-            job_id = accepted.json()["job_id"]
+            job_id = submit_to_name(http, listener.port)
             deadline = time.monotonic() + 20
             while True:
                 deliveries = http.get(f"/api/v1/jobs/{job_id}").json()["deliveries"]
