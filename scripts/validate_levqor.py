@@ -369,6 +369,31 @@ def check_job_routes(v: Validator, documented: set[tuple[str, str]], jobs: dict[
             200,
             check=lambda r: None if "echo" in json.dumps(json_of(r)) else "the echo workflow is not listed",
         )
+    stream = ("GET", "/api/v1/jobs/{job_id}/events/stream")
+    if stream in documented and "dev" in jobs:
+        # A finished job's stream sends what happened to it and ends.
+        v.call(
+            "GET",
+            stream[1],
+            200,
+            path={"job_id": jobs["dev"]},
+            check=lambda r: (
+                None
+                if r.headers.get("content-type", "").startswith("text/event-stream") and "succeeded" in r.text
+                else f"not an event stream ending in succeeded: {snippet(r)}"
+            ),
+        )
+    resend = ("POST", "/api/v1/jobs/{job_id}/deliveries/{delivery_id}/resend")
+    if resend in documented and "echo" in jobs:
+        # Without sending anything anywhere: a delivery the job does not have is not found.
+        v.call(
+            "POST",
+            resend[1],
+            404,
+            route=f"{resend[0]} {resend[1]} (unknown delivery)",
+            path={"job_id": jobs["echo"], "delivery_id": "00000000-0000-4000-8000-000000000000"},
+            shape=error_shape("not_found"),
+        )
     target = jobs.get("cancel")
     if target is None:
         return
@@ -493,10 +518,11 @@ def check_keys(v: Validator, documented: set[tuple[str, str]]) -> None:
     creatable = ("POST", "/api/v1/keys") in documented and ("DELETE", "/api/v1/keys/{key_id}") in documented
     if not creatable:
         return
+    rotate = ("POST", "/api/v1/keys/{key_id}/webhook-secret")
     if not v.has_key:
         # On a server without keys, a new key would end its development mode for its owner.
-        v.note("POST /api/v1/keys and DELETE /api/v1/keys/{key_id} need API_KEY: not checked")
-        v.exercised.update({("POST", "/api/v1/keys"), ("DELETE", "/api/v1/keys/{key_id}")})
+        v.note("POST /api/v1/keys, its webhook secret's rotation and DELETE need API_KEY: not checked")
+        v.exercised.update({("POST", "/api/v1/keys"), ("DELETE", "/api/v1/keys/{key_id}"), rotate})
         return
     created = v.call(
         "POST",
@@ -506,6 +532,20 @@ def check_keys(v: Validator, documented: set[tuple[str, str]]) -> None:
         shape={"key": {"id": str, "name": "validate_levqor"}, "secret": str},
         check=lambda r: None if r.json()["secret"].startswith("lvq_") else "the secret lacks the lvq_ prefix",
     )
+    if created is not None and rotate in documented:
+        v.call(
+            "POST",
+            rotate[1],
+            200,
+            path={"key_id": created.json()["key"]["id"]},
+            json={"overlap_s": 0},
+            shape={"key": {"id": str}, "webhook_secret": str},
+            check=lambda r: (
+                None
+                if r.json()["webhook_secret"].startswith("whsec_")
+                else "the webhook secret lacks the whsec_ prefix"
+            ),
+        )
     if created is not None:
         v.call(
             "DELETE",

@@ -326,8 +326,8 @@ class Worker:
                 for running in self._running.values()
                 if full_round or running.ctx.pending_progress is not None
             ]
-            if not held:
-                return
+            if not held and not full_round:
+                return  # a full round runs without jobs too: it notes the worker alive and reaps
             progress = _take_progress(held)
 
             def run(session: Session) -> tuple[dict[uuid.UUID, queue.Heartbeat], int]:

@@ -40,7 +40,8 @@ async def sleep(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
     deadline = loop.time() + seconds
     while (left := deadline - loop.time()) > 0:
         await asyncio.sleep(min(left, PROGRESS_EVERY_S))
-        ctx.report_progress({"slept_s": round(seconds - max(0.0, deadline - loop.time()), 3)})
+        if deadline - loop.time() > 0:  # the end is reported by the result, not as progress
+            ctx.report_progress({"slept_s": round(seconds - (deadline - loop.time()), 3)})
     return {"slept_s": seconds}
 
 

@@ -348,7 +348,8 @@ def test_a_key_made_before_webhook_secrets_gets_its_first_by_rotation(
 def test_callers_without_a_key_secret_sign_with_the_configured_one(
     db: Database, db_url: str, configured: str | None
 ) -> None:
-    settings = settings_for(db_url, **({"LEVQOR_WEBHOOK_SECRET": configured} if configured else {}))
+    # "" is unset: the test servers' default secret is not wanted here.
+    settings = settings_for(db_url, LEVQOR_WEBHOOK_SECRET=configured or "")
     expected = [configured] if configured else []
     now = datetime.now(UTC)
     callers = ["dev", "static:0123456789ab", None, f"key:{uuid.uuid4()}", "key:not-a-uuid", "key:"]
@@ -362,7 +363,7 @@ def test_callers_without_a_key_secret_sign_with_the_configured_one(
 async def test_the_authenticator_tells_can_sign_without_another_read(db: Database, db_url: str) -> None:
     """`can_sign` reads only the principal: what the authenticator loaded with the key says whether the
     key has a secret of its own; any other caller depends on LEVQOR_WEBHOOK_SECRET."""
-    plain = settings_for(db_url, API_KEYS=ADMIN)
+    plain = settings_for(db_url, API_KEYS=ADMIN, LEVQOR_WEBHOOK_SECRET="")
     configured = settings_for(db_url, API_KEYS=ADMIN, LEVQOR_WEBHOOK_SECRET=CONFIG_SECRET)
     admin = Context(db=db, settings=plain, principal=static_principal(ADMIN))
     with_secret = await create_api_key(admin, {"name": "with", "scopes": ["jobs:write"]})
