@@ -147,6 +147,8 @@ _CLOSE_ATTEMPT = (
         ATTEMPTS.c.attempt == bindparam("b_attempt"),
     )
     .values(
+        # The claim wrote when the attempt was taken; this is when its POST began.
+        started_at=bindparam("b_started_at", type_=ATTEMPTS.c.started_at.type),
         finished_at=bindparam("b_finished_at", type_=ATTEMPTS.c.finished_at.type),
         status_code=bindparam("b_status_code", type_=ATTEMPTS.c.status_code.type),
         latency_ms=bindparam("b_latency_ms", type_=ATTEMPTS.c.latency_ms.type),
@@ -156,7 +158,16 @@ _CLOSE_ATTEMPT = (
 )
 _CLOSE_ATTEMPTS = BulkStatement(
     _CLOSE_ATTEMPT,
-    ("b_delivery_id", "b_attempt", "b_finished_at", "b_status_code", "b_latency_ms", "b_excerpt", "b_error"),
+    (
+        "b_delivery_id",
+        "b_attempt",
+        "b_started_at",
+        "b_finished_at",
+        "b_status_code",
+        "b_latency_ms",
+        "b_excerpt",
+        "b_error",
+    ),
 )
 
 # The fence: only the attempt that holds the lease moves its delivery on.
@@ -209,6 +220,7 @@ def record_attempts(
             {
                 "b_delivery_id": r.delivery_id,
                 "b_attempt": r.attempt,
+                "b_started_at": r.started_at,
                 "b_finished_at": r.finished_at,
                 "b_status_code": r.status_code,
                 "b_latency_ms": r.latency_ms,

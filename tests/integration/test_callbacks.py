@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -338,3 +338,16 @@ def test_a_managed_key_signs_with_its_own_secret_and_both_during_a_rotation(
     assert len(second.headers["webhook-signature"].split(" ")) == 2
     Webhook(old_secret).verify(second.body, second.headers)
     Webhook(new_secret).verify(second.body, second.headers)
+
+
+def test_an_attempt_s_times_span_its_latency(
+    make_server: Callable[..., LiveServer], make_receiver: Callable[[], Receiver]
+) -> None:
+    receiver = make_receiver()
+    server = callback_server(make_server)
+    with server.client() as http:
+        (delivery,) = wait_for_job(http, submit(http, receiver.url), delivered)["deliveries"]
+    (attempt,) = delivery["attempt_log"]
+    started = datetime.fromisoformat(attempt["started_at"])
+    finished = datetime.fromisoformat(attempt["finished_at"])
+    assert abs((finished - started).total_seconds() * 1000 - attempt["latency_ms"]) <= 1
