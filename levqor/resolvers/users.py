@@ -89,7 +89,7 @@ class _UserFields(BaseModel):
 
     locale: Annotated[str, StringConstraints(pattern=LOCALE_PATTERN)] | None = None
     currency: Annotated[Currency | None, Field(strict=False)] = None
-    # Merged into the stored meta; a key set to null is removed (the habit of Stripe's metadata).
+    # Merged into the stored meta; a key set to null is removed (as payment APIs treat metadata).
     meta: dict[str, Any] | None = None
 
     @field_validator("locale")
