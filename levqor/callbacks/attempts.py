@@ -22,9 +22,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel, col
 from sqlmodel import select as sqlmodel_select
-from uuid_utils.compat import uuid7
 
-from levqor.callbacks.outbox import DELIVERIES, insert_deliveries
+from levqor.callbacks.outbox import DELIVERIES, insert_deliveries, pending_delivery
 from levqor.db.bulk import BulkInsert, BulkStatement
 from levqor.db.models import (
     DELIVERY_DUE_WHERE,
@@ -312,25 +311,21 @@ def _track_endpoints(
     return set(failing), newly
 
 
-def resend(session: Session, delivery: CallbackDelivery, now: datetime) -> uuid.UUID:
+def resend(session: Session, delivery: CallbackDelivery, now: datetime) -> CallbackDelivery:
     """A new delivery of the same event (same body and `webhook-id`, so a receiver that already has
     it can tell), due now."""
-    row = {
-        **{column.name: getattr(delivery, column.name) for column in DELIVERIES.columns},
-        "id": uuid7(),
-        "status": DeliveryStatus.PENDING.value,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "lease_expires_at": None,
-        "worker_id": None,
-        "failed_reason": None,
-        "resent_from": delivery.id,
-        "created_at": now,
-        "updated_at": now,
-        "delivered_at": None,
-    }
+    row = pending_delivery(
+        job_id=delivery.job_id,
+        event_type=delivery.event_type,
+        webhook_id=delivery.webhook_id,
+        url=delivery.url,
+        body=delivery.body,
+        signed_by=delivery.signed_by,
+        now=now,
+        resent_from=delivery.id,
+    )
     insert_deliveries(session, [row])
-    return row["id"]  # type: ignore[no-any-return]
+    return CallbackDelivery(**row)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,26 +96,50 @@ def new_webhook_id() -> str:
     return f"msg_{uuid7().hex}"
 
 
-def delivery_row(job: Any, now: datetime) -> dict[str, Any]:
+def pending_delivery(
+    *,
+    job_id: uuid.UUID,
+    event_type: str,
+    webhook_id: str,
+    url: str,
+    body: str,
+    signed_by: str | None,
+    now: datetime,
+    resent_from: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """A `callback_deliveries` row of an event, due now, not yet attempted."""
     return {
         "id": uuid7(),
-        "job_id": job.id,
-        "event_type": event_type_of(job.status),
-        "webhook_id": new_webhook_id(),
-        "url": job.callback_url,
-        "body": body_of(job, job.finished_at or now),
-        "signed_by": job.submitted_by,
+        "job_id": job_id,
+        "event_type": event_type,
+        "webhook_id": webhook_id,
+        "url": url,
+        "body": body,
+        "signed_by": signed_by,
         "status": DeliveryStatus.PENDING.value,
         "attempts": 0,
         "next_attempt_at": now,
         "lease_expires_at": None,
         "worker_id": None,
         "failed_reason": None,
-        "resent_from": None,
+        "resent_from": resent_from,
         "created_at": now,
         "updated_at": now,
         "delivered_at": None,
     }
+
+
+def delivery_row(job: Any, now: datetime) -> dict[str, Any]:
+    """The delivery of `job`'s terminal state: a new event, with a `webhook-id` of its own."""
+    return pending_delivery(
+        job_id=job.id,
+        event_type=event_type_of(job.status),
+        webhook_id=new_webhook_id(),
+        url=job.callback_url,
+        body=body_of(job, job.finished_at or now),
+        signed_by=job.submitted_by,
+        now=now,
+    )
 
 
 _INSERT = BulkInsert(DELIVERIES, tuple(column.name for column in DELIVERIES.columns))

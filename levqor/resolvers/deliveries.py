@@ -15,13 +15,6 @@ from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.validation import parse_id
 
 
-def _record(session: Session, job_id: uuid.UUID, delivery_id: uuid.UUID) -> DeliveryRecord:
-    for record in attempts.deliveries_of_job(session, job_id):
-        if record.delivery.id == delivery_id:
-            return record
-    raise NotFound(f"no delivery with id '{delivery_id}' on job '{job_id}'")
-
-
 async def get_job_deliveries(ctx: Context, job_id: uuid.UUID) -> list[DeliveryRecord]:
     """The deliveries of a job, oldest first (GraphQL resolves `Job.deliveries` through this)."""
     ctx.principal.require(Scope.JOBS_READ)
@@ -44,8 +37,7 @@ async def resend_delivery(
         original = attempts.delivery_of_job(session, job_key, delivery_key)
         if original is None:
             raise NotFound(f"no delivery with id '{delivery_key}' on job '{job_key}'")
-        new_id = attempts.resend(session, original, utcnow())
-        return _record(session, job_key, new_id)
+        return DeliveryRecord(attempts.resend(session, original, utcnow()), attempt_log=[])
 
     return await ctx.db.write(run)
 
