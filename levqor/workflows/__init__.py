@@ -12,7 +12,7 @@ or lists `WORKFLOWS = [Workflow("resize", payload_schema=...)]`; one without a h
 remote workers through the worker API.
 """
 
-from levqor.workflows.context import JobFailed, JobRunContext
+from levqor.workflows.context import CostExceeded, JobFailed, JobRunContext, TokenUsage
 from levqor.workflows.registry import (
     CostModel,
     Handler,
@@ -24,10 +24,12 @@ from levqor.workflows.registry import (
 )
 
 __all__ = [
+    "CostExceeded",
     "CostModel",
     "Handler",
     "JobFailed",
     "JobRunContext",
+    "TokenUsage",
     "Workflow",
     "WorkflowRegistry",
     "load_registry",

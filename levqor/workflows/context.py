@@ -33,6 +33,57 @@ class JobFailed(Exception):
         return {"type": "failed", "message": self.message, **self.details}
 
 
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """The tokens a model call used, as OpenAI-compatible APIs report them in `usage`.
+
+    `cached_tokens` are the part of `prompt_tokens` read from the provider's prompt cache (priced as
+    cached input); `reasoning_tokens` the part of `completion_tokens` spent on reasoning."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+class CostExceeded(JobFailed):
+    """A running attempt reported more cost than its job's budget reservation: the job stops and
+    fails (not retried); the cost it reported is still recorded and charged."""
+
+    def __init__(self, reported_micros: int, reserved_micros: int) -> None:
+        super().__init__(
+            f"the job reported a cost of {reported_micros} micro-USD, past its budget reservation of "
+            f"{reserved_micros}: stopped",
+            retryable=False,
+            details={
+                "type": "cost_exceeded",
+                "reported_micros": reported_micros,
+                "reserved_micros": reserved_micros,
+            },
+        )
+
+
 @dataclass
 class JobRunContext:
     """One attempt of one job, as its handler sees it."""
@@ -42,7 +93,18 @@ class JobRunContext:
     workflow: str
     worker_id: str
     settings: Settings
+    # What this attempt has cost so far (USD micro-dollars), as the handler reported it.
     cost_micros: int | None = None
+    # The workflow's estimate, made from the payload at intake (None: the workflow has no cost model).
+    cost_estimate_micros: int | None = None
+    # What the job's budgets hold for it (None: no budget applies), and what its earlier attempts
+    # cost: an attempt may spend `reserved_micros - spent_before_micros` before it is stopped.
+    reserved_micros: int | None = None
+    spent_before_micros: int = 0
+    # Tokens this attempt used, as reported; `cost_estimated` when the cost is the estimate because
+    # the real figure never arrived (a stream cut before its usage).
+    usage: TokenUsage | None = None
+    cost_estimated: bool = False
     pending_progress: dict[str, Any] | None = field(default=None, repr=False)
     # Called (on the event loop) at each report: the worker sends what is pending soon after.
     on_progress: Callable[[], None] | None = field(default=None, repr=False)
@@ -55,6 +117,18 @@ class JobRunContext:
         if self.on_progress is not None:
             self.on_progress()
 
-    def report_cost(self, micros: int) -> None:
-        """The run's actual cost in USD micro-dollars, recorded with its completion."""
+    def report_cost(self, micros: int, *, estimated: bool = False) -> None:
+        """This attempt's cost so far in USD micro-dollars (each report replaces the last), recorded
+        with the attempt's outcome and charged to the job's budgets. Past the job's reservation it
+        raises `CostExceeded`, which stops the handler (let it propagate): the job fails, and what it
+        reported is still charged. `estimated=True` marks a cost the handler could not measure."""
+        if isinstance(micros, bool) or not isinstance(micros, int) or micros < 0:
+            raise ValueError(f"a cost is a whole, non-negative number of micro-USD, not {micros!r}")
         self.cost_micros = micros
+        self.cost_estimated = estimated
+        if self.reserved_micros is not None and self.spent_before_micros + micros > self.reserved_micros:
+            raise CostExceeded(self.spent_before_micros + micros, self.reserved_micros)
+
+    def report_usage(self, usage: TokenUsage) -> None:
+        """The tokens this attempt used so far (each report replaces the last), kept on the job."""
+        self.usage = usage
