@@ -173,8 +173,21 @@ class Job(SQLModel, table=True):
     cancel_requested: bool = Field(default=False, sa_type=Boolean)
     result: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
-    cost_estimate_micros: int | None = Field(default=None, sa_type=BigInteger)  # USD micro-dollars
+    # Money is USD micro-dollars. The estimate is the workflow's worst case, made at intake; the
+    # actual cost is the sum of what the attempts reported.
+    cost_estimate_micros: int | None = Field(default=None, sa_type=BigInteger)
     cost_actual_micros: int | None = Field(default=None, sa_type=BigInteger)
+    # True when some of the actual cost is an estimate (a model's stream cut before its usage).
+    cost_estimated: bool = Field(default=False, sa_type=Boolean)
+    # What the job's budgets hold for it until it settles (None: no budget applied at intake).
+    reserved_micros: int | None = Field(default=None, sa_type=BigInteger)
+    # Why a queued job waits past its submission (a budget with `budget_policy: defer`).
+    defer_reason: str | None = Field(default=None, sa_type=String(300))
+    # Tokens, summed over the attempts that reported them (None: none reported).
+    prompt_tokens: int | None = Field(default=None, sa_type=BigInteger)
+    completion_tokens: int | None = Field(default=None, sa_type=BigInteger)
+    cached_tokens: int | None = Field(default=None, sa_type=BigInteger)
+    reasoning_tokens: int | None = Field(default=None, sa_type=BigInteger)
     # The last progress the running attempt reported (each report is also a `progress` event).
     progress: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
@@ -236,6 +249,8 @@ class ApiKey(SQLModel, table=True):
     last_used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     # Requests per minute this key may make; None: LEVQOR_RATE_KEY (CONTRACT.md §6).
     rate_limit: int | None = Field(default=None)
+    # How many of this key's jobs may run at once; None: no limit (CONTRACT.md §9).
+    max_running: int | None = Field(default=None)
     # Signs the callbacks of the jobs this key submits (`whsec_…`, CONTRACT.md §8). Kept as is, since
     # signing needs it; shown once, when the key is made or the secret rotated. After a rotation the
     # previous secret signs too (a second signature) until `webhook_secret_previous_until`.
@@ -342,3 +357,70 @@ class CallbackEndpoint(SQLModel, table=True):
     failing_since: datetime = Field(sa_type=UtcDateTime)
     last_failure_at: datetime = Field(sa_type=UtcDateTime)
     marked_failing_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class BudgetPeriod(enum.StrEnum):
+    DAY = "day"  # a UTC calendar day
+    MONTH = "month"  # a UTC calendar month
+    TOTAL = "total"  # never resets
+
+
+class BudgetSubject(enum.StrEnum):
+    KEY = "key"  # an API key's id
+    USER = "user"  # a user's id (`user_id` on the job)
+
+
+class Budget(SQLModel, table=True):
+    """A spending limit of one API key or one user, per period (CONTRACT.md §9)."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("subject_kind", "subject_id", name="ux_budgets_subject"),)
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True, sa_type=Uuid)
+    subject_kind: str = Field(sa_type=String(8))
+    subject_id: uuid.UUID = Field(sa_type=Uuid)
+    period: str = Field(sa_type=String(8))
+    limit_micros: int = Field(sa_type=BigInteger)
+    # Crossing it only alerts (logged and recorded once per period).
+    soft_limit_micros: int | None = Field(default=None, sa_type=BigInteger)
+    # The most one job's estimate may be, for any workflow, and per workflow.
+    max_job_micros: int | None = Field(default=None, sa_type=BigInteger)
+    workflow_max_job_micros: dict[str, int] = Field(default_factory=dict, sa_type=JSONType)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class BudgetWindow(SQLModel, table=True):
+    """A budget's counters for one period: what has been spent, and what running and queued jobs
+    hold. Intake and settlement change them under the row's lock; the ledger can rebuild them."""
+
+    __tablename__ = "budget_windows"
+
+    budget_id: uuid.UUID = Field(primary_key=True, sa_type=Uuid)
+    # The period's first instant (a UTC midnight, the first of a month, or 1970-01-01 for `total`).
+    period_start: datetime = Field(primary_key=True, sa_type=UtcDateTime)
+    spent_micros: int = Field(default=0, sa_type=BigInteger)
+    reserved_micros: int = Field(default=0, sa_type=BigInteger)
+    soft_alerted_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class LedgerKind(enum.StrEnum):
+    RESERVE = "reserve"  # at intake: the estimate is held
+    SETTLE = "settle"  # at the terminal state: the hold is released and the actual cost spent
+
+
+class CostEntry(SQLModel, table=True):
+    """The ledger: every reservation and settlement, one row per job and budget each, so a window's
+    counters are the sums of its entries."""
+
+    __tablename__ = "cost_ledger"
+    __table_args__ = (UniqueConstraint("job_id", "budget_id", "kind", name="ux_cost_ledger_entry"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    job_id: uuid.UUID = Field(sa_type=Uuid)
+    budget_id: uuid.UUID = Field(sa_type=Uuid)
+    period_start: datetime = Field(sa_type=UtcDateTime)
+    kind: str = Field(sa_type=String(8))
+    reserved_delta_micros: int = Field(sa_type=BigInteger)
+    spent_delta_micros: int = Field(sa_type=BigInteger)
+    at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)

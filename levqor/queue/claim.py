@@ -41,6 +41,10 @@ class ClaimedJob:
     payload: dict[str, Any]
     lease_expires_at: datetime
     timeout_s: int | None
+    # The job's cost estimate, its budget hold, and what its earlier attempts cost (micro-USD).
+    cost_estimate_micros: int | None = None
+    reserved_micros: int | None = None
+    spent_before_micros: int = 0
 
 
 def _candidates(workflows: Sequence[str] | None, max_jobs: int, now: datetime) -> Select[Any]:
@@ -123,7 +127,19 @@ def claim_jobs(
         "started_at": func.coalesce(c.started_at, now),
         "updated_at": now,
     }
-    returned = (c.id, c.attempts, c.workflow, c.payload, c.timeout_s, c.priority, c.run_at, c.seq)
+    returned = (
+        c.id,
+        c.attempts,
+        c.workflow,
+        c.payload,
+        c.timeout_s,
+        c.priority,
+        c.run_at,
+        c.seq,
+        c.cost_estimate_micros,
+        c.reserved_micros,
+        c.cost_actual_micros,
+    )
     if session.get_bind().dialect.name == "postgresql":
         picked = _candidates(workflows, max_jobs, now)
         rows = _claim_with_events(session, picked, values, returned, worker_id=worker_id, now=now)
@@ -158,6 +174,9 @@ def claim_jobs(
             payload=row.payload,
             lease_expires_at=lease_expires_at,
             timeout_s=row.timeout_s,
+            cost_estimate_micros=row.cost_estimate_micros,
+            reserved_micros=row.reserved_micros,
+            spent_before_micros=row.cost_actual_micros or 0,
         )
         for row in rows
     ]

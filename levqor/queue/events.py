@@ -11,6 +11,7 @@ from sqlalchemy import CTE, ColumnElement, Insert, Table, insert, literal, selec
 from sqlmodel import Session, SQLModel
 
 from levqor.callbacks.outbox import write_deliveries
+from levqor.costs.ledger import settle
 from levqor.db.bulk import BulkInsert
 from levqor.db.models import Job, JobEvent, JobStatus
 from levqor.db.types import utcnow
@@ -145,5 +146,7 @@ def finish(
     job.updated_at = now
     session.add(job)
     record_event(session, job, type_ or status.value, from_status=previous, at=now, detail=detail)
+    if job.reserved_micros is not None:
+        settle(session, [job.id], now)
     write_deliveries(session, [job], now)
     return job

@@ -7,6 +7,10 @@ commit that holds it, so an accepted job is as durable as before; the commit, th
 wake-up (one local poke, one NOTIFY on PostgreSQL) are paid once per batch rather than once per
 request. A batch that fails is written again row by row, so one bad row fails only its own submit.
 
+The batch's transaction also reserves each job's estimate against its key's budget
+(levqor/costs/ledger.py): a job the budget has no room for is left out of the insert and its caller
+hears why, while the rest of the batch is stored.
+
 Only plain submits come this way. An Idempotency-Key or a `user_id` needs reads in the same
 transaction, and those submits keep the one-row path (`events.enqueue`).
 """
@@ -15,20 +19,27 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import configure_mappers
 from sqlmodel import Session
 
+from levqor.costs.ledger import Ask, Grant, reserve
 from levqor.db.bulk import BulkInsert
 from levqor.db.engine import Database
 from levqor.db.models import Job, JobStatus
 from levqor.db.types import utcnow
+from levqor.errors import BudgetExceeded
 from levqor.queue.claimable import JOBS
 from levqor.queue.events import event_row, insert_events
 from levqor.queue.wakeup import mark_claimable
 
+# Keys of a submit's row that are not columns, taken out before the insert: the managed key whose
+# budget applies, and whether the submit asked for `budget_policy: defer`.
+BUDGET_KEY = "budget_key_id"
+DEFER = "budget_defer"
 # Past a few dozen rows a bigger transaction saves little and holds the write lock longer.
 MAX_BATCH_ROWS = 64
 
@@ -67,6 +78,8 @@ def insert_jobs(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert queued jobs (rows from `job_row`) and their `submitted` events.
 
     The rows are completed in place: status, timestamps and a `run_at` not in the past."""
+    if not rows:
+        return
     now = utcnow()
     for row in rows:
         row.update(status=JobStatus.QUEUED.value, created_at=now, updated_at=now)
@@ -104,14 +117,45 @@ def enqueue_many(session: Session, jobs: Sequence[Job]) -> int:
     return len(jobs)
 
 
-def write_jobs(db: Database, rows: Sequence[dict[str, Any]]) -> list[Job]:
-    """One write transaction for a batch of submits (rows from `job_row`); their jobs, once committed."""
+def ask_of(row: dict[str, Any], now: datetime) -> Ask:
+    """What the job of `row` asks of its key's and its user's budgets. The row keeps its keys that
+    are not columns (the insert reads only the columns), so a batch retried row by row asks again."""
+    run_at = row["run_at"]
+    return Ask(
+        job_id=row["id"],
+        workflow=row["workflow"],
+        estimate_micros=row["cost_estimate_micros"] or 0,
+        key_id=row.get(BUDGET_KEY),
+        user_id=row["user_id"],
+        run_at=now if run_at is None or run_at < now else run_at,
+        defer=bool(row.get(DEFER)),
+    )
 
-    def run(session: Session) -> list[Job]:
-        insert_jobs(session, rows)
+
+def apply_grant(row: dict[str, Any], grant: Grant) -> None:
+    row["reserved_micros"] = grant.reserved_micros
+    if grant.run_at is not None:
+        row["run_at"] = grant.run_at
+        row["defer_reason"] = grant.defer_reason
+
+
+def write_jobs(db: Database, rows: Sequence[dict[str, Any]]) -> list[Job | BudgetExceeded]:
+    """One write transaction for a batch of submits (rows from `job_row`); for each, its job once
+    committed, or why its budget refused it."""
+
+    def run(session: Session) -> list[Job | BudgetExceeded]:
+        now = utcnow()
+        grants = reserve(session, [ask_of(row, now) for row in rows], now)
+        admitted = []
+        for row, grant in zip(rows, grants, strict=True):
+            if isinstance(grant, Grant):
+                apply_grant(row, grant)
+                admitted.append(row)
+        insert_jobs(session, admitted)
         # Built before the commit, so that a failure here rolls the rows back and a retry cannot find
         # them written. `seq` (arrival order, for list cursors) is not read back.
-        return _jobs_of(rows)
+        jobs = iter(_jobs_of(admitted))
+        return [next(jobs) if isinstance(grant, Grant) else grant for grant in grants]
 
     return db.write_sync(run)
 
@@ -124,6 +168,8 @@ def _jobs_of(rows: Sequence[dict[str, Any]]) -> list[Job]:
     for row in rows:
         job: Job = new_instance()
         job.__dict__.update(row, seq=None)
+        job.__dict__.pop(BUDGET_KEY, None)
+        job.__dict__.pop(DEFER, None)
         jobs.append(job)
     return jobs
 

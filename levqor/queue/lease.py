@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, select, tuple_, update
 from sqlmodel import Session
 
 from levqor.callbacks.outbox import write_deliveries_for
+from levqor.costs.ledger import settle
 from levqor.db.bulk import BulkStatement
 from levqor.db.models import JobStatus
 from levqor.db.types import utcnow
@@ -143,7 +144,16 @@ def reap_expired(
     now = now or utcnow()
     c = JOBS.c
     candidates = (
-        select(c.seq, c.id, c.attempts, c.max_attempts, c.worker_id, c.cancel_requested, c.callback_url)
+        select(
+            c.seq,
+            c.id,
+            c.attempts,
+            c.max_attempts,
+            c.worker_id,
+            c.cancel_requested,
+            c.callback_url,
+            c.reserved_micros,
+        )
         .where(c.status == JobStatus.RUNNING.value, c.lease_expires_at < now)
         .order_by(c.lease_expires_at)
         .limit(limit)
@@ -153,6 +163,7 @@ def reap_expired(
     requeued = False
     events: list[dict[str, Any]] = []
     called_back: list[uuid.UUID] = []
+    held: list[uuid.UUID] = []
     for row in session.execute(candidates).all():
         status, values, event_type, detail = _after_expiry(row, backoff, now)
         applied = session.execute(
@@ -172,6 +183,8 @@ def reap_expired(
         requeued = requeued or status is JobStatus.QUEUED
         if status.is_terminal and row.callback_url is not None:
             called_back.append(row.id)
+        if status.is_terminal and row.reserved_micros is not None:
+            held.append(row.id)
         events.append(
             event_row(
                 row.id,
@@ -185,6 +198,7 @@ def reap_expired(
             )
         )
     insert_events(session, events)
+    settle(session, held, now)
     write_deliveries_for(session, called_back, now)
     if requeued:
         mark_claimable(session)

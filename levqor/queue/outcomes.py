@@ -18,6 +18,8 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    ColumnElement,
     Integer,
     String,
     Uuid,
@@ -25,6 +27,7 @@ from sqlalchemy import (
     column,
     func,
     literal,
+    literal_column,
     null,
     select,
     update,
@@ -33,6 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, col
 
 from levqor.callbacks.outbox import write_deliveries_for
+from levqor.costs.ledger import settle
 from levqor.db.bulk import BulkStatement
 from levqor.db.models import Job, JobStatus
 from levqor.db.types import utcnow
@@ -41,6 +45,7 @@ from levqor.queue.claimable import JOBS
 from levqor.queue.events import event_row, events_of_changed, insert_events
 from levqor.queue.job_event_notices import mark_job_events
 from levqor.queue.wakeup import mark_claimable
+from levqor.workflows.context import TokenUsage
 
 DEFAULT_RETRY_BASE_S = 1.0
 DEFAULT_RETRY_MAX_S = 3600.0
@@ -84,13 +89,42 @@ class Outcome:
     error: dict[str, Any] | None = None
     retryable: bool = True
     retry_after_s: float | None = None
+    # What this attempt cost (USD micro-dollars) and the tokens it used; both add to the job's totals.
     cost_micros: int | None = None
+    usage: TokenUsage | None = None
+    cost_estimated: bool = False  # some of `cost_micros` is an estimate
+
+    def usage_values(self) -> dict[str, int | None]:
+        usage = self.usage
+        if usage is None:
+            return dict.fromkeys(TOKEN_COLUMNS)
+        return {name: getattr(usage, name) for name in TOKEN_COLUMNS}
+
+
+# The job's token columns, each the sum over its attempts (named as `TokenUsage`'s fields).
+TOKEN_COLUMNS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
+
+
+def added(current: ColumnElement[Any], reported: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A total that grows by what an attempt reported: unchanged when it reported nothing, the
+    report alone when the total was unset."""
+    # `reported` appears once: an executemany binds each parameter once.
+    return func.coalesce(func.coalesce(current, literal_column("0")) + reported, current)
 
 
 def _locked_running(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
     c = JOBS.c
     statement = (
-        select(c.seq, c.id, c.attempts, c.max_attempts, c.worker_id, c.cancel_requested, c.callback_url)
+        select(
+            c.seq,
+            c.id,
+            c.attempts,
+            c.max_attempts,
+            c.worker_id,
+            c.cancel_requested,
+            c.callback_url,
+            c.reserved_micros,
+        )
         .where(c.id.in_(list(job_ids)), c.status == JobStatus.RUNNING.value)
         .with_for_update()
     )
@@ -99,7 +133,18 @@ def _locked_running(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid
 
 # One statement for every kind of outcome, run as an executemany over the batch; columns an outcome
 # does not set are passed as NULL and kept by COALESCE.
-_APPLY_KEYS = ("b_seq", "b_status", "b_result", "b_error", "b_cost", "b_run_at", "b_finished_at", "b_now")
+_APPLY_KEYS = (
+    "b_seq",
+    "b_status",
+    "b_result",
+    "b_error",
+    "b_cost",
+    "b_estimated",
+    *(f"b_{name}" for name in TOKEN_COLUMNS),
+    "b_run_at",
+    "b_finished_at",
+    "b_now",
+)
 _APPLY = (
     update(JOBS)
     .where(JOBS.c.seq == bindparam("b_seq"))
@@ -107,9 +152,14 @@ _APPLY = (
         status=bindparam("b_status"),
         result=bindparam("b_result", type_=JOBS.c.result.type),
         error=bindparam("b_error", type_=JOBS.c.error.type),
-        cost_actual_micros=func.coalesce(
-            bindparam("b_cost", type_=JOBS.c.cost_actual_micros.type), JOBS.c.cost_actual_micros
+        cost_actual_micros=added(
+            JOBS.c.cost_actual_micros, bindparam("b_cost", type_=JOBS.c.cost_actual_micros.type)
         ),
+        cost_estimated=JOBS.c.cost_estimated | bindparam("b_estimated", type_=Boolean),
+        **{
+            name: added(JOBS.c[name], bindparam(f"b_{name}", type_=JOBS.c[name].type))
+            for name in TOKEN_COLUMNS
+        },
         run_at=func.coalesce(bindparam("b_run_at", type_=JOBS.c.run_at.type), JOBS.c.run_at),
         finished_at=bindparam("b_finished_at", type_=JOBS.c.finished_at.type),
         lease_expires_at=null(),
@@ -161,6 +211,8 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
             "attempt": outcome.attempt,
             "result": outcome.result,
             "cost": outcome.cost_micros,
+            "estimated": outcome.cost_estimated,
+            **outcome.usage_values(),
         }
         for outcome in successes
     ]
@@ -172,6 +224,8 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
             column("attempt", Integer),
             column("result", JSONB),
             column("cost", BigInteger),
+            column("estimated", Boolean),
+            *(column(name, BigInteger) for name in TOKEN_COLUMNS),
         )
         .render_derived(name="reported", with_types=True)
     )
@@ -187,12 +241,20 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
             status=JobStatus.SUCCEEDED.value,
             result=reported.c.result,
             error=None,
-            cost_actual_micros=func.coalesce(reported.c.cost, c.cost_actual_micros),
+            cost_actual_micros=added(c.cost_actual_micros, reported.c.cost),
+            cost_estimated=c.cost_estimated | reported.c.estimated,
+            **{name: added(c[name], reported.c[name]) for name in TOKEN_COLUMNS},
             finished_at=now,
             lease_expires_at=None,
             updated_at=now,
         )
-        .returning(c.id, c.attempts, c.worker_id, c.callback_url.is_not(None).label("has_callback"))
+        .returning(
+            c.id,
+            c.attempts,
+            c.worker_id,
+            c.callback_url.is_not(None).label("has_callback"),
+            c.reserved_micros.is_not(None).label("has_hold"),
+        )
         .cte("done")
     )
     logged = events_of_changed(
@@ -203,9 +265,11 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
         at=now,
         worker_id=done.c.worker_id,
     ).cte("logged")
-    rows = session.execute(select(done.c.id, done.c.has_callback).add_cte(logged)).all()
+    rows = session.execute(select(done.c.id, done.c.has_callback, done.c.has_hold).add_cte(logged)).all()
     if rows:
         mark_job_events(session)
+    # Budget holds settle to the actual cost, and only jobs that have one cost anything more.
+    settle(session, [row.id for row in rows if row.has_hold], now)
     # The outbox rows, in this transaction: only jobs with a callback cost anything more.
     write_deliveries_for(session, [row.id for row in rows if row.has_callback], now)
     return [row.id for row in rows]
@@ -221,6 +285,7 @@ def _record_locked(
     events: list[dict[str, Any]] = []
     applied: list[uuid.UUID] = []
     called_back: list[uuid.UUID] = []
+    held: list[uuid.UUID] = []
     requeued = False
     for outcome in outcomes:
         row = rows.get(outcome.job_id)
@@ -235,6 +300,8 @@ def _record_locked(
                 "b_result": outcome.result if status is JobStatus.SUCCEEDED else None,
                 "b_error": outcome.error if status is not JobStatus.SUCCEEDED else None,
                 "b_cost": outcome.cost_micros,
+                "b_estimated": outcome.cost_estimated,
+                **{f"b_{name}": value for name, value in outcome.usage_values().items()},
                 "b_run_at": run_at,
                 "b_finished_at": finished_at,
                 "b_now": now,
@@ -255,9 +322,12 @@ def _record_locked(
         applied.append(row.id)
         if status.is_terminal and row.callback_url is not None:
             called_back.append(row.id)
+        if status.is_terminal and row.reserved_micros is not None:
+            held.append(row.id)
     if updates:
         _APPLY_MANY.execute(session, updates)
         insert_events(session, events)
+        settle(session, held, now)
         write_deliveries_for(session, called_back, now)
     if requeued:
         mark_claimable(session)
@@ -301,9 +371,18 @@ def complete(
     attempt: int,
     result: dict[str, Any],
     cost_micros: int | None = None,
+    usage: TokenUsage | None = None,
+    cost_estimated: bool = False,
 ) -> Job:
     outcome = Outcome(
-        job_id, worker_id, attempt, OutcomeKind.SUCCEEDED, result=result, cost_micros=cost_micros
+        job_id,
+        worker_id,
+        attempt,
+        OutcomeKind.SUCCEEDED,
+        result=result,
+        cost_micros=cost_micros,
+        usage=usage,
+        cost_estimated=cost_estimated,
     )
     return _record_one(session, outcome, DEFAULT_BACKOFF)
 
@@ -318,6 +397,8 @@ def fail(
     retryable: bool = True,
     retry_after_s: float | None = None,
     cost_micros: int | None = None,
+    usage: TokenUsage | None = None,
+    cost_estimated: bool = False,
     backoff: Backoff = DEFAULT_BACKOFF,
 ) -> Job:
     """Fail an attempt: back to `queued` after a backoff (or `retry_after_s`) while attempts remain,
@@ -332,6 +413,8 @@ def fail(
         retryable=retryable,
         retry_after_s=retry_after_s,
         cost_micros=cost_micros,
+        usage=usage,
+        cost_estimated=cost_estimated,
     )
     return _record_one(session, outcome, backoff)
 

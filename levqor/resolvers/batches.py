@@ -16,13 +16,15 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from levqor.db.batching import MAX_IN_LIST_BATCH, Batcher
 from levqor.db.engine import Database
 from levqor.db.models import Job
+from levqor.errors import BudgetExceeded
 from levqor.queue.intake import MAX_BATCH_ROWS, write_jobs
 from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
 
 
 class RequestBatches:
     def __init__(self, db: Database) -> None:
-        self.intake: Batcher[dict[str, Any], Job] = Batcher(
+        # A submit's budget may refuse it: its caller gets the refusal, the rest are stored.
+        self.intake: Batcher[dict[str, Any], Job | BudgetExceeded] = Batcher(
             partial(write_jobs, db), max_batch=MAX_BATCH_ROWS, retry_alone=row_may_be_at_fault
         )
         # A read fails for all its ids or none: nothing to retry alone.

@@ -10,7 +10,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -20,11 +20,13 @@ from sqlmodel import Session, col, select
 from levqor.callbacks.attempts import DeliveryRecord, deliveries_of_job
 from levqor.callbacks.guard import AddressRefused, check_url
 from levqor.callbacks.secrets import can_sign
+from levqor.costs.ledger import Grant, reserve
+from levqor.costs.metrics import BUDGET_REFUSALS
 from levqor.db.models import Job, JobEvent, JobStatus, Priority, User
 from levqor.db.types import utcnow
-from levqor.errors import Conflict, FieldCode, InvalidRequest, NotFound
+from levqor.errors import BudgetExceeded, Conflict, FieldCode, InvalidRequest, NotFound
 from levqor.queue import control, events
-from levqor.queue.intake import job_row
+from levqor.queue.intake import BUDGET_KEY, DEFER, apply_grant, ask_of, job_row
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
 from levqor.resolvers.keys import managed_key_id
@@ -77,6 +79,9 @@ class JobSubmitInput(BaseModel):
     run_at: Annotated[datetime | None, Field(strict=False)] = None
     max_attempts: Annotated[int, Field(ge=1, le=25), WHOLE_NUMBER] | None = None
     timeout_s: Annotated[int, Field(ge=1, le=86_400), WHOLE_NUMBER] | None = None
+    # What to do when a budget has no room for the job: refuse it (402), or keep it queued until
+    # the budget's next reset (CONTRACT.md §9).
+    budget_policy: Literal["reject", "defer"] = "reject"
 
     @field_validator("callback_url")
     @classmethod
@@ -146,10 +151,12 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
     fields = parse_input(JobSubmitInput, data)
     flow = registry_for(ctx.settings).get(fields.workflow)  # 400 naming an unknown workflow
     flow.validate(fields.payload)  # 400 naming the failing payload path
+    estimate = flow.estimate_cost(fields.payload)  # the worst case, in micro-USD (None: no cost model)
     if fields.callback_url is not None:
         if not can_sign(ctx.principal, ctx.settings):
             raise InvalidRequest.for_field("callback_url", UNSIGNED_CALLBACK, FieldCode.INVALID)
         await _check_callback_url(ctx, str(fields.callback_url))
+    key_id = managed_key_id(ctx.principal.id)
     scoped_key = None
     if idempotency_key is not None:
         scoped_key = f"{ctx.principal.id}:{_check_idempotency_key(idempotency_key)}"
@@ -165,12 +172,15 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
         # Which managed key submitted it (its secret signs the callbacks); None for development
         # mode and `API_KEYS` keys, which share LEVQOR_WEBHOOK_SECRET, so their jobs cost the
         # partial index on `submitted_by` nothing.
-        "submitted_by": ctx.principal.id if managed_key_id(ctx.principal.id) is not None else None,
+        "submitted_by": ctx.principal.id if key_id is not None else None,
+        "cost_estimate_micros": estimate,
     }
+    # Not columns: whose budget applies, and the policy (read by the reservation, levqor/costs).
+    budget = {BUDGET_KEY: key_id, DEFER: fields.budget_policy == "defer"}
     if ctx.batches is not None and scoped_key is None and fields.user_id is None:
         # Nothing to read first: the row joins the next group commit.
-        row = job_row(**values, run_at=fields.run_at)
-        return SubmitResult(job=await ctx.batches.intake.call(row), created=True)
+        row = job_row(**values, **budget, run_at=fields.run_at)
+        return SubmitResult(job=_admitted(await ctx.batches.intake.call(row)), created=True)
 
     def find_existing(session: Session) -> SubmitResult | None:
         if scoped_key is None:
@@ -195,13 +205,22 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
             raise InvalidRequest.for_field(
                 "user_id", f"no user with id '{fields.user_id}'", FieldCode.NOT_FOUND
             )
-        job = Job(
+        row = job_row(
             **values,
+            **budget,
             user_id=fields.user_id,
-            run_at=fields.run_at or utcnow(),
+            run_at=fields.run_at,
             idempotency_key=scoped_key,
             request_hash=request_hash,
         )
+        now = utcnow()
+        (granted,) = reserve(session, [ask_of(row, now)], now)
+        _admitted(granted)
+        assert isinstance(granted, Grant)
+        apply_grant(row, granted)
+        row.pop(BUDGET_KEY)
+        row.pop(DEFER)
+        job = Job(**row)
         events.enqueue(session, job)
         return SubmitResult(job=job, created=True)
 
@@ -215,6 +234,15 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
         if found is None:
             raise
         return found
+
+
+def _admitted(granted: Any) -> Any:
+    """The intake's answer, or its budget's refusal raised (and counted)."""
+    if isinstance(granted, BudgetExceeded):
+        subject = granted.details[0]["subject"] if granted.details else "unknown"
+        BUDGET_REFUSALS.labels(subject=subject).inc()
+        raise granted
+    return granted
 
 
 def cursor_of(job: Job) -> str:

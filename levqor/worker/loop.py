@@ -27,7 +27,7 @@ from levqor.config import Settings
 from levqor.db.engine import Database
 from levqor.errors import Conflict
 from levqor.queue import Backoff, ClaimedJob, Lease, Outcome, OutcomeKind, Wakeup
-from levqor.worker.runner import run_attempt
+from levqor.worker.runner import run_attempt, spent
 from levqor.workflows import JobRunContext, WorkflowRegistry
 
 logger = logging.getLogger(__name__)
@@ -182,6 +182,9 @@ class Worker:
             workflow=job.workflow,
             worker_id=self.worker_id,
             settings=self.settings,
+            cost_estimate_micros=job.cost_estimate_micros,
+            reserved_micros=job.reserved_micros,
+            spent_before_micros=job.spent_before_micros,
             on_progress=self._progress_reported.set,
         )
         running = RunningJob(job=job, ctx=ctx)
@@ -197,8 +200,14 @@ class Worker:
         if not task.cancelled():
             outcome: Outcome | None = task.result() if task.exception() is None else self._crash(running)
         elif running.stop_reason is StopReason.CANCEL_REQUESTED:
+            # What it reported before it was stopped is still charged.
             outcome = Outcome(
-                job.id, self.worker_id, job.attempt, OutcomeKind.CANCELLED, error={"type": "cancelled"}
+                job.id,
+                self.worker_id,
+                job.attempt,
+                OutcomeKind.CANCELLED,
+                error={"type": "cancelled"},
+                **spent(running.ctx),
             )
         else:
             outcome = None  # lease lost: nothing to report; shutdown: handed back by `_shutdown`

@@ -24,6 +24,11 @@ def _failed(job: ClaimedJob, worker_id: str, error: dict[str, Any], **options: A
     return Outcome(job.id, worker_id, job.attempt, OutcomeKind.FAILED, error=error, **options)
 
 
+def spent(ctx: JobRunContext) -> dict[str, Any]:
+    """What the attempt reported it cost, for its outcome whatever the ending."""
+    return {"cost_micros": ctx.cost_micros, "usage": ctx.usage, "cost_estimated": ctx.cost_estimated}
+
+
 def _check_result(result: Any) -> dict[str, Any]:
     """The result must be a JSON object every database can store (jsonb refuses U+0000 and NaN)."""
     if not isinstance(result, dict):
@@ -51,7 +56,7 @@ def _crashed(job: ClaimedJob, ctx: JobRunContext, exc: Exception) -> Outcome:
         extra={"job_id": str(job.id), "workflow": job.workflow, "attempt": job.attempt},
     )
     error = {"type": "exception", "message": f"{type(exc).__name__}: {exc}"[:MAX_ERROR_MESSAGE_CHARS]}
-    return _failed(job, ctx.worker_id, error, cost_micros=ctx.cost_micros)
+    return _failed(job, ctx.worker_id, error, **spent(ctx))
 
 
 async def run_attempt(job: ClaimedJob, flow: Workflow | None, ctx: JobRunContext) -> Outcome:
@@ -70,7 +75,7 @@ async def run_attempt(job: ClaimedJob, flow: Workflow | None, ctx: JobRunContext
         if not deadline.expired():  # the handler's own TimeoutError is an ordinary failure
             return _crashed(job, ctx, exc)
         error = {"type": "timeout", "message": f"the job ran longer than its timeout of {timeout_s} s"}
-        return _failed(job, worker_id, error, cost_micros=ctx.cost_micros)
+        return _failed(job, worker_id, error, **spent(ctx))
     except JobFailed as exc:
         return _failed(
             job,
@@ -78,10 +83,8 @@ async def run_attempt(job: ClaimedJob, flow: Workflow | None, ctx: JobRunContext
             exc.as_error(),
             retryable=exc.retryable,
             retry_after_s=exc.retry_after_s,
-            cost_micros=ctx.cost_micros,
+            **spent(ctx),
         )
     except Exception as exc:
         return _crashed(job, ctx, exc)
-    return Outcome(
-        job.id, worker_id, job.attempt, OutcomeKind.SUCCEEDED, result=result, cost_micros=ctx.cost_micros
-    )
+    return Outcome(job.id, worker_id, job.attempt, OutcomeKind.SUCCEEDED, result=result, **spent(ctx))
