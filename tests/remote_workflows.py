@@ -5,6 +5,17 @@ from __future__ import annotations
 
 from levqor.workflows.registry import Workflow
 
+# What a remote worker reports must fit this; the two `remote.shaped*` workflows differ only in
+# whether a misfit is retried.
+LABEL_RESULT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string"},
+        "scores": {"type": "array", "items": {"type": "number", "minimum": 0}},
+    },
+    "required": ["label"],
+}
+
 WORKFLOWS = [
     Workflow(
         name="remote.shout",
@@ -16,4 +27,17 @@ WORKFLOWS = [
         },
     ),
     Workflow(name="remote.task", description="Anything a remote test worker does.", max_attempts=2),
+    Workflow(
+        name="remote.shaped",
+        description="Labels its payload; a result that misfits fails the job at once.",
+        result_schema=LABEL_RESULT_SCHEMA,
+        max_attempts=3,
+    ),
+    Workflow(
+        name="remote.shaped_retry",
+        description="Labels its payload; a result that misfits is retried.",
+        result_schema=LABEL_RESULT_SCHEMA,
+        result_invalid_retryable=True,
+        max_attempts=2,
+    ),
 ]

@@ -47,3 +47,35 @@ remote = Workflow(
     max_attempts=5,
     timeout_s=42,
 )
+
+
+# Results must fit a schema: each returns `payload["result"]`, so a test chooses what it reports.
+COUNT_RESULT_SCHEMA = {
+    "type": "object",
+    "properties": {"counts": {"type": "array", "items": {"type": "integer"}}},
+    "required": ["counts"],
+}
+
+
+@workflow(
+    "test.shaped",
+    description="Returns the result it is given; a misfit fails the job at once.",
+    result_schema=COUNT_RESULT_SCHEMA,
+    max_attempts=3,
+)
+async def shaped(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
+    ctx.report_cost(700)
+    result: dict[str, Any] = payload["result"]
+    return result
+
+
+@workflow(
+    "test.shaped_retry",
+    description="Returns the result it is given; a misfit is retried.",
+    result_schema=COUNT_RESULT_SCHEMA,
+    result_invalid_retryable=True,
+    max_attempts=2,
+)
+async def shaped_retry(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
+    result: dict[str, Any] = payload["result"]
+    return result

@@ -27,7 +27,7 @@ from levqor.queue import ClaimedJob
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.jobs import WorkflowName
 from levqor.resolvers.validation import WHOLE_NUMBER, parse_id, parse_input
-from levqor.workflows.registry import registry_for
+from levqor.workflows.registry import WorkflowRegistry, registry_for
 
 T = TypeVar("T")
 
@@ -279,13 +279,51 @@ async def heartbeat_job(ctx: Context, job_id: str | uuid.UUID, data: Any) -> que
     return await ctx.db.write(run)
 
 
+def _fail_misfit(
+    session: Session,
+    key: uuid.UUID,
+    fields: CompleteRunInput,
+    registry: WorkflowRegistry,
+    backoff: queue.Backoff,
+) -> Job | None:
+    """Fail the attempt when its result misfits the workflow's result schema (the check the
+    in-process worker makes), keeping the cost it reports; None when the result fits."""
+    name = session.exec(select(Job.workflow).where(Job.id == key)).first()
+    if name is None or name not in registry:
+        return None  # no such job (the completion answers 404), or a workflow no longer registered
+    flow = registry.get(name)
+    error = flow.invalid_result(fields.result)
+    if error is None:
+        return None
+    return _fenced(
+        session,
+        key,
+        lambda: queue.fail(
+            session,
+            job_id=key,
+            worker_id=fields.worker_id,
+            attempt=fields.attempt,
+            error=error,
+            retryable=flow.result_invalid_retryable,
+            cost_micros=fields.cost_micros,
+            backoff=backoff,
+        ),
+    )
+
+
 async def complete_job_run(ctx: Context, job_id: str | uuid.UUID, data: Any) -> Job:
-    """Finish an attempt with its result (and the cost it reports)."""
+    """Finish an attempt with its result (and the cost it reports); a result that misfits the
+    workflow's result schema fails the attempt instead, and the answer shows the job retrying or
+    failed with the `invalid_result` error."""
     ctx.principal.require(Scope.WORKER)
     key = parse_id(job_id, kind="job")
     fields = parse_input(CompleteRunInput, data)
+    registry, backoff = registry_for(ctx.settings), _backoff(ctx)
 
     def run(session: Session) -> Job:
+        rejected = _fail_misfit(session, key, fields, registry, backoff)
+        if rejected is not None:
+            return rejected
         return _fenced(
             session,
             key,

@@ -19,6 +19,8 @@ class WorkflowBody(BaseModel):
     name: str
     description: str
     payload_schema: dict[str, Any]
+    result_schema: dict[str, Any] | None  # None: any JSON object is a result
+    result_invalid_retryable: bool  # whether a result that misfits result_schema is retried
     timeout_s: int
     max_attempts: int
     remote_only: bool  # served only by remote workers through the worker API
@@ -30,6 +32,8 @@ class WorkflowBody(BaseModel):
             name=flow.name,
             description=flow.description,
             payload_schema=flow.payload_schema,
+            result_schema=flow.result_schema,
+            result_invalid_retryable=flow.result_invalid_retryable,
             timeout_s=flow.timeout_s,
             max_attempts=flow.max_attempts,
             remote_only=flow.remote_only,
@@ -54,7 +58,7 @@ def routes() -> list[ApiPath]:
                 "/api/v1/workflows",
                 workflows,
                 Operation(
-                    "The registered workflows, with their payload JSON Schemas",
+                    "The registered workflows, with their payload and result JSON Schemas",
                     {200: WorkflowList, 401: ErrorBody, 429: ErrorBody},
                     "workflows",
                 ),

@@ -15,11 +15,19 @@ from levqor.schema.types import JobType, UserError
 from levqor.workflows import Workflow
 
 
-@strawberry.type(name="Workflow", description="A registered workflow and the payloads it accepts.")
+@strawberry.type(
+    name="Workflow", description="A registered workflow, the payloads it accepts and the results it gives."
+)
 class WorkflowType:
     name: str
     description: str
     payload_schema: JSON = strawberry.field(description="The payload's JSON Schema (Draft 2020-12).")
+    result_schema: JSON | None = strawberry.field(
+        description="The result's JSON Schema (Draft 2020-12); null when any JSON object is a result."
+    )
+    result_invalid_retryable: bool = strawberry.field(
+        description="Whether an attempt whose result misfits `resultSchema` is retried."
+    )
     timeout_s: int
     max_attempts: int
     remote_only: bool = strawberry.field(description="Served only by remote workers (worker API).")
@@ -31,6 +39,8 @@ class WorkflowType:
             name=flow.name,
             description=flow.description,
             payload_schema=JSON(flow.payload_schema),
+            result_schema=None if flow.result_schema is None else JSON(flow.result_schema),
+            result_invalid_retryable=flow.result_invalid_retryable,
             timeout_s=flow.timeout_s,
             max_attempts=flow.max_attempts,
             remote_only=flow.remote_only,

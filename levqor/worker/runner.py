@@ -48,6 +48,14 @@ def _check_result(result: Any) -> dict[str, Any]:
     return result
 
 
+def _check_fit(flow: Workflow, result: dict[str, Any]) -> None:
+    """A result that misfits the workflow's result schema fails the attempt (retryable per workflow),
+    by the check remote workers' results get too."""
+    error = flow.invalid_result(result)
+    if error is not None:
+        raise JobFailed(error["message"], retryable=flow.result_invalid_retryable, details=error)
+
+
 def _crashed(job: ClaimedJob, ctx: JobRunContext, exc: Exception) -> Outcome:
     """An unexpected exception: logged with its traceback, and the attempt fails (retryable)."""
     logger.error(
@@ -71,6 +79,7 @@ async def run_attempt(job: ClaimedJob, flow: Workflow | None, ctx: JobRunContext
         async with deadline:
             raw = await flow.handler(job.payload, ctx)
         result = _check_result(raw)
+        _check_fit(flow, result)
     except TimeoutError as exc:
         if not deadline.expired():  # the handler's own TimeoutError is an ordinary failure
             return _crashed(job, ctx, exc)

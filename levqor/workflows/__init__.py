@@ -9,7 +9,8 @@ A module named in `LEVQOR_WORKFLOWS` adds its own, for example::
         ...
 
 or lists `WORKFLOWS = [Workflow("resize", payload_schema=...)]`; one without a handler is served by
-remote workers through the worker API.
+remote workers through the worker API. `result_schema=` makes every attempt's result, wherever it ran,
+fit a JSON Schema too (a misfit fails the attempt; retried only with `result_invalid_retryable=True`).
 """
 
 from levqor.workflows.context import CostExceeded, JobFailed, JobRunContext, TokenUsage

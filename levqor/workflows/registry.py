@@ -1,4 +1,5 @@
-"""Named workflows: each a payload JSON Schema, limits, a cost model and (usually) a handler.
+"""Named workflows: each a payload JSON Schema, limits, a cost model, (usually) a handler and, when it
+declares one, a result JSON Schema that every attempt's result must fit, whoever ran it.
 
 The registry holds the built-ins plus the workflows of the modules in `LEVQOR_WORKFLOWS`. A module
 offers workflows as a `WORKFLOWS` sequence, or as module attributes made with the `@workflow`
@@ -29,6 +30,8 @@ Handler = Callable[[dict[str, Any], "JobRunContext"], Awaitable[dict[str, Any]]]
 DEFAULT_TIMEOUT_S = 300
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_REPORTED_ERRORS = 10
+# A message quotes the failing value, which may be a whole large string; a result's errors are stored.
+MAX_REPORTED_MESSAGE_CHARS = 500
 
 
 class CostModel(Protocol):
@@ -46,39 +49,56 @@ class Workflow:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     cost_model: CostModel | None = None
     handler: Handler | None = None
+    # None: any JSON object is a result. A result that does not fit fails its attempt, retried only
+    # when `result_invalid_retryable` (a model's answer may fit next time; a bug's will not).
+    result_schema: dict[str, Any] | None = None
+    result_invalid_retryable: bool = False
     _validator: Draft202012Validator = field(init=False, repr=False, compare=False)
+    _result_validator: Draft202012Validator | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Compiled once; validating a payload or a result is then only the walk over it.
+        object.__setattr__(self, "_validator", self._compiled("payload", self.payload_schema))
+        result_validator = (
+            None if self.result_schema is None else self._compiled("result", self.result_schema)
+        )
+        object.__setattr__(self, "_result_validator", result_validator)
+
+    def _compiled(self, what: str, schema: dict[str, Any]) -> Draft202012Validator:
         try:
-            Draft202012Validator.check_schema(self.payload_schema)
+            Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
-            raise ConfigError(
-                f"workflow {self.name!r} has an invalid payload schema: {exc.message}"
-            ) from None
-        # Compiled once; validating a payload is then only the walk over it.
-        object.__setattr__(self, "_validator", Draft202012Validator(self.payload_schema))
+            raise ConfigError(f"workflow {self.name!r} has an invalid {what} schema: {exc.message}") from None
+        return Draft202012Validator(schema)
 
     @property
     def remote_only(self) -> bool:
         return self.handler is None
 
+    def _summary(self, details: list[dict[str, Any]]) -> str:
+        first = details[0]
+        return f"{first['field']}: {first['message']} (workflow '{self.name}')"
+
     def validate(self, payload: Any) -> None:
         """Raise `InvalidRequest` naming each failing path (`payload.a.0`) of `payload`."""
-        errors = sorted(self._validator.iter_errors(payload), key=lambda error: list(error.absolute_path))
-        if not errors:
-            return
-        details = [
-            {
-                "field": ".".join(["payload", *(str(part) for part in error.absolute_path)]),
-                "message": error.message,
-                "code": f"schema.{error.validator}",
-            }
-            for error in errors[:MAX_REPORTED_ERRORS]
-        ]
-        first = details[0]
-        raise InvalidRequest(
-            f"{first['field']}: {first['message']} (workflow '{self.name}')", details=details
-        )
+        details = _schema_errors(self._validator, payload, "payload")
+        if details:
+            raise InvalidRequest(self._summary(details), details=details)
+
+    def result_errors(self, result: Any) -> list[dict[str, Any]]:
+        """Each way `result` misfits the result schema, as `validate` reports a payload's
+        (`result.a.0`, message, `schema.<keyword>`); empty when it fits or there is no schema."""
+        if self._result_validator is None:
+            return []
+        return _schema_errors(self._result_validator, result, "result")
+
+    def invalid_result(self, result: Any) -> dict[str, Any] | None:
+        """The attempt's error when `result` does not fit the result schema, None when it does; the
+        one check for results run here and results remote workers report."""
+        details = self.result_errors(result)
+        if not details:
+            return None
+        return {"type": "invalid_result", "message": self._summary(details), "errors": details}
 
     @property
     def cost_model_name(self) -> str | None:
@@ -86,6 +106,24 @@ class Workflow:
 
     def estimate_cost(self, payload: Mapping[str, Any]) -> int | None:
         return None if self.cost_model is None else self.cost_model.estimate(payload)
+
+
+def _shortened(message: str) -> str:
+    if len(message) <= MAX_REPORTED_MESSAGE_CHARS:
+        return message
+    return message[: MAX_REPORTED_MESSAGE_CHARS - 1] + "…"
+
+
+def _schema_errors(validator: Draft202012Validator, value: Any, root: str) -> list[dict[str, Any]]:
+    errors = sorted(validator.iter_errors(value), key=lambda error: list(error.absolute_path))
+    return [
+        {
+            "field": ".".join([root, *(str(part) for part in error.absolute_path)]),
+            "message": _shortened(error.message),
+            "code": f"schema.{error.validator}",
+        }
+        for error in errors[:MAX_REPORTED_ERRORS]
+    ]
 
 
 def workflow(
@@ -96,6 +134,8 @@ def workflow(
     timeout_s: int = DEFAULT_TIMEOUT_S,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     cost_model: CostModel | None = None,
+    result_schema: dict[str, Any] | None = None,
+    result_invalid_retryable: bool = False,
 ) -> Callable[[Handler], Workflow]:
     """Make a handler into a `Workflow` (a module of workflows then only needs the decorated names)."""
 
@@ -108,6 +148,8 @@ def workflow(
             max_attempts=max_attempts,
             cost_model=cost_model,
             handler=handler,
+            result_schema=result_schema,
+            result_invalid_retryable=result_invalid_retryable,
         )
 
     return wrap

@@ -162,7 +162,8 @@ def test_workflows_are_listed_the_same_on_both_surfaces(workflow_server: LiveSer
         rest = http.get("/api/v1/workflows")
         graphql = gql_data(
             http,
-            "{ workflows { name description payloadSchema timeoutS maxAttempts remoteOnly costModel } }",
+            "{ workflows { name description payloadSchema resultSchema resultInvalidRetryable timeoutS"
+            " maxAttempts remoteOnly costModel } }",
         )["workflows"]
 
     assert rest.status_code == 200
@@ -178,6 +179,8 @@ def test_workflows_are_listed_the_same_on_both_surfaces(workflow_server: LiveSer
             "name": flow["name"],
             "description": flow["description"],
             "payload_schema": flow["payloadSchema"],
+            "result_schema": flow["resultSchema"],
+            "result_invalid_retryable": flow["resultInvalidRetryable"],
             "timeout_s": flow["timeoutS"],
             "max_attempts": flow["maxAttempts"],
             "remote_only": flow["remoteOnly"],

@@ -94,6 +94,25 @@ async def test_remote_worker_reports_failures_and_retries(api: AsyncLevqorClient
     assert "retry_scheduled" in [event["type"] for event in recovered.events]
 
 
+async def test_a_result_that_misfits_the_result_schema_fails_the_job(api: AsyncLevqorClient) -> None:
+    async def label(payload: dict[str, Any], run: JobRun) -> dict[str, Any]:
+        run.cost = 0.001
+        return {"label": payload["label"]}
+
+    worker = RemoteWorker(api, {"remote.shaped": label}, wait_s=1)
+    async with Serving(worker):
+        misfit = await api.wait(await api.submit("remote.shaped", {"label": 7}), timeout_s=30)
+        fitting = await api.wait(await api.submit("remote.shaped", {"label": "cat"}), timeout_s=30)
+
+    assert (misfit.status, misfit.attempts) == ("failed", 1)
+    assert misfit.error is not None
+    assert misfit.error["type"] == "invalid_result"
+    assert [detail["field"] for detail in misfit.error["errors"]] == ["result.label"]
+    assert misfit.data["cost_actual_micros"] == 1_000
+    assert (fitting.status, fitting.result) == ("succeeded", {"label": "cat"})
+    assert worker.reported == 2
+
+
 async def test_a_plain_function_handler_runs_too(api: AsyncLevqorClient) -> None:
     def shout(payload: dict[str, Any], _run: JobRun) -> dict[str, Any]:
         return {"text": payload["text"].upper()}

@@ -10,6 +10,7 @@ import pytest
 from levqor.config import ConfigError, Settings
 from levqor.errors import InvalidRequest
 from levqor.workflows import JobRunContext, Workflow, WorkflowRegistry, load_registry, registry_for, workflow
+from levqor.workflows.registry import MAX_REPORTED_ERRORS, MAX_REPORTED_MESSAGE_CHARS
 
 
 def test_payloads_are_validated_with_the_failing_paths() -> None:
@@ -35,6 +36,65 @@ def test_a_bad_schema_or_a_duplicate_name_refuses_to_start() -> None:
         Workflow("broken", payload_schema={"type": "no-such-type"})
     with pytest.raises(ConfigError, match="twice"):
         WorkflowRegistry([Workflow("a"), Workflow("a")])
+
+
+def test_results_are_checked_against_the_result_schema_with_the_failing_paths() -> None:
+    flow = Workflow(
+        "scored",
+        result_schema={
+            "type": "object",
+            "properties": {"scores": {"type": "array", "items": {"type": "integer"}}},
+            "required": ["scores"],
+        },
+    )
+    assert flow.result_errors({"scores": [1, 2]}) == []
+    assert flow.invalid_result({"scores": [1, 2]}) is None
+
+    error = flow.invalid_result({"scores": [1, "two", 3.5]})
+    assert error == {
+        "type": "invalid_result",
+        "message": "result.scores.1: 'two' is not of type 'integer' (workflow 'scored')",
+        "errors": [
+            {"field": "result.scores.1", "message": "'two' is not of type 'integer'", "code": "schema.type"},
+            {"field": "result.scores.2", "message": "3.5 is not of type 'integer'", "code": "schema.type"},
+        ],
+    }
+    assert flow.result_errors({}) == [
+        {"field": "result", "message": "'scores' is a required property", "code": "schema.required"}
+    ]
+    # At most MAX_REPORTED_ERRORS, each message short enough to store with the job.
+    many = flow.result_errors({"scores": ["x" * 10_000] * 50})
+    assert len(many) == MAX_REPORTED_ERRORS
+    assert all(len(detail["message"]) <= MAX_REPORTED_MESSAGE_CHARS for detail in many)
+
+
+def test_without_a_result_schema_any_result_fits() -> None:
+    flow = Workflow("free")
+    assert (flow.result_schema, flow.result_invalid_retryable) == (None, False)
+    assert flow.invalid_result({"anything": [1, "two"]}) is None
+
+
+def test_an_invalid_result_schema_refuses_to_start() -> None:
+    with pytest.raises(ConfigError, match="workflow 'broken' has an invalid result schema"):
+        Workflow("broken", result_schema={"type": "object", "required": "label"})
+
+    with pytest.raises(ConfigError, match="invalid result schema"):
+
+        @workflow("broken.decorated", result_schema={"minimum": "zero"})
+        async def broken(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
+            return {}
+
+
+def test_the_decorator_takes_the_result_schema_and_its_retry_policy() -> None:
+    @workflow(
+        "labelled", result_schema={"type": "object", "required": ["label"]}, result_invalid_retryable=True
+    )
+    async def labelled(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
+        return {"label": "x"}
+
+    assert labelled.result_schema == {"type": "object", "required": ["label"]}
+    assert labelled.result_invalid_retryable is True
+    assert labelled.invalid_result({}) is not None
 
 
 def test_unknown_workflows_are_named_with_the_known_ones() -> None:
