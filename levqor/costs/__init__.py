@@ -1,0 +1,1 @@
+"""Cost models, prices, budgets, the reservation ledger and usage."""
