@@ -289,7 +289,9 @@ async def llm_chat(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any
             ) from None
         except aiohttp.ClientError as exc:
             if stream:
-                raise _stream_incomplete(ctx, price, payload, f"{type(exc).__name__}") from None
+                raise _stream_incomplete(
+                    ctx, price, payload, f"the connection failed: {type(exc).__name__}"
+                ) from None
             raise JobFailed(f"the chat completions API at {host} failed: {type(exc).__name__}") from None
     if response.status_code >= 400:
         raise _provider_error(ctx, price, response, host)
