@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -26,6 +26,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from levqor.costs.prices import ModelPrice, parse_prices, price_table
 
 DEFAULT_PORT = 5000
 DEFAULT_LEASE_S = 30
@@ -52,6 +54,9 @@ DEFAULT_JOB_UPDATES_POLL_MS = 100  # how often a live job stream looks for new e
 DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION = 20
 DEFAULT_MAX_SUBSCRIPTIONS_PER_KEY = 100  # live streams (GraphQL and SSE) of one caller, per process
 DEFAULT_CORS_ORIGINS = ("https://levqor.ai",)
+DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_LLM_TIMEOUT_S = 120.0  # one chat completion, streamed or not, from connecting to the last byte
+MAX_LLM_TIMEOUT_S = 600
 
 # The `limits` storages whose client libraries Levqor depends on.
 RATE_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+cluster", "redis+sentinel")
@@ -135,9 +140,18 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "text"] = Field("json", validation_alias="LEVQOR_LOG_FORMAT")
     workflow_modules: CommaList = Field((), validation_alias="LEVQOR_WORKFLOWS")
-    # Reserved for the `llm.chat` workflow, not built yet.
+    # The `llm.chat` workflow's chat-completions API: None is DEFAULT_LLM_BASE_URL, reached through
+    # the outbound guard; a base URL the operator sets is trusted, private addresses included.
     llm_base_url: str | None = Field(None, validation_alias="LEVQOR_LLM_BASE_URL")
-    llm_api_key: str | None = Field(None, validation_alias="LEVQOR_LLM_API_KEY")
+    llm_api_key: SecretStr | None = Field(None, validation_alias="LEVQOR_LLM_API_KEY")
+    # Prices per model over the built-in defaults (levqor/costs/prices.py), USD per 1M tokens.
+    # (model, price) pairs in model order, so settings stay hashable; `llm_price_table` is the lookup.
+    llm_prices: Annotated[tuple[tuple[str, ModelPrice], ...], NoDecode] = Field(
+        (), validation_alias="LEVQOR_LLM_PRICES"
+    )
+    llm_timeout_s: float = Field(
+        DEFAULT_LLM_TIMEOUT_S, gt=0, le=MAX_LLM_TIMEOUT_S, validation_alias="LEVQOR_LLM_TIMEOUT_S"
+    )
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1, validation_alias="LEVQOR_MAX_BODY_BYTES")
     max_header_bytes: int = Field(
         DEFAULT_MAX_HEADER_BYTES, ge=1024, validation_alias="LEVQOR_MAX_HEADER_BYTES"
@@ -215,6 +229,22 @@ class Settings(BaseSettings):
             raise ValueError("must be 'whsec_' and the base64 of 24 to 64 random bytes")
         return secret
 
+    @field_validator("llm_base_url")
+    @classmethod
+    def _llm_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = value.strip().rstrip("/")
+        scheme, _, rest = url.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+            raise ValueError(f"must be an http(s) URL like {DEFAULT_LLM_BASE_URL}, not {value!r}")
+        return url
+
+    @field_validator("llm_prices", mode="before")
+    @classmethod
+    def _llm_prices(cls, value: Any) -> Any:
+        return tuple(sorted(parse_prices(value).items()))
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
@@ -228,6 +258,11 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def llm_price_table(self) -> dict[str, ModelPrice]:
+        """The `llm.chat` prices: the built-in defaults, overridden and extended by LEVQOR_LLM_PRICES."""
+        return price_table(dict(self.llm_prices))
 
     @property
     def db_url(self) -> str:

@@ -1,12 +1,15 @@
-"""The built-in workflows: `echo`, `sleep` and `http.request`."""
+"""The built-in workflows: `echo`, `sleep`, `http.request` and `llm.chat`."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
+from levqor.costs.prices import DEFAULT_PRICES, ModelPrice
 from levqor.workflows.context import JobRunContext
 from levqor.workflows.http_request import http_request
+from levqor.workflows.llm_chat import llm_chat_workflow
 from levqor.workflows.registry import Workflow, workflow
 
 MAX_SLEEP_S = 3600
@@ -45,4 +48,9 @@ async def sleep(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
     return {"slept_s": seconds}
 
 
-BUILTIN_WORKFLOWS: tuple[Workflow, ...] = (echo, sleep, http_request)
+def builtin_workflows(llm_prices: Mapping[str, ModelPrice] = DEFAULT_PRICES) -> tuple[Workflow, ...]:
+    """The built-ins, `llm.chat` estimating with `llm_prices` (the settings' price table)."""
+    return (echo, sleep, http_request, llm_chat_workflow(llm_prices))
+
+
+BUILTIN_WORKFLOWS: tuple[Workflow, ...] = builtin_workflows()

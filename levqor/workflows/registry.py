@@ -20,6 +20,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from levqor.config import ConfigError, Settings
+from levqor.costs.prices import DEFAULT_PRICES, ModelPrice, price_table
 from levqor.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -193,10 +194,12 @@ def _module_workflows(module: ModuleType) -> list[Workflow]:
     return [value for value in vars(module).values() if isinstance(value, Workflow)]
 
 
-def load_registry(modules: Iterable[str]) -> WorkflowRegistry:
-    from levqor.workflows.builtins import BUILTIN_WORKFLOWS
+def load_registry(
+    modules: Iterable[str], *, llm_prices: Mapping[str, ModelPrice] = DEFAULT_PRICES
+) -> WorkflowRegistry:
+    from levqor.workflows.builtins import builtin_workflows
 
-    workflows = list(BUILTIN_WORKFLOWS)
+    workflows = list(builtin_workflows(llm_prices))
     for name in modules:
         try:
             module = importlib.import_module(name)
@@ -210,10 +213,12 @@ def load_registry(modules: Iterable[str]) -> WorkflowRegistry:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_registry(modules: tuple[str, ...]) -> WorkflowRegistry:
-    return load_registry(modules)
+def _cached_registry(
+    modules: tuple[str, ...], llm_prices: tuple[tuple[str, ModelPrice], ...]
+) -> WorkflowRegistry:
+    return load_registry(modules, llm_prices=price_table(dict(llm_prices)))
 
 
 def registry_for(settings: Settings) -> WorkflowRegistry:
-    """The process's registry for these settings (loaded once per module list)."""
-    return _cached_registry(settings.workflow_modules)
+    """The process's registry for these settings (loaded once per module list and price table)."""
+    return _cached_registry(settings.workflow_modules, settings.llm_prices)

@@ -246,7 +246,7 @@ def test_security_schemes_are_the_api_key_header_and_bearer(strict_doc: dict[str
 def test_the_workflow_names_are_the_registered_ones(strict_doc: dict[str, Any]) -> None:
     intake = strict_doc["components"]["schemas"]["JobSubmitInput"]
     names = [alternative["properties"]["workflow"]["const"] for alternative in intake["oneOf"]]
-    assert names == ["echo", "http.request", "sleep"]
+    assert names == ["echo", "http.request", "llm.chat", "sleep"]
     claim = strict_doc["components"]["schemas"]["ClaimInput"]
     assert claim["properties"]["workflows"]["items"]["enum"] == names
     validate(strict_doc)
