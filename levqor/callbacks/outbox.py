@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, SQLModel
 from uuid_utils.compat import uuid7
 
+from levqor.costs.tokens import tokens_of
 from levqor.db.bulk import BulkInsert
 from levqor.db.models import CallbackDelivery, DeliveryStatus, Job, JobStatus, Priority
 
@@ -49,6 +50,11 @@ BODY_COLUMNS = tuple(
         "user_id",
         "cost_estimate_micros",
         "cost_actual_micros",
+        "cost_estimated",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
         "callback_url",
         "submitted_by",
     )
@@ -87,6 +93,10 @@ def body_of(job: Any, at: datetime) -> str:
     for name in _COST_FIELDS:
         if getattr(job, name) is not None:
             data[name] = getattr(job, name)
+    if job.cost_actual_micros is not None:
+        data["cost_estimated"] = bool(job.cost_estimated)
+    if (tokens := tokens_of(job)) is not None:
+        data["tokens"] = tokens
     envelope = {"type": event_type_of(job.status), "timestamp": iso(at), "data": data}
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
 

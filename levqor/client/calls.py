@@ -29,6 +29,10 @@ class ClaimedJob:
     lease_expires_at: datetime
     lease_s: int
     timeout_s: int | None
+    # Micro-USD: the estimate, the budget hold (None: no budget) and earlier attempts' cost.
+    cost_estimate_micros: int | None = None
+    reserved_micros: int | None = None
+    spent_before_micros: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,9 @@ def _claimed(response: httpx.Response) -> list[ClaimedJob]:
             lease_expires_at=datetime.fromisoformat(item["lease_expires_at"]),
             lease_s=item["lease_s"],
             timeout_s=item.get("timeout_s"),
+            cost_estimate_micros=item.get("cost_estimate_micros"),
+            reserved_micros=item.get("reserved_micros"),
+            spent_before_micros=item.get("spent_before_micros", 0),
         )
         for item in response.json()["jobs"]
     ]
@@ -198,12 +205,23 @@ def complete(
     attempt: int,
     result: Mapping[str, Any],
     *,
+    cost_micros: int | None = None,
+    usage: Mapping[str, int] | None = None,
     cost: Decimal | float | None = None,
 ) -> Call[Job]:
+    """`cost_micros` is the attempt's cost in USD micro-dollars; `cost` (USD) is the older form."""
     body: dict[str, Any] = {"worker_id": worker_id, "attempt": attempt, "result": dict(result)}
     if cost is not None:
         body["cost"] = float(cost)
+    _add_spent(body, cost_micros, usage)
     return Call("POST", _job_path(job_id, "/complete"), _job, json=body, lease_fenced=True)
+
+
+def _add_spent(body: dict[str, Any], cost_micros: int | None, usage: Mapping[str, int] | None) -> None:
+    if cost_micros is not None:
+        body["cost_micros"] = cost_micros
+    if usage is not None:
+        body["usage"] = dict(usage)
 
 
 def fail(
@@ -214,6 +232,8 @@ def fail(
     *,
     retryable: bool = True,
     retry_after_s: float | None = None,
+    cost_micros: int | None = None,
+    usage: Mapping[str, int] | None = None,
 ) -> Call[Job]:
     body: dict[str, Any] = {
         "worker_id": worker_id,
@@ -221,6 +241,7 @@ def fail(
         "error": error if isinstance(error, str) else dict(error),
         "retryable": retryable,
     }
+    _add_spent(body, cost_micros, usage)
     if retry_after_s is not None:
         body["retry_after_s"] = retry_after_s
     return Call("POST", _job_path(job_id, "/fail"), _job, json=body, lease_fenced=True)

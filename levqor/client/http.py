@@ -124,9 +124,15 @@ class AsyncLevqorClient:
         attempt: int,
         result: Mapping[str, Any],
         *,
+        cost_micros: int | None = None,
+        usage: Mapping[str, int] | None = None,
         cost: Decimal | float | None = None,
     ) -> Job:
-        return await self._send(calls.complete(job_id, worker_id, attempt, result, cost=cost))
+        return await self._send(
+            calls.complete(
+                job_id, worker_id, attempt, result, cost_micros=cost_micros, usage=usage, cost=cost
+            )
+        )
 
     async def fail(
         self,
@@ -137,9 +143,20 @@ class AsyncLevqorClient:
         *,
         retryable: bool = True,
         retry_after_s: float | None = None,
+        cost_micros: int | None = None,
+        usage: Mapping[str, int] | None = None,
     ) -> Job:
         return await self._send(
-            calls.fail(job_id, worker_id, attempt, error, retryable=retryable, retry_after_s=retry_after_s)
+            calls.fail(
+                job_id,
+                worker_id,
+                attempt,
+                error,
+                retryable=retryable,
+                retry_after_s=retry_after_s,
+                cost_micros=cost_micros,
+                usage=usage,
+            )
         )
 
     async def aclose(self) -> None:
@@ -228,9 +245,15 @@ class LevqorClient:
         attempt: int,
         result: Mapping[str, Any],
         *,
+        cost_micros: int | None = None,
+        usage: Mapping[str, int] | None = None,
         cost: Decimal | float | None = None,
     ) -> Job:
-        return self._send(calls.complete(job_id, worker_id, attempt, result, cost=cost))
+        return self._send(
+            calls.complete(
+                job_id, worker_id, attempt, result, cost_micros=cost_micros, usage=usage, cost=cost
+            )
+        )
 
     def fail(
         self,
@@ -241,9 +264,20 @@ class LevqorClient:
         *,
         retryable: bool = True,
         retry_after_s: float | None = None,
+        cost_micros: int | None = None,
+        usage: Mapping[str, int] | None = None,
     ) -> Job:
         return self._send(
-            calls.fail(job_id, worker_id, attempt, error, retryable=retryable, retry_after_s=retry_after_s)
+            calls.fail(
+                job_id,
+                worker_id,
+                attempt,
+                error,
+                retryable=retryable,
+                retry_after_s=retry_after_s,
+                cost_micros=cost_micros,
+                usage=usage,
+            )
         )
 
     def close(self) -> None:

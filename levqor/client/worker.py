@@ -50,13 +50,23 @@ class JobRun:
 
     job: ClaimedJob
     progress: dict[str, Any] | None = None  # sent with the next heartbeat
-    cost: float | None = None  # USD, reported with the completion
+    # What the attempt cost (USD micro-dollars) and the tokens it used, reported with its outcome.
+    cost_micros: int | None = None
+    usage: dict[str, int] | None = None
+    cost: float | None = None  # deprecated: USD, for handlers written before `cost_micros`
     cancel_requested: bool = field(default=False, init=False)
     # When the lease runs out by this process's event-loop clock: reports are retried until then.
     lease_deadline: float = field(default=0.0, init=False, repr=False)
 
     def report_progress(self, progress: Mapping[str, Any]) -> None:
         self.progress = dict(progress)
+
+    def report_cost(self, micros: int, usage: Mapping[str, int] | None = None) -> None:
+        """The attempt's cost so far in USD micro-dollars (and its tokens: `prompt_tokens`,
+        `completion_tokens`, `cached_tokens`, `reasoning_tokens`), sent with its outcome."""
+        self.cost_micros = micros
+        if usage is not None:
+            self.usage = dict(usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +267,13 @@ class RemoteWorker:
             try:
                 if outcome.result is not None:
                     await self.client.complete(
-                        job.id, self.worker_id, job.attempt, outcome.result, cost=run.cost
+                        job.id,
+                        self.worker_id,
+                        job.attempt,
+                        outcome.result,
+                        cost_micros=run.cost_micros,
+                        usage=run.usage,
+                        cost=run.cost,
                     )
                 else:
                     await self.client.fail(
@@ -267,6 +283,8 @@ class RemoteWorker:
                         outcome.error or {},
                         retryable=outcome.retryable,
                         retry_after_s=outcome.retry_after_s,
+                        cost_micros=run.cost_micros,
+                        usage=run.usage,
                     )
             except LeaseLost:
                 logger.warning("lease lost before the outcome", extra={"job_id": job.id})

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from sqlmodel import Session, select
 
 from levqor import queue
@@ -27,6 +35,7 @@ from levqor.queue import ClaimedJob
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.jobs import WorkflowName
 from levqor.resolvers.validation import WHOLE_NUMBER, parse_id, parse_input
+from levqor.workflows.context import CostExceeded, TokenUsage
 from levqor.workflows.registry import WorkflowRegistry, registry_for
 
 T = TypeVar("T")
@@ -63,22 +72,58 @@ class ClaimInput(BaseModel):
     lease_s: LeaseSeconds = None
 
 
-class HeartbeatInput(BaseModel):
+# One attempt's cost, in USD micro-dollars: at most a million USD.
+MAX_COST_MICROS = int(MAX_COST_USD * MICROS_PER_USD)
+Micros = Annotated[int, Field(ge=0, le=MAX_COST_MICROS), WHOLE_NUMBER]
+Tokens = Annotated[int, Field(ge=0, le=10**12), WHOLE_NUMBER]
+
+
+class UsageInput(BaseModel):
+    """The tokens an attempt used, as OpenAI-compatible APIs report them."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    prompt_tokens: Tokens = 0
+    completion_tokens: Tokens = 0
+    cached_tokens: Tokens = 0  # the part of prompt_tokens read from a prompt cache
+    reasoning_tokens: Tokens = 0  # the part of completion_tokens spent reasoning
+
+    def as_usage(self) -> TokenUsage:
+        return TokenUsage(
+            self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.reasoning_tokens
+        )
+
+
+class SpentInput(BaseModel):
+    """What an attempt reports it cost so far (CONTRACT.md §9): money is integer micro-dollars."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    cost_micros: Micros | None = None
+    usage: UsageInput | None = None
+    cost_estimated: bool = False  # some of the cost is an estimate (the real figure never came)
+
+    def spent(self) -> dict[str, Any]:
+        """The outcome's cost fields."""
+        return {
+            "cost_micros": self.cost_micros,
+            "usage": None if self.usage is None else self.usage.as_usage(),
+            "cost_estimated": self.cost_estimated,
+        }
+
+
+class HeartbeatInput(SpentInput):
     worker_id: WorkerId
     attempt: Attempt
     progress: dict[str, Any] | None = None
     lease_s: LeaseSeconds = None
 
 
-class CompleteRunInput(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
+class CompleteRunInput(SpentInput):
     worker_id: WorkerId
     attempt: Attempt
     result: dict[str, Any]
-    # USD as the run reports it (CONTRACT.md §9); stored as integer micro-dollars.
+    # Deprecated: USD as a number or decimal text; `cost_micros` is the one representation.
     cost: Annotated[
         Decimal | None,
         Field(strict=False, ge=0, le=MAX_COST_USD, allow_inf_nan=False),
@@ -102,16 +147,16 @@ class CompleteRunInput(BaseModel):
             raise ValueError("cost must be a number of USD, or its decimal digits as a string")
         return value
 
-    @property
-    def cost_micros(self) -> int | None:
-        if self.cost is None:
-            return None
-        return int((self.cost * MICROS_PER_USD).to_integral_value())
+    @model_validator(mode="after")
+    def _one_cost(self) -> CompleteRunInput:
+        if self.cost is not None:
+            if self.cost_micros is not None:
+                raise ValueError("send cost_micros or the deprecated cost (USD), not both")
+            self.cost_micros = int((self.cost * MICROS_PER_USD).to_integral_value())
+        return self
 
 
-class FailRunInput(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
+class FailRunInput(SpentInput):
     worker_id: WorkerId
     attempt: Attempt
     # An object, or a plain message, kept as `{"message": ...}`.
@@ -258,6 +303,7 @@ async def heartbeat_job(ctx: Context, job_id: str | uuid.UUID, data: Any) -> que
     key = parse_id(job_id, kind="job")
     fields = parse_input(HeartbeatInput, data)
     lease_s = fields.lease_s or ctx.settings.lease_s
+    backoff = _backoff(ctx)
 
     def run(session: Session) -> queue.Heartbeat:
         beat = _fenced(
@@ -274,9 +320,37 @@ async def heartbeat_job(ctx: Context, job_id: str | uuid.UUID, data: Any) -> que
         )
         # A worker busy with long jobs claims nothing for a while; its heartbeats show it is alive.
         queue.touch_worker(session, worker_id=fields.worker_id)
+        if fields.cost_micros is not None and _past_hold(session, key, fields, backoff):
+            # Stopped and failed, its cost recorded: the worker is told to stop as for a cancel,
+            # and its next report on this attempt finds the lease gone.
+            return queue.Heartbeat(lease_expires_at=beat.lease_expires_at, cancel_requested=True)
         return beat
 
     return await ctx.db.write(run)
+
+
+def _past_hold(session: Session, key: uuid.UUID, fields: HeartbeatInput, backoff: queue.Backoff) -> bool:
+    """Fail a running attempt whose reported cost has passed its job's budget hold (the rule
+    `JobRunContext.report_cost` applies in-process), charging what it reported; whether it did."""
+    found = session.exec(select(Job.reserved_micros, Job.cost_actual_micros).where(Job.id == key)).first()
+    if found is None or found[0] is None:
+        return False
+    reserved, spent_before = found[0], found[1] or 0
+    reported = spent_before + (fields.cost_micros or 0)
+    if reported <= reserved:
+        return False
+    stop = CostExceeded(reported, reserved)
+    queue.fail(
+        session,
+        job_id=key,
+        worker_id=fields.worker_id,
+        attempt=fields.attempt,
+        error=stop.as_error(),
+        retryable=False,
+        **fields.spent(),
+        backoff=backoff,
+    )
+    return True
 
 
 def _fail_misfit(
@@ -305,7 +379,7 @@ def _fail_misfit(
             attempt=fields.attempt,
             error=error,
             retryable=flow.result_invalid_retryable,
-            cost_micros=fields.cost_micros,
+            **fields.spent(),
             backoff=backoff,
         ),
     )
@@ -333,7 +407,7 @@ async def complete_job_run(ctx: Context, job_id: str | uuid.UUID, data: Any) -> 
                 worker_id=fields.worker_id,
                 attempt=fields.attempt,
                 result=fields.result,
-                cost_micros=fields.cost_micros,
+                **fields.spent(),
             ),
         )
 
@@ -360,6 +434,7 @@ async def fail_job_run(ctx: Context, job_id: str | uuid.UUID, data: Any) -> Job:
                 error=fields.error,
                 retryable=fields.retryable,
                 retry_after_s=fields.retry_after_s,
+                **fields.spent(),
                 backoff=backoff,
             ),
         )

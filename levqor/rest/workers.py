@@ -26,6 +26,11 @@ class ClaimedJobBody(BaseModel):
     lease_expires_at: datetime
     lease_s: int
     timeout_s: int | None
+    # Micro-USD: the job's estimate, what its budgets hold for it (null: no budget) and what earlier
+    # attempts cost. Past `reserved_micros - spent_before_micros`, a reported cost stops the job.
+    cost_estimate_micros: int | None
+    reserved_micros: int | None
+    spent_before_micros: int
 
     @classmethod
     def from_claim(cls, job: ClaimedJob, lease_s: int) -> ClaimedJobBody:
@@ -37,6 +42,9 @@ class ClaimedJobBody(BaseModel):
             lease_expires_at=job.lease_expires_at,
             lease_s=lease_s,
             timeout_s=job.timeout_s,
+            cost_estimate_micros=job.cost_estimate_micros,
+            reserved_micros=job.reserved_micros,
+            spent_before_micros=job.spent_before_micros,
         )
 
 
@@ -47,7 +55,8 @@ class ClaimBody(BaseModel):
 
 
 class HeartbeatBody(BaseModel):
-    """The extended lease, and whether the job's cancellation was requested."""
+    """The extended lease, and whether the worker must stop the attempt: its cancellation was
+    requested, or the cost it reported passed its job's budget hold (the job has then failed)."""
 
     lease_expires_at: datetime
     cancel_requested: bool

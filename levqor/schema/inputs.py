@@ -62,5 +62,7 @@ def as_data(value: Any) -> dict[str, Any]:
             item = item.value
         elif isinstance(item, datetime):
             item = item.isoformat()
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            item = as_data(item)  # a nested input object
         data[field.name] = item
     return data

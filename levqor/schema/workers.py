@@ -15,6 +15,7 @@ from levqor.queue import ClaimedJob
 from levqor.resolvers import workers
 from levqor.schema.errors import with_user_errors
 from levqor.schema.inputs import as_data
+from levqor.schema.scalars import Micros, micros
 from levqor.schema.types import JobType, UserError
 
 
@@ -29,12 +30,34 @@ class ClaimJobsInput:
     lease_s: int | None = strawberry.UNSET
 
 
+@strawberry.input(name="TokenUsageInput", description="The tokens an attempt used.")
+class TokenUsageInput:
+    prompt_tokens: int | None = strawberry.UNSET
+    completion_tokens: int | None = strawberry.UNSET
+    cached_tokens: int | None = strawberry.field(
+        default=strawberry.UNSET, description="The part of promptTokens read from a prompt cache."
+    )
+    reasoning_tokens: int | None = strawberry.field(
+        default=strawberry.UNSET, description="The part of completionTokens spent reasoning."
+    )
+
+
+_COST_MICROS = "What the attempt cost so far, in USD micro-dollars."
+_COST_ESTIMATED = "Some of the cost is an estimate (the real figure never came)."
+
+
 @strawberry.input(name="HeartbeatJobInput")
 class HeartbeatJobInput:
     worker_id: str
     attempt: int
     progress: JSON | None = strawberry.UNSET
     lease_s: int | None = strawberry.UNSET
+    cost_micros: Micros | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=f"{_COST_MICROS} Past the job's budget hold the job is stopped: cancelRequested.",
+    )
+    usage: TokenUsageInput | None = strawberry.UNSET
+    cost_estimated: bool | None = strawberry.field(default=strawberry.UNSET, description=_COST_ESTIMATED)
 
 
 @strawberry.input(name="CompleteJobRunInput")
@@ -42,7 +65,14 @@ class CompleteJobRunInput:
     worker_id: str
     attempt: int
     result: JSON
-    cost: Decimal | None = strawberry.field(default=strawberry.UNSET, description="USD the run cost.")
+    cost_micros: Micros | None = strawberry.field(default=strawberry.UNSET, description=_COST_MICROS)
+    usage: TokenUsageInput | None = strawberry.UNSET
+    cost_estimated: bool | None = strawberry.field(default=strawberry.UNSET, description=_COST_ESTIMATED)
+    cost: Decimal | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="USD the run cost.",
+        deprecation_reason="Use costMicros: money is integer micro-dollars on every surface.",
+    )
 
 
 @strawberry.input(name="FailJobRunInput")
@@ -52,6 +82,9 @@ class FailJobRunInput:
     error: JSON = strawberry.field(description="An object, or a message string.")
     retryable: bool | None = strawberry.UNSET
     retry_after_s: float | None = strawberry.UNSET
+    cost_micros: Micros | None = strawberry.field(default=strawberry.UNSET, description=_COST_MICROS)
+    usage: TokenUsageInput | None = strawberry.UNSET
+    cost_estimated: bool | None = strawberry.field(default=strawberry.UNSET, description=_COST_ESTIMATED)
 
 
 @strawberry.type(name="ClaimedJob", description="A job held by a worker for one attempt.")
@@ -63,6 +96,13 @@ class ClaimedJobType:
     lease_expires_at: datetime
     lease_s: int
     timeout_s: int | None
+    cost_estimate_micros: Micros | None = strawberry.field(
+        description="The job's estimate, USD micro-dollars."
+    )
+    reserved_micros: Micros | None = strawberry.field(
+        description="What the job's budgets hold for it (null: no budget applies)."
+    )
+    spent_before_micros: Micros = strawberry.field(description="What the job's earlier attempts cost.")
 
     @classmethod
     def from_claim(cls, job: ClaimedJob, lease_s: int) -> ClaimedJobType:
@@ -74,6 +114,9 @@ class ClaimedJobType:
             lease_expires_at=job.lease_expires_at,
             lease_s=lease_s,
             timeout_s=job.timeout_s,
+            cost_estimate_micros=micros(job.cost_estimate_micros),
+            reserved_micros=micros(job.reserved_micros),
+            spent_before_micros=Micros(job.spent_before_micros),
         )
 
 

@@ -16,7 +16,18 @@ from tests.conftest import LiveServer
 from tests.support import UNKNOWN_ID, assert_error
 
 WORKER = "worker-a"
-CLAIMED_JOB_FIELDS = {"id", "attempt", "workflow", "payload", "lease_expires_at", "lease_s", "timeout_s"}
+CLAIMED_JOB_FIELDS = {
+    "id",
+    "attempt",
+    "workflow",
+    "payload",
+    "lease_expires_at",
+    "lease_s",
+    "timeout_s",
+    "cost_estimate_micros",
+    "reserved_micros",
+    "spent_before_micros",
+}
 
 
 def submit(client: httpx.Client, payload: dict[str, Any] | None = None, **fields: Any) -> str:

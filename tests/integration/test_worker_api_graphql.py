@@ -13,7 +13,10 @@ from tests.support import assert_error, gql_data
 CLAIM = """
 mutation Claim($input: ClaimJobsInput!) {
   claimJobs(input: $input) {
-    jobs { id attempt workflow payload leaseExpiresAt leaseS timeoutS }
+    jobs {
+      id attempt workflow payload leaseExpiresAt leaseS timeoutS
+      costEstimateMicros reservedMicros spentBeforeMicros
+    }
     userErrors { field message code }
   }
 }
@@ -50,6 +53,9 @@ def as_rest_claim(job: dict[str, Any]) -> dict[str, Any]:
         "payload": job["payload"],
         "lease_s": job["leaseS"],
         "timeout_s": job["timeoutS"],
+        "cost_estimate_micros": job["costEstimateMicros"],
+        "reserved_micros": job["reservedMicros"],
+        "spent_before_micros": job["spentBeforeMicros"],
     }
 
 
