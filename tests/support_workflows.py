@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from levqor.workflows import JobFailed, JobRunContext, Workflow, workflow
+from levqor.workflows import JobFailed, JobRunContext, TokenUsage, Workflow, workflow
 
 
 @workflow("test.fail_once", description="Fails its first attempt, then returns the payload.")
@@ -79,3 +79,26 @@ async def shaped(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
 async def shaped_retry(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
     result: dict[str, Any] = payload["result"]
     return result
+
+
+class PayloadEstimate:
+    """The estimate a test asks for: `payload["estimate"]` micro-USD."""
+
+    def estimate(self, payload: dict[str, Any]) -> int:
+        return int(payload.get("estimate", 0))
+
+
+@workflow(
+    "test.priced",
+    description="Estimated at `estimate`; reports `cost` (or each of `costs` in turn) and returns.",
+    cost_model=PayloadEstimate(),
+    max_attempts=3,
+)
+async def priced(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
+    for cost in payload.get("costs", [payload["cost"]] if "cost" in payload else []):
+        ctx.report_cost(int(cost))  # past the job's hold this raises CostExceeded: the job stops
+    if "tokens" in payload:
+        ctx.report_usage(TokenUsage(*payload["tokens"]))
+    if payload.get("fail_first") and ctx.attempt == 1:
+        raise JobFailed("first attempts fail", retry_after_s=0)
+    return {"attempt": ctx.attempt}

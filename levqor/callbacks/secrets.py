@@ -17,8 +17,9 @@ from sqlmodel import Session, col
 
 from levqor.config import Settings
 from levqor.db.models import ApiKey
+from levqor.db.principals import managed_key_id
 from levqor.resolvers.context import Principal
-from levqor.resolvers.keys import managed_key_id, previous_signs_until
+from levqor.resolvers.keys import previous_signs_until
 
 _KEY_SECRETS = select(
     col(ApiKey.webhook_secret),

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, func, literal_column, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel
@@ -57,6 +57,7 @@ MAX_DEFER_PERIODS = 24
 _LEDGER_COLUMNS = (
     "job_id",
     "budget_id",
+    "hold",
     "period_start",
     "kind",
     "reserved_delta_micros",
@@ -96,6 +97,7 @@ class Ask:
     user_id: uuid.UUID | None
     run_at: datetime  # when it would run (now, or later when it asked for a later time)
     defer: bool = False  # `budget_policy: defer`
+    hold: int = 1  # the job's first hold, or the next one for a retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +327,7 @@ def _hold(
             {
                 "job_id": ask.job_id,
                 "budget_id": budget.id,
+                "hold": ask.hold,
                 "period_start": start,
                 "kind": LedgerKind.RESERVE.value,
                 "reserved_delta_micros": ask.estimate_micros,
@@ -364,8 +367,9 @@ def _check_soft_limit(budget: Any, start: datetime, window: _Window, now: dateti
 
 
 def settle(session: Session, job_ids: Sequence[uuid.UUID], now: datetime) -> int:
-    """Settle the holds of `job_ids` (jobs that reached their terminal state in this transaction) to
-    their actual cost; a hold already settled is left alone. How many holds were settled."""
+    """Settle the open holds of `job_ids` (jobs that reached their terminal state in this
+    transaction): each hold is released, and what the job cost since its last settlement is spent in
+    the hold's window. A hold already settled is left alone. How many holds were settled."""
     if not job_ids:
         return 0
     ids = list(job_ids)
@@ -373,30 +377,35 @@ def settle(session: Session, job_ids: Sequence[uuid.UUID], now: datetime) -> int
         select(
             LEDGER.c.job_id,
             LEDGER.c.budget_id,
+            LEDGER.c.hold,
             LEDGER.c.period_start,
             LEDGER.c.kind,
             LEDGER.c.reserved_delta_micros,
         ).where(LEDGER.c.job_id.in_(ids))
     ).all()
-    settled = {(row.job_id, row.budget_id) for row in entries if row.kind == LedgerKind.SETTLE.value}
+    settled = {
+        (row.job_id, row.budget_id, row.hold) for row in entries if row.kind == LedgerKind.SETTLE.value
+    }
     holds = [
         row
         for row in entries
-        if row.kind == LedgerKind.RESERVE.value and (row.job_id, row.budget_id) not in settled
+        if row.kind == LedgerKind.RESERVE.value and (row.job_id, row.budget_id, row.hold) not in settled
     ]
     if not holds:
         return 0
-    costs = dict(
-        session.execute(
-            select(JOBS.c.id, func.coalesce(JOBS.c.cost_actual_micros, 0)).where(
-                JOBS.c.id.in_({row.job_id for row in holds})
+    j = JOBS.c
+    costs = {
+        row.id: max(0, (row.cost_actual_micros or 0) - (row.settled_micros or 0))
+        for row in session.execute(
+            select(j.id, j.cost_actual_micros, j.settled_micros).where(
+                j.id.in_({row.job_id for row in holds})
             )
-        ).all()
-    )
+        )
+    }
     by_window: dict[tuple[uuid.UUID, datetime], list[int]] = defaultdict(lambda: [0, 0])
     settles = []
     for row in holds:
-        spent = int(costs.get(row.job_id, 0))
+        spent = costs.get(row.job_id, 0)
         totals = by_window[(row.budget_id, row.period_start)]
         totals[0] += spent
         totals[1] += row.reserved_delta_micros
@@ -404,6 +413,7 @@ def settle(session: Session, job_ids: Sequence[uuid.UUID], now: datetime) -> int
             {
                 "job_id": row.job_id,
                 "budget_id": row.budget_id,
+                "hold": row.hold,
                 "period_start": row.period_start,
                 "kind": LedgerKind.SETTLE.value,
                 "reserved_delta_micros": -row.reserved_delta_micros,
@@ -420,8 +430,20 @@ def settle(session: Session, job_ids: Sequence[uuid.UUID], now: datetime) -> int
         ],
     )
     _INSERT_ENTRIES.execute(session, settles)
+    # What is charged now is charged once: a retry's settlement charges only what came after.
+    session.execute(
+        update(JOBS)
+        .where(j.id.in_(list(costs)))
+        .values(settled_micros=func.coalesce(j.cost_actual_micros, literal_column("0")))
+    )
     _soft_alerts_after_settling(session, list(by_window), now)
     return len(settles)
+
+
+def next_hold(session: Session, job_id: uuid.UUID) -> int:
+    """The number of a job's next hold (a retry's), after those the ledger has."""
+    latest = session.execute(select(func.max(LEDGER.c.hold)).where(LEDGER.c.job_id == job_id)).scalar()
+    return 1 if latest is None else int(latest) + 1
 
 
 def _soft_alerts_after_settling(

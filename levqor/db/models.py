@@ -179,8 +179,10 @@ class Job(SQLModel, table=True):
     cost_actual_micros: int | None = Field(default=None, sa_type=BigInteger)
     # True when some of the actual cost is an estimate (a model's stream cut before its usage).
     cost_estimated: bool = Field(default=False, sa_type=Boolean)
-    # What the job's budgets hold for it until it settles (None: no budget applied at intake).
+    # What the job's budgets hold for it until it settles (None: no budget applied at intake), and
+    # how much of `cost_actual_micros` its settlements have charged (a retried job holds anew).
     reserved_micros: int | None = Field(default=None, sa_type=BigInteger)
+    settled_micros: int | None = Field(default=None, sa_type=BigInteger)
     # Why a queued job waits past its submission (a budget with `budget_policy: defer`).
     defer_reason: str | None = Field(default=None, sa_type=String(300))
     # Tokens, summed over the attempts that reported them (None: none reported).
@@ -410,15 +412,19 @@ class LedgerKind(enum.StrEnum):
 
 
 class CostEntry(SQLModel, table=True):
-    """The ledger: every reservation and settlement, one row per job and budget each, so a window's
-    counters are the sums of its entries."""
+    """The ledger: every reservation and settlement, one of each per job, budget and hold, so a
+    window's counters are the sums of its entries."""
 
     __tablename__ = "cost_ledger"
-    __table_args__ = (UniqueConstraint("job_id", "budget_id", "kind", name="ux_cost_ledger_entry"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "budget_id", "hold", "kind", name="ux_cost_ledger_entry"),
+    )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
     job_id: uuid.UUID = Field(sa_type=Uuid)
     budget_id: uuid.UUID = Field(sa_type=Uuid)
+    # The job's first hold is 1; each retry of a finished job holds anew (2, 3, ...).
+    hold: int = Field(default=1)
     period_start: datetime = Field(sa_type=UtcDateTime)
     kind: str = Field(sa_type=String(8))
     reserved_delta_micros: int = Field(sa_type=BigInteger)

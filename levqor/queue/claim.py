@@ -139,6 +139,7 @@ def claim_jobs(
         c.cost_estimate_micros,
         c.reserved_micros,
         c.cost_actual_micros,
+        c.settled_micros,
     )
     if session.get_bind().dialect.name == "postgresql":
         picked = _candidates(workflows, max_jobs, now)
@@ -176,7 +177,8 @@ def claim_jobs(
             timeout_s=row.timeout_s,
             cost_estimate_micros=row.cost_estimate_micros,
             reserved_micros=row.reserved_micros,
-            spent_before_micros=row.cost_actual_micros or 0,
+            # Since its hold began: a retried job's earlier spending was settled already.
+            spent_before_micros=(row.cost_actual_micros or 0) - (row.settled_micros or 0),
         )
         for row in rows
     ]

@@ -11,9 +11,11 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from levqor.costs.ledger import Ask, next_hold, reserve
 from levqor.db.models import Job, JobStatus
+from levqor.db.principals import managed_key_id
 from levqor.db.types import utcnow
-from levqor.errors import Conflict, NotFound
+from levqor.errors import BudgetExceeded, Conflict, NotFound
 from levqor.queue.events import finish, record_event
 from levqor.queue.wakeup import mark_claimable
 
@@ -48,11 +50,25 @@ def cancel(session: Session, job_id: uuid.UUID) -> Job:
 
 def retry(session: Session, job_id: uuid.UUID) -> Job:
     """A failed or cancelled job goes back to `queued` to run now, with its attempt count reset, so it
-    gets `max_attempts` fresh tries; its earlier attempts stay in the event log. Otherwise Conflict."""
+    gets `max_attempts` fresh tries; its earlier attempts stay in the event log. Otherwise Conflict.
+    Its budgets hold its estimate anew (`BudgetExceeded` when they have no room now)."""
     job = _locked(session, job_id)
     if job.job_status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise Conflict(f"job is {job.status}; only failed or cancelled jobs can be retried")
     now = utcnow()
+    ask = Ask(
+        job_id=job.id,
+        workflow=job.workflow,
+        estimate_micros=job.cost_estimate_micros or 0,
+        key_id=managed_key_id(job.submitted_by),
+        user_id=job.user_id,
+        run_at=now,
+        hold=next_hold(session, job.id),
+    )
+    (granted,) = reserve(session, [ask], now)
+    if isinstance(granted, BudgetExceeded):
+        raise granted
+    job.reserved_micros = granted.reserved_micros
     previous = job.status
     job.status = JobStatus.QUEUED.value
     job.attempts = 0

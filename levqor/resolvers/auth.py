@@ -22,16 +22,11 @@ from levqor.config import Settings
 from levqor.db.batching import MAX_IN_LIST_BATCH, Batcher
 from levqor.db.engine import Database
 from levqor.db.models import ApiKey
+from levqor.db.principals import managed_principal_id
 from levqor.db.types import utcnow
 from levqor.errors import Unauthorized
 from levqor.resolvers.context import ANONYMOUS, DEV_PRINCIPAL, Principal, Scope
-from levqor.resolvers.keys import (
-    SECRET_PREFIX,
-    any_managed_key,
-    hash_secret,
-    managed_principal_id,
-    presence_for,
-)
+from levqor.resolvers.keys import SECRET_PREFIX, any_managed_key, hash_secret, presence_for
 
 STATIC_ID_HEX_CHARS = 12
 # Longer than any key we issue by far; a longer header is not a key, and is not worth hashing.

@@ -23,13 +23,13 @@ from levqor.callbacks.secrets import can_sign
 from levqor.costs.ledger import Grant, reserve
 from levqor.costs.metrics import BUDGET_REFUSALS
 from levqor.db.models import Job, JobEvent, JobStatus, Priority, User
+from levqor.db.principals import managed_key_id
 from levqor.db.types import utcnow
 from levqor.errors import BudgetExceeded, Conflict, FieldCode, InvalidRequest, NotFound
 from levqor.queue import control, events
 from levqor.queue.intake import BUDGET_KEY, DEFER, apply_grant, ask_of, job_row
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
-from levqor.resolvers.keys import managed_key_id
 from levqor.resolvers.validation import QUERY_INTEGER, WHOLE_NUMBER, parse_id, parse_input
 from levqor.workflows.registry import registry_for
 

@@ -37,8 +37,6 @@ SECRET_RANDOM_BYTES = 32  # 256 bits, 43 url-safe characters
 SHOWN_PREFIX_LEN = 12  # "lvq_" and 8 characters: enough to tell keys apart, far too few to guess the rest
 WEBHOOK_SECRET_RANDOM_BYTES = 32  # 256 bits; `whsec_` and 44 base64 characters
 MAX_WEBHOOK_OVERLAP_S = 7 * 24 * 3600  # a week: long enough for any receiver to roll out the new secret
-# A managed key's principal id (`Principal.id`), which is also a delivery's `signed_by`.
-MANAGED_PRINCIPAL_PREFIX = "key:"
 
 KeyName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")
@@ -60,20 +58,6 @@ def new_secret() -> str:
 def new_webhook_secret() -> str:
     # Standard base64 with padding, as the Standard Webhooks libraries decode it.
     return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_RANDOM_BYTES)).decode()
-
-
-def managed_principal_id(key_id: uuid.UUID | str) -> str:
-    return f"{MANAGED_PRINCIPAL_PREFIX}{key_id}"
-
-
-def managed_key_id(principal_id: str | None) -> uuid.UUID | None:
-    """The managed key behind a principal id (`key:<uuid>`); None for any other caller."""
-    if principal_id is None or not principal_id.startswith(MANAGED_PRINCIPAL_PREFIX):
-        return None
-    try:
-        return uuid.UUID(principal_id.removeprefix(MANAGED_PRINCIPAL_PREFIX))
-    except ValueError:
-        return None
 
 
 class ApiKeyCreateInput(BaseModel):

@@ -19,9 +19,9 @@ from sqlalchemy import ColumnElement, Table, case, func, literal, select
 from sqlmodel import Session, SQLModel
 
 from levqor.db.models import TERMINAL_STATUSES, Job, JobStatus
+from levqor.db.principals import managed_key_id, managed_principal_id
 from levqor.errors import Forbidden
 from levqor.resolvers.context import Context, Scope
-from levqor.resolvers.keys import managed_key_id, managed_principal_id
 
 JOBS: Table = SQLModel.metadata.tables[Job.__tablename__]
 DEFAULT_DAYS = 30

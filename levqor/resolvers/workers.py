@@ -332,10 +332,12 @@ async def heartbeat_job(ctx: Context, job_id: str | uuid.UUID, data: Any) -> que
 def _past_hold(session: Session, key: uuid.UUID, fields: HeartbeatInput, backoff: queue.Backoff) -> bool:
     """Fail a running attempt whose reported cost has passed its job's budget hold (the rule
     `JobRunContext.report_cost` applies in-process), charging what it reported; whether it did."""
-    found = session.exec(select(Job.reserved_micros, Job.cost_actual_micros).where(Job.id == key)).first()
+    found = session.exec(
+        select(Job.reserved_micros, Job.cost_actual_micros, Job.settled_micros).where(Job.id == key)
+    ).first()
     if found is None or found[0] is None:
         return False
-    reserved, spent_before = found[0], found[1] or 0
+    reserved, spent_before = found[0], (found[1] or 0) - (found[2] or 0)
     reported = spent_before + (fields.cost_micros or 0)
     if reported <= reserved:
         return False

@@ -19,6 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 _JOB_COLUMNS = (
     ("reserved_micros", sa.BigInteger()),
+    ("settled_micros", sa.BigInteger()),
     ("defer_reason", sa.String(300)),
     ("prompt_tokens", sa.BigInteger()),
     ("completion_tokens", sa.BigInteger()),
@@ -55,12 +56,13 @@ def upgrade() -> None:
         sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
         sa.Column("job_id", sa.Uuid(), nullable=False),
         sa.Column("budget_id", sa.Uuid(), nullable=False),
+        sa.Column("hold", sa.Integer(), nullable=False),
         sa.Column("period_start", UtcDateTime(), nullable=False),
         sa.Column("kind", sa.String(8), nullable=False),
         sa.Column("reserved_delta_micros", sa.BigInteger(), nullable=False),
         sa.Column("spent_delta_micros", sa.BigInteger(), nullable=False),
         sa.Column("at", UtcDateTime(), nullable=False),
-        sa.UniqueConstraint("job_id", "budget_id", "kind", name="ux_cost_ledger_entry"),
+        sa.UniqueConstraint("job_id", "budget_id", "hold", "kind", name="ux_cost_ledger_entry"),
     )
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(
