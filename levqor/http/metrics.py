@@ -26,7 +26,7 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
@@ -37,6 +37,8 @@ from starlette.types import Scope
 
 from levqor.callbacks.attempts import outbox_figures
 from levqor.config import Settings
+from levqor.costs.ledger import budget_figures
+from levqor.costs.metrics import BUDGET_REFUSALS
 from levqor.db.engine import Database
 from levqor.db.models import JobStatus
 from levqor.resolvers.health import jobs_by_state, live_workers
@@ -106,13 +108,20 @@ class JobsCollector:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        jobs, workers, pending, failing, up = self._families()
+        jobs, workers, pending, failing, spent, reserved, crossed, up = self._families()
 
-        def read(session: Session) -> tuple[dict[JobStatus, int], int, tuple[int, int]]:
-            return jobs_by_state(session), live_workers(session, self.lease_s), outbox_figures(session)
+        def read(session: Session) -> tuple[dict[JobStatus, int], int, tuple[int, int], tuple[int, int, int]]:
+            return (
+                jobs_by_state(session),
+                live_workers(session, self.lease_s),
+                outbox_figures(session),
+                budget_figures(session),
+            )
 
         try:
-            counts, live, (waiting, marked) = self.database().read_sync(read)
+            counts, live, (waiting, marked), (spent_micros, held_micros, crossings) = (
+                self.database().read_sync(read)
+            )
         except SQLAlchemyError:
             logger.warning("metrics: the database did not answer", exc_info=True)
             up.add_metric([], 0)
@@ -122,11 +131,14 @@ class JobsCollector:
         workers.add_metric([], live)
         pending.add_metric([], waiting)
         failing.add_metric([], marked)
+        spent.add_metric([], spent_micros)
+        reserved.add_metric([], held_micros)
+        crossed.add_metric([], crossings)
         up.add_metric([], 1)
-        return [jobs, workers, pending, failing, up]
+        return [jobs, workers, pending, failing, spent, reserved, crossed, up]
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, ...]:
+    def _families() -> tuple[GaugeMetricFamily | CounterMetricFamily, ...]:
         return (
             GaugeMetricFamily("levqor_jobs", "Jobs in the database, by state.", labels=["state"]),
             GaugeMetricFamily("levqor_workers_live", "Workers that heartbeated within three leases."),
@@ -137,6 +149,18 @@ class JobsCollector:
             GaugeMetricFamily(
                 "levqor_callback_endpoints_failing",
                 "Callback URLs marked failing (no success for LEVQOR_CALLBACK_FAILING_AFTER_S).",
+            ),
+            CounterMetricFamily(
+                "levqor_budget_spent_micros",
+                "USD micro-dollars settled against budgets, in all their periods (from the database).",
+            ),
+            GaugeMetricFamily(
+                "levqor_budget_reserved_micros",
+                "USD micro-dollars budgets hold for jobs not yet finished.",
+            ),
+            CounterMetricFamily(
+                "levqor_budget_soft_limit_crossings",
+                "Budget periods whose use crossed the soft limit (each logged once).",
             ),
             GaugeMetricFamily("levqor_database_up", "1 when the database answered this scrape, else 0."),
         )
@@ -160,6 +184,7 @@ def build_metrics(
     else:
         http = HttpMetrics(registry=exposed)
         ProcessCollector(registry=exposed)
+        exposed.register(BUDGET_REFUSALS)
     exposed.register(JobsCollector(database, settings.lease_s))
     return http, exposed
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,7 +12,11 @@ from prometheus_client.samples import Sample
 
 from levqor.db.engine import Database
 from levqor.db.models import Job, JobStatus
+from levqor.resolvers.budgets import set_budget
+from levqor.resolvers.context import Context, Principal, Scope
+from tests.conftest import LiveServer
 from tests.ops_support import table_out_of_service
+from tests.queue_support import TEST_WORKFLOWS
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -101,3 +107,31 @@ def test_a_scrape_still_answers_when_the_database_does_not(client: httpx.Client,
     assert value(families["levqor_database_up"]) == 0
     assert "levqor_jobs" not in families
     assert "levqor_http_requests_total" in families
+
+
+def test_budget_refusals_spend_and_holds_are_counted(
+    make_server: Callable[..., LiveServer], db: Database
+) -> None:
+    live = make_server(API_KEYS="static-admin-key-for-metrics", LEVQOR_WORKFLOWS=TEST_WORKFLOWS)
+    with live.client(headers={"X-Api-Key": "static-admin-key-for-metrics"}) as admin:
+        created = admin.post("/api/v1/keys", json={"name": "metered", "scopes": ["jobs:write"]}).json()
+        before = scrape(admin)
+        asyncio.run(
+            set_budget(
+                Context(db, live.settings, Principal(id="static:admin", scopes=Scope.ALL)),
+                "key",
+                created["key"]["id"],
+                {"period": "day", "limit_micros": 5},
+            )
+        )
+    with live.client(headers={"X-Api-Key": created["secret"]}) as caller:
+        submit = {"workflow": "test.priced", "payload": {"estimate": 3}}
+        assert caller.post("/api/v1/intake", json=submit).status_code == 202
+        refused = caller.post("/api/v1/intake", json=submit)
+        assert refused.status_code == 402
+        assert refused.json()["error"] == "budget_exceeded"
+        after = scrape(caller)
+    refusals = "levqor_budget_refusals_total"
+    assert value(after[refusals], subject="key") - value(before.get(refusals, []), subject="key") == 1
+    assert value(after["levqor_budget_reserved_micros"]) == 3
+    assert value(after["levqor_budget_spent_micros_total"]) == 0
