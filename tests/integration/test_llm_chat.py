@@ -367,7 +367,14 @@ def test_an_llm_chat_job_runs_end_to_end_with_its_actual_cost(
         job = wait_for_job(
             http, str(response.json()["job_id"]), lambda body: body["status"] not in ("queued", "running")
         )
+        unpriced = http.post(
+            "/api/v1/intake",
+            json={"workflow": "llm.chat", "payload": {"model": "no-such-model", "messages": MESSAGES}},
+        )
+        assert unpriced.status_code == 400
+        assert unpriced.json()["details"][0]["field"] == "payload.model"
     assert job["status"] == "succeeded", job
+    assert job["cost_estimate_micros"] > COST_MICROS  # the worst case, held before the call
     assert job["cost_actual_micros"] == COST_MICROS
     assert job["result"]["message"]["content"] == "Hello ☀"
     assert API_KEY not in json.dumps(job)
