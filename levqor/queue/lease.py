@@ -24,7 +24,7 @@ from levqor.db.types import utcnow
 from levqor.errors import Conflict
 from levqor.queue.claimable import JOBS
 from levqor.queue.events import event_row, insert_events
-from levqor.queue.outcomes import DEFAULT_BACKOFF, LEASE_LOST, Backoff
+from levqor.queue.outcomes import DEFAULT_BACKOFF, LEASE_LOST, RUNNING_COLUMNS, Backoff
 from levqor.queue.wakeup import mark_claimable
 
 DEFAULT_REAP_LIMIT = 500
@@ -144,16 +144,7 @@ def reap_expired(
     now = now or utcnow()
     c = JOBS.c
     candidates = (
-        select(
-            c.seq,
-            c.id,
-            c.attempts,
-            c.max_attempts,
-            c.worker_id,
-            c.cancel_requested,
-            c.callback_url,
-            c.reserved_micros,
-        )
+        select(*RUNNING_COLUMNS)
         .where(c.status == JobStatus.RUNNING.value, c.lease_expires_at < now)
         .order_by(c.lease_expires_at)
         .limit(limit)

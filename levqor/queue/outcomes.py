@@ -112,19 +112,26 @@ def added(current: ColumnElement[Any], reported: ColumnElement[Any]) -> ColumnEl
     return func.coalesce(func.coalesce(current, literal_column("0")) + reported, current)
 
 
+# What deciding a running job's next state reads of it (here, and by the reaper).
+RUNNING_COLUMNS = tuple(
+    JOBS.c[name]
+    for name in (
+        "seq",
+        "id",
+        "attempts",
+        "max_attempts",
+        "worker_id",
+        "cancel_requested",
+        "callback_url",
+        "reserved_micros",
+    )
+)
+
+
 def _locked_running(session: Session, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
     c = JOBS.c
     statement = (
-        select(
-            c.seq,
-            c.id,
-            c.attempts,
-            c.max_attempts,
-            c.worker_id,
-            c.cancel_requested,
-            c.callback_url,
-            c.reserved_micros,
-        )
+        select(*RUNNING_COLUMNS)
         .where(c.id.in_(list(job_ids)), c.status == JobStatus.RUNNING.value)
         .with_for_update()
     )
