@@ -17,6 +17,7 @@ from levqor.schema.mutation import Mutation
 from levqor.schema.names import CachedNameConverter
 from levqor.schema.query import Query
 from levqor.schema.ratelimit import MutationFieldRateLimit
+from levqor.schema.scalars import SCALARS
 from levqor.schema.subscription import Subscription, SubscriptionsOverWebSocket
 
 ExtensionFactory = type[SchemaExtension] | Callable[[], SchemaExtension]
@@ -36,7 +37,7 @@ def build_schema(extra_extensions: Sequence[ExtensionFactory] = ()) -> strawberr
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        config=StrawberryConfig(name_converter=CachedNameConverter()),
+        config=StrawberryConfig(name_converter=CachedNameConverter(), scalar_map=SCALARS),
         extensions=[
             ClientErrors,
             *document_extensions(),
