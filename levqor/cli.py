@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     from levqor.cli_keys import add_keys_command
 
     add_keys_command(commands)
+    from levqor.cli_budgets import add_budgets_commands
+
+    add_budgets_commands(commands)
     return parser
 
 

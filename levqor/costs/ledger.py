@@ -254,7 +254,7 @@ def reserve(session: Session, asks: Sequence[Ask], now: datetime) -> list[Grant 
 def _cap_refusal(ask: Ask, budget: Any) -> BudgetExceeded | None:
     """A job whose estimate alone is past a cap, or past the whole limit, can never run."""
     estimate = ask.estimate_micros
-    caps = [("limit", budget.limit_micros)]
+    caps = [("the limit", budget.limit_micros)]
     if budget.max_job_micros is not None:
         caps.append(("the most one job may be estimated at", budget.max_job_micros))
     workflow_cap = (budget.workflow_max_job_micros or {}).get(ask.workflow)

@@ -34,7 +34,7 @@ from levqor.resolvers.context import Context
 from levqor.resolvers.health import PublicMetricsCache, record_uptime_sample
 from levqor.resolvers.job_feed import JobUpdateFeed
 from levqor.resolvers.keys import any_active_managed_key, any_managed_key
-from levqor.rest import deliveries, health, jobs, keys, users, workers
+from levqor.rest import budgets, deliveries, health, jobs, keys, users, workers
 from levqor.rest import workflows as workflow_routes
 from levqor.rest.openapi import build_openapi
 from levqor.worker.process import WorkerServices
@@ -81,6 +81,7 @@ def build_routes(settings: Settings) -> list[BaseRoute]:
         *workers.routes(),
         *workflow_routes.routes(),
         *keys.routes(),
+        *budgets.routes(),
     ]
 
     async def openapi(_request: Request) -> Response:

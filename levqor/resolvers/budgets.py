@@ -123,13 +123,14 @@ async def set_budget(ctx: Context, kind: str, subject_id: str | uuid.UUID, data:
     return await ctx.db.write(run)
 
 
-async def delete_budget(ctx: Context, kind: str, subject_id: str | uuid.UUID) -> Budget:
-    """Remove a budget: jobs it held for settle as before, against windows no limit reads any more."""
+async def delete_budget(ctx: Context, kind: str, subject_id: str | uuid.UUID) -> BudgetView:
+    """Remove a budget: jobs it held for settle as before, against windows no limit reads any more.
+    The answer is the budget as it was, with its current period's figures."""
     ctx.principal.require(Scope.ADMIN)
     subject = parse_subject(kind)
     key = parse_id(subject_id, kind="API key" if subject is BudgetSubject.KEY else "user")
 
-    def run(session: Session) -> Budget:
+    def run(session: Session) -> BudgetView:
         budget = session.exec(
             select(Budget).where(Budget.subject_kind == subject.value, Budget.subject_id == key)
         ).first()
@@ -137,8 +138,9 @@ async def delete_budget(ctx: Context, kind: str, subject_id: str | uuid.UUID) ->
             raise NotFound(
                 f"no budget for the {'API key' if subject is BudgetSubject.KEY else 'user'} '{key}'"
             )
+        view = _view(session, budget, utcnow())
         session.delete(budget)
-        return budget
+        return view
 
     return await ctx.db.write(run)
 

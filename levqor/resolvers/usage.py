@@ -78,6 +78,32 @@ class UsageRow:
 
 
 @dataclass(frozen=True, slots=True)
+class JobTokens:
+    """The tokens one job's attempts reported, summed; `total` is prompt + completion (cached tokens
+    are part of the prompt, reasoning tokens part of the completion)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def job_tokens(job: Job) -> JobTokens | None:
+    """A job's tokens, or None when no attempt reported any."""
+    counts = (job.prompt_tokens, job.completion_tokens, job.cached_tokens, job.reasoning_tokens)
+    if all(count is None for count in counts):
+        return None
+    prompt, completion, cached, reasoning = (count or 0 for count in counts)
+    return JobTokens(
+        prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached, reasoning_tokens=reasoning
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class UsageReport:
     start: date
     end: date

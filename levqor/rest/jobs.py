@@ -16,6 +16,7 @@ from levqor.rest.body import read_json
 from levqor.rest.openapi import SSE_MEDIA_TYPE
 from levqor.rest.routing import ApiPath, ApiRoute, HeaderParam, Operation, api_paths, json_response
 from levqor.rest.shapes import (
+    BudgetExceededBody,
     ErrorBody,
     JobAccepted,
     JobBody,
@@ -120,7 +121,14 @@ def routes(*, dev_routes: bool) -> list[ApiPath]:
             intake,
             Operation(
                 "Submit a job",
-                {202: JobAccepted, 409: ErrorBody, 413: ErrorBody, 415: ErrorBody, **_ERRORS},
+                {
+                    202: JobAccepted,
+                    402: BudgetExceededBody,
+                    409: ErrorBody,
+                    413: ErrorBody,
+                    415: ErrorBody,
+                    **_ERRORS,
+                },
                 "jobs",
                 body=jobs.JobSubmitInput,
                 scope=Scope.JOBS_WRITE,

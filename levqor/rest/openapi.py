@@ -188,7 +188,8 @@ def _query_parameters(
     ref = refs[(model, "validation")]["$ref"]
     properties = components[ref.rsplit("/", 1)[-1]]["properties"]
     parameters = []
-    for name, info in model.model_fields.items():
+    for field_name, info in model.model_fields.items():
+        name = info.alias or field_name  # `from`, a Python keyword, is the field `from_`
         schema = {key: value for key, value in properties[name].items() if key != "title"}
         alternatives = schema.pop("anyOf", None)
         if alternatives is not None:

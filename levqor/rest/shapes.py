@@ -8,13 +8,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from levqor.callbacks.attempts import DeliveryRecord
 from levqor.db.models import CallbackAttempt, DeliveryStatus, Job, JobEvent, User
 from levqor.http.errors import HTTP_ERROR_CODES
 from levqor.resolvers.job_reads import JobStatusView
 from levqor.resolvers.job_updates import JobUpdate
+from levqor.resolvers.usage import job_tokens
 
 
 def unix_s(value: datetime | None) -> int | None:
@@ -31,6 +32,31 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     details: list[dict[str, Any]] | None = None
+    request_id: str | None = None
+
+
+class BudgetRefusalDetail(BaseModel):
+    """The budget that refused a job, and what remains of it (micro-USD)."""
+
+    field: str
+    code: str
+    message: str
+    budget_id: str
+    subject: str
+    subject_id: str
+    period: str
+    limit_micros: int
+    remaining_micros: int
+    estimate_micros: int
+    resets_at: str | None
+
+
+class BudgetExceededBody(BaseModel):
+    """Budget exceeded: the error body, its `details[0]` naming the budget."""
+
+    error: str
+    message: str
+    details: list[BudgetRefusalDetail]
     request_id: str | None = None
 
 
@@ -117,8 +143,33 @@ class JobEventBody(BaseModel):
         )
 
 
+class TokenUsageBody(BaseModel):
+    """The tokens a job's attempts reported, summed; `total_tokens` is prompt + completion (cached
+    tokens are part of the prompt, reasoning tokens part of the completion)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def from_job(cls, job: Job) -> TokenUsageBody | None:
+        tokens = job_tokens(job)
+        if tokens is None:
+            return None
+        return cls(
+            prompt_tokens=tokens.prompt_tokens,
+            completion_tokens=tokens.completion_tokens,
+            cached_tokens=tokens.cached_tokens,
+            reasoning_tokens=tokens.reasoning_tokens,
+            total_tokens=tokens.total_tokens,
+        )
+
+
 class JobBody(BaseModel):
-    """A whole job (GET /api/v1/jobs and /api/v1/jobs/<id>), timestamps in ISO-8601 UTC."""
+    """A whole job (GET /api/v1/jobs and /api/v1/jobs/<id>), timestamps in ISO-8601 UTC. Money is
+    integer USD micro-dollars (1 USD = 1000000), as on GraphQL's `Micros` fields."""
 
     id: str
     workflow: str
@@ -136,8 +187,23 @@ class JobBody(BaseModel):
     attempts: int
     max_attempts: int
     timeout_s: int | None
-    cost_estimate_micros: int | None
-    cost_actual_micros: int | None
+    cost_estimate_micros: int | None = Field(description="USD micro-dollars, from the workflow's cost model.")
+    cost_actual_micros: int | None = Field(
+        description="USD micro-dollars, the sum of what its attempts reported (null until one does)."
+    )
+    cost_estimated: bool = Field(
+        description="True when some of the actual cost is itself an estimate (a run that stopped "
+        "before it could report its usage)."
+    )
+    reserved_micros: int | None = Field(
+        description="What its budgets hold for it until it finishes (null: no budget applied at intake); "
+        "at its terminal state the hold is replaced by the actual cost."
+    )
+    defer_reason: str | None = Field(
+        description="Why a queued job waits past its submission (`budget_policy: defer`): the budget "
+        "and its reset, which is its `run_at`."
+    )
+    tokens: TokenUsageBody | None = Field(description="Tokens reported by its attempts; null: none reported.")
     cancel_requested: bool  # a running job's cancellation is on its way to the worker
     progress: dict[str, Any] | None  # the last progress its worker reported
 
@@ -162,6 +228,10 @@ class JobBody(BaseModel):
             timeout_s=job.timeout_s,
             cost_estimate_micros=job.cost_estimate_micros,
             cost_actual_micros=job.cost_actual_micros,
+            cost_estimated=job.cost_estimated,
+            reserved_micros=job.reserved_micros,
+            defer_reason=job.defer_reason,
+            tokens=TokenUsageBody.from_job(job),
             cancel_requested=job.cancel_requested,
             progress=job.progress,
         )

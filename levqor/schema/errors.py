@@ -37,8 +37,9 @@ def graphql_field_name(field: str | None) -> str | None:
 
 def user_errors_of(exc: LevqorError) -> list[UserError]:
     """A refused field carries its `FieldCode`, as in REST's `details` (one set of codes on both
-    surfaces); a failure of no one field carries the error's GraphQL code (`NOT_FOUND`, ...)."""
-    if exc.details:
+    surfaces); a failure of no one field carries the error's GraphQL code (`NOT_FOUND`, ...), and so
+    does a refusal whose details describe something other than an input field (a budget's)."""
+    if exc.details and isinstance(exc, InvalidRequest):
         return [
             UserError(
                 field=graphql_field_name(detail.get("field")),

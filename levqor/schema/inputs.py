@@ -13,6 +13,19 @@ from strawberry.scalars import JSON
 from levqor.schema.types import CurrencyEnum, JobStatusEnum, PriorityEnum
 
 
+class BudgetPolicy(enum.Enum):
+    REJECT = "reject"
+    DEFER = "defer"
+
+
+BudgetPolicyEnum = strawberry.enum(
+    BudgetPolicy,
+    name="BudgetPolicy",
+    description="What intake does when a budget has no room for a job: refuse it (a "
+    "`BUDGET_EXCEEDED` user error), or keep it queued until the budget's next reset.",
+)
+
+
 @strawberry.input(name="SubmitJobInput")
 class SubmitJobInput:
     workflow: str
@@ -23,6 +36,8 @@ class SubmitJobInput:
     run_at: datetime | None = strawberry.UNSET
     max_attempts: int | None = strawberry.UNSET
     timeout_s: int | None = strawberry.UNSET
+    # As REST's `budget_policy`: `as_data` sends the enum's wire value, "reject" or "defer".
+    budget_policy: BudgetPolicyEnum = BudgetPolicy.REJECT  # type: ignore[valid-type]
 
 
 @strawberry.input(name="JobFilter")

@@ -9,6 +9,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from levqor.resolvers import jobs, users
+from levqor.schema.budgets import BudgetMutation
 from levqor.schema.deliveries import DeliveryMutation
 from levqor.schema.errors import with_user_errors
 from levqor.schema.inputs import SubmitJobInput, UpdateUserInput, UpsertUserInput, as_data
@@ -47,7 +48,7 @@ class UpdateUserPayload:
 
 
 @strawberry.type
-class Mutation(WorkerMutation, KeyMutation, JobControlMutation, DeliveryMutation):
+class Mutation(WorkerMutation, KeyMutation, JobControlMutation, DeliveryMutation, BudgetMutation):
     @strawberry.mutation(description="Submit a job (needs `jobs:write`), as POST /api/v1/intake.")
     async def submit_job(
         self, info: Info[Any, None], input: SubmitJobInput, idempotency_key: str | None = None

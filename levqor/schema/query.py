@@ -8,6 +8,7 @@ import strawberry
 from strawberry.types import Info
 
 from levqor.resolvers import health, jobs, users
+from levqor.schema.budgets import BudgetQuery
 from levqor.schema.inputs import JobFilter, as_data
 from levqor.schema.job_control import WorkflowQuery
 from levqor.schema.keys import KeyQuery
@@ -23,7 +24,7 @@ from levqor.schema.types import (
 
 
 @strawberry.type
-class Query(KeyQuery, WorkflowQuery):
+class Query(KeyQuery, WorkflowQuery, BudgetQuery):
     @strawberry.field(description="One job by id (needs `jobs:read`).")
     async def job(self, info: Info[Any, None], id: strawberry.ID) -> JobType | None:
         detail = await jobs.get_job_detail(info.context.levqor, id)

@@ -14,7 +14,9 @@ from strawberry.types import Info
 from levqor.db.models import Currency, Job, JobEvent, JobStatus, Priority, User
 from levqor.resolvers import deliveries as delivery_resolvers
 from levqor.resolvers import jobs as job_resolvers
+from levqor.resolvers.usage import job_tokens
 from levqor.schema.delivery_types import DeliveryType
+from levqor.schema.scalars import Long, Micros, optional_micros
 
 MICROS_PER_USD = Decimal(1_000_000)
 
@@ -60,6 +62,35 @@ class JobEventType:
         )
 
 
+@strawberry.type(
+    name="TokenUsage",
+    description="The tokens a job's attempts reported, summed. `totalTokens` is prompt + completion "
+    "(cached tokens are part of the prompt, reasoning tokens part of the completion).",
+)
+class TokenUsageType:
+    prompt_tokens: Long
+    completion_tokens: Long
+    cached_tokens: Long
+    reasoning_tokens: Long
+    total_tokens: Long
+
+    @classmethod
+    def from_job(cls, row: Job) -> TokenUsageType | None:
+        tokens = job_tokens(row)
+        if tokens is None:
+            return None
+        return cls(
+            prompt_tokens=Long(tokens.prompt_tokens),
+            completion_tokens=Long(tokens.completion_tokens),
+            cached_tokens=Long(tokens.cached_tokens),
+            reasoning_tokens=Long(tokens.reasoning_tokens),
+            total_tokens=Long(tokens.total_tokens),
+        )
+
+
+MICROS_INSTEAD = "Decimal USD; use `{field}` (integer micro-dollars, as REST's `{rest}`)."
+
+
 @strawberry.type(name="Job", description="A unit of work: a workflow run on a payload.")
 class JobType:
     id: strawberry.ID
@@ -78,8 +109,39 @@ class JobType:
     attempts: int
     max_attempts: int
     timeout_s: int | None
-    cost_estimate: Decimal | None = strawberry.field(description="USD, from the workflow's cost model.")
-    cost_actual: Decimal | None = strawberry.field(description="USD, as the run reported it.")
+    cost_estimate: Decimal | None = strawberry.field(
+        description="USD, from the workflow's cost model.",
+        deprecation_reason=MICROS_INSTEAD.format(field="costEstimateMicros", rest="cost_estimate_micros"),
+    )
+    cost_actual: Decimal | None = strawberry.field(
+        description="USD, as the run reported it.",
+        deprecation_reason=MICROS_INSTEAD.format(field="costActualMicros", rest="cost_actual_micros"),
+    )
+    cost_estimate_micros: Micros | None = strawberry.field(
+        default=None, description="USD micro-dollars, from the workflow's cost model."
+    )
+    cost_actual_micros: Micros | None = strawberry.field(
+        default=None,
+        description="USD micro-dollars, the sum of what its attempts reported (null until one does).",
+    )
+    cost_estimated: bool = strawberry.field(
+        default=False,
+        description="True when some of the actual cost is itself an estimate (a run that stopped "
+        "before it could report its usage).",
+    )
+    reserved_micros: Micros | None = strawberry.field(
+        default=None,
+        description="What its budgets hold for it until it finishes (null: no budget applied at "
+        "intake); at its terminal state the hold is replaced by the actual cost.",
+    )
+    defer_reason: str | None = strawberry.field(
+        default=None,
+        description="Why a queued job waits past its submission (`budgetPolicy: DEFER`): the budget "
+        "and its reset, which is its `runAt`.",
+    )
+    tokens: TokenUsageType | None = strawberry.field(
+        default=None, description="Tokens reported by its attempts; null: none reported."
+    )
     cancel_requested: bool = strawberry.field(
         default=False, description="A running job's cancellation is on its way to the worker."
     )
@@ -120,6 +182,12 @@ class JobType:
             timeout_s=row.timeout_s,
             cost_estimate=usd(row.cost_estimate_micros),
             cost_actual=usd(row.cost_actual_micros),
+            cost_estimate_micros=optional_micros(row.cost_estimate_micros),
+            cost_actual_micros=optional_micros(row.cost_actual_micros),
+            cost_estimated=row.cost_estimated,
+            reserved_micros=optional_micros(row.reserved_micros),
+            defer_reason=row.defer_reason,
+            tokens=TokenUsageType.from_job(row),
             cancel_requested=row.cancel_requested,
             progress=JSON(row.progress) if row.progress is not None else None,
         )

@@ -15,7 +15,7 @@ from levqor.queue import ClaimedJob
 from levqor.resolvers import workers
 from levqor.schema.errors import with_user_errors
 from levqor.schema.inputs import as_data
-from levqor.schema.scalars import Micros, micros
+from levqor.schema.scalars import Long, Micros, optional_micros
 from levqor.schema.types import JobType, UserError
 
 
@@ -32,12 +32,12 @@ class ClaimJobsInput:
 
 @strawberry.input(name="TokenUsageInput", description="The tokens an attempt used.")
 class TokenUsageInput:
-    prompt_tokens: int | None = strawberry.UNSET
-    completion_tokens: int | None = strawberry.UNSET
-    cached_tokens: int | None = strawberry.field(
+    prompt_tokens: Long | None = strawberry.UNSET
+    completion_tokens: Long | None = strawberry.UNSET
+    cached_tokens: Long | None = strawberry.field(
         default=strawberry.UNSET, description="The part of promptTokens read from a prompt cache."
     )
-    reasoning_tokens: int | None = strawberry.field(
+    reasoning_tokens: Long | None = strawberry.field(
         default=strawberry.UNSET, description="The part of completionTokens spent reasoning."
     )
 
@@ -114,8 +114,8 @@ class ClaimedJobType:
             lease_expires_at=job.lease_expires_at,
             lease_s=lease_s,
             timeout_s=job.timeout_s,
-            cost_estimate_micros=micros(job.cost_estimate_micros),
-            reserved_micros=micros(job.reserved_micros),
+            cost_estimate_micros=optional_micros(job.cost_estimate_micros),
+            reserved_micros=optional_micros(job.reserved_micros),
             spent_before_micros=Micros(job.spent_before_micros),
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,14 @@ def levqor(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str
         (("serve",), ("--port", "--workers")),
         (("migrate",), ("--revision",)),
         (("export-schema",), ("--output",)),
+        (("budgets",), ("set", "list", "delete")),
+        (
+            ("budgets", "set"),
+            ("--key", "--user", "--period", "--limit-usd", "--limit-micros", "--soft-limit-usd"),
+        ),
+        (("budgets", "list"), ("--json",)),
+        (("budgets", "delete"), ("--key", "--user")),
+        (("usage",), ("--from", "--to", "--group-by", "--key", "--user", "--json")),
     ],
 )
 def test_help(tmp_path: Path, args: tuple[str, ...], mentions: tuple[str, ...]) -> None:
@@ -123,3 +132,104 @@ def test_bad_settings_stop_the_command_with_a_clear_message(
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_budgets_and_usage_from_the_command_line(tmp_path: Path) -> None:
+    db = str(tmp_path / "budgets.db")
+    created = levqor(
+        "keys", "create", "--name", "spender", "--scopes", "jobs:write", cwd=tmp_path, SQLITE_PATH=db
+    )
+    assert created.returncode == 0, created.stderr
+    listed = levqor("keys", "list", cwd=tmp_path, SQLITE_PATH=db)
+    key_id = listed.stdout.splitlines()[1].split()[0]
+
+    done = levqor(
+        "budgets", "set", "--key", key_id, "--period", "day", "--limit-usd", "12.5",
+        "--soft-limit-micros", "10000000", "--json", cwd=tmp_path, SQLITE_PATH=db,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    budget = json.loads(done.stdout)
+    assert (budget["subject"], budget["subject_id"], budget["period"]) == ("key", key_id, "day")
+    assert (budget["limit_micros"], budget["soft_limit_micros"]) == (12_500_000, 10_000_000)
+    assert budget["remaining_micros"] == 12_500_000
+
+    table = levqor("budgets", "list", cwd=tmp_path, SQLITE_PATH=db)
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()
+    assert header.split()[:4] == ["SUBJECT", "ID", "PERIOD", "LIMIT"]
+    assert row.split()[:5] == ["key", key_id, "day", "12.5", "USD"]
+    as_json = json.loads(levqor("budgets", "list", "--json", cwd=tmp_path, SQLITE_PATH=db).stdout)
+    assert as_json == {"budgets": [budget]}
+
+    usage = levqor("usage", "--group-by", "key", "--from", "2026-01-01", "--to", "2026-01-31", "--json",
+                   cwd=tmp_path, SQLITE_PATH=db)  # fmt: skip
+    assert usage.returncode == 0, usage.stderr
+    assert json.loads(usage.stdout) == {
+        "from": "2026-01-01",
+        "to": "2026-01-31",
+        "group_by": "key",
+        "usage": [],
+    }
+
+    removed = levqor("budgets", "delete", "--key", key_id, cwd=tmp_path, SQLITE_PATH=db)
+    assert removed.returncode == 0, removed.stderr
+    assert key_id in removed.stderr
+    assert json.loads(levqor("budgets", "list", "--json", cwd=tmp_path, SQLITE_PATH=db).stdout) == {
+        "budgets": []
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("budgets", "set", "--key", "{key}", "--period", "week", "--limit-usd", "1"),
+            "invalid choice: 'week'",
+        ),
+        (
+            ("budgets", "set", "--key", "{key}", "--period", "day", "--limit-usd", "0.0000001"),
+            "micro-dollars",
+        ),
+        (("budgets", "set", "--key", "{key}", "--period", "day", "--limit-usd", "lots"), "not an amount"),
+        (("budgets", "set", "--key", "{key}", "--period", "day", "--limit-micros", "-1"), "limit_micros"),
+        (
+            (
+                "budgets",
+                "set",
+                "--key",
+                "{key}",
+                "--period",
+                "day",
+                "--limit-micros",
+                "5",
+                "--soft-limit-micros",
+                "9",
+            ),
+            "soft_limit_micros must not be more than limit_micros",
+        ),
+        (("budgets", "set", "--key", "{key}", "--period", "day"), "--limit-usd"),
+        (("budgets", "set", "--period", "day", "--limit-usd", "1"), "--key"),
+        (("budgets", "set", "--user", "{key}", "--period", "day", "--limit-usd", "1"), "no user with id"),
+        (("budgets", "delete", "--key", "{key}"), "no budget for the API key"),
+        (("usage", "--from", "2026-02-30"), "from"),
+        (("usage", "--group-by", "week"), "invalid choice: 'week'"),
+    ],
+)
+def test_budget_commands_refuse_bad_input_clearly(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    db = str(tmp_path / "bad.db")
+    assert (
+        levqor(
+            "keys", "create", "--name", "k", "--scopes", "jobs:read", cwd=tmp_path, SQLITE_PATH=db
+        ).returncode
+        == 0
+    )
+    key_id = levqor("keys", "list", cwd=tmp_path, SQLITE_PATH=db).stdout.splitlines()[1].split()[0]
+    done = levqor(*(arg.format(key=key_id) for arg in args), cwd=tmp_path, SQLITE_PATH=db)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads(levqor("budgets", "list", "--json", cwd=tmp_path, SQLITE_PATH=db).stdout) == {
+        "budgets": []
+    }

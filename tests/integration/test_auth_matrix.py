@@ -83,6 +83,14 @@ class World:
     def fresh_key_id(self) -> str:
         return self.make_key([Scope.JOBS_READ], name="to revoke")[0]
 
+    def budgeted(self, subject: str) -> str:
+        """The id of a key (fresh) or of the world's user, with a budget set on it."""
+        subject_id = self.fresh_key_id() if subject == "keys" else self.user_id
+        body = {"period": "day", "limit_micros": 1_000_000}
+        response = self.http.put(f"/api/v1/budgets/{subject}/{subject_id}", json=body, headers=self.admin())
+        assert response.status_code == 200, response.text
+        return subject_id
+
     def key_for(self, caller: str, need: str | None) -> str | None:
         """The secret a caller of this kind sends to a route that needs `need`."""
         if caller == "none":
@@ -229,6 +237,35 @@ REST_MATRIX: dict[tuple[str, str], RestRow] = {
         ),
         202,
     ),
+    ("GET", "/api/v1/budgets"): RestRow(Scope.ADMIN, _get("/api/v1/budgets"), 200),
+    ("PUT", "/api/v1/budgets/keys/{key_id}"): RestRow(
+        Scope.ADMIN,
+        lambda world: (
+            "PUT",
+            f"/api/v1/budgets/keys/{world.fresh_key_id()}",
+            {"json": {"period": "day", "limit_micros": 1000}},
+        ),
+        200,
+    ),
+    ("DELETE", "/api/v1/budgets/keys/{key_id}"): RestRow(
+        Scope.ADMIN, lambda world: ("DELETE", f"/api/v1/budgets/keys/{world.budgeted('keys')}", {}), 200
+    ),
+    ("PUT", "/api/v1/budgets/users/{user_id}"): RestRow(
+        Scope.ADMIN,
+        lambda world: (
+            "PUT",
+            f"/api/v1/budgets/users/{world.user_id}",
+            {"json": {"period": "month", "limit_micros": 1000, "soft_limit_micros": 500}},
+        ),
+        200,
+    ),
+    ("DELETE", "/api/v1/budgets/users/{user_id}"): RestRow(
+        Scope.ADMIN, lambda world: ("DELETE", f"/api/v1/budgets/users/{world.budgeted('users')}", {}), 200
+    ),
+    # Any key with `jobs:read` sees its own usage; an admin everyone's.
+    ("GET", "/api/v1/usage"): RestRow(
+        Scope.JOBS_READ, lambda _w: ("GET", "/api/v1/usage", {"params": {"group_by": "workflow"}}), 200
+    ),
     ("GET", "/openapi.json"): RestRow(PUBLIC, _get("/openapi.json"), 200),
     ("GET", "/metrics"): RestRow(PUBLIC, _get("/metrics"), 200),
     ("GET", "/legal/privacy"): RestRow(PUBLIC, _get("/legal/privacy"), 200),
@@ -363,6 +400,26 @@ GRAPHQL_MATRIX: dict[tuple[str, str], GraphQLRow] = {
     ("Query", "jobs"): GraphQLRow(Scope.JOBS_READ, _doc("{ jobs(first: 1) { edges { cursor } } }")),
     ("Query", "apiKeys"): GraphQLRow(Scope.ADMIN, _doc("{ apiKeys { id prefix } }")),
     ("Query", "workflows"): GraphQLRow(PUBLIC, _doc("{ workflows { name } }")),
+    ("Query", "budgets"): GraphQLRow(Scope.ADMIN, _doc("{ budgets { id remainingMicros } }")),
+    ("Query", "usage"): GraphQLRow(
+        Scope.JOBS_READ, _doc("{ usage(groupBy: KEY) { from rows { group jobs spentMicros } } }")
+    ),
+    ("Mutation", "setBudget"): GraphQLRow(
+        Scope.ADMIN,
+        _doc(
+            "mutation($id: ID!) { setBudget(input: {subject: KEY, subjectId: $id, period: TOTAL, "
+            "limitMicros: 5000000000}) { budget { limitMicros } userErrors { code } } }",
+            lambda w: {"id": w.fresh_key_id()},
+        ),
+    ),
+    ("Mutation", "deleteBudget"): GraphQLRow(
+        Scope.ADMIN,
+        _doc(
+            "mutation($id: ID!) { deleteBudget(subject: USER, subjectId: $id) "
+            "{ budget { id } userErrors { code } } }",
+            lambda w: {"id": w.budgeted("users")},
+        ),
+    ),
     ("Mutation", "cancelJob"): GraphQLRow(
         Scope.JOBS_WRITE,
         _doc(
@@ -515,3 +572,28 @@ def test_graphql_auth_matrix(world: tuple[LiveServer, World]) -> None:
                 if codes != [want] or (data is not None and data.get(name)):
                     failures.append(f"{where}: {codes}, want [{want}]")
     assert not failures, "\n".join(failures)
+
+
+def test_a_key_without_admin_sees_only_its_own_usage(world: tuple[LiveServer, World]) -> None:
+    _, w = world
+    own_id, own = w.make_key([Scope.JOBS_READ, Scope.JOBS_WRITE], name="own")
+    other_id, other = w.make_key([Scope.JOBS_READ, Scope.JOBS_WRITE], name="other")
+    for secret in (own, own, other):
+        body = {"workflow": "echo", "payload": {}}
+        assert w.http.post("/api/v1/intake", json=body, headers={"X-Api-Key": secret}).status_code == 202
+    as_own = {"X-Api-Key": own}
+    rows = w.http.get("/api/v1/usage", params={"group_by": "key"}, headers=as_own).json()["usage"]
+    assert [(row["group"], row["jobs"]) for row in rows] == [(own_id, 2)]
+    everyone = w.http.get("/api/v1/usage", params={"group_by": "key"}, headers=w.admin()).json()["usage"]
+    assert {(row["group"], row["jobs"]) for row in everyone} >= {(own_id, 2), (other_id, 1)}
+
+    response = w.http.get("/api/v1/usage", params={"key_id": other_id}, headers=as_own)
+    assert response.status_code == 403, response.text
+    assert response.json()["error"] == "forbidden"
+    graphql = w.http.post(
+        "/graphql",
+        json={"query": "query($k: ID) { usage(keyId: $k) { rows { jobs } } }", "variables": {"k": other_id}},
+        headers=as_own,
+    ).json()
+    assert [error["extensions"]["code"] for error in graphql["errors"]] == ["FORBIDDEN"]
+    assert graphql["errors"][0]["message"] == response.json()["message"]

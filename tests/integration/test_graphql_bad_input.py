@@ -25,6 +25,19 @@ BY_EMAIL = "query($e: String!) { userByEmail(email: $e) { id } }"
 JOBS = """query($f: JobFilter, $n: Int, $a: String) {
   jobs(filter: $f, first: $n, after: $a) { edges { cursor } } }"""
 
+SET_BUDGET = f"""mutation($i: SetBudgetInput!) {{
+  setBudget(input: $i) {{ budget {{ id }} {ERRORS} }} }}"""
+DELETE_BUDGET = f"""mutation($s: BudgetSubject!, $id: ID!) {{
+  deleteBudget(subject: $s, subjectId: $id) {{ budget {{ id }} {ERRORS} }} }}"""
+USAGE = """query($f: Date, $t: Date, $g: UsageGroup, $k: ID) {
+  usage(from: $f, to: $t, groupBy: $g, keyId: $k) { rows { jobs } } }"""
+BUDGET_IN = {"subject": "USER", "subjectId": "{user}", "period": "DAY", "limitMicros": 1000}
+
+
+def budget_in(**changes: Any) -> dict[str, Any]:
+    return {"i": {**BUDGET_IN, **changes}}
+
+
 JOB_IN = {"workflow": "echo", "payload": {}}
 USER_IN = {"email": "g@example.com", "name": "G"}
 
@@ -100,7 +113,40 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     (COMPLETE, {"id": "{job}", "r": [1]}, ("user", "result", "type")),
     (COMPLETE, {"id": "{job}", "r": "done"}, ("user", "result", "type")),
     (COMPLETE, {"id": "{job}", "r": {"a": "\u0000"}}, ("user", "result.a", "invalid")),
+    # --- setBudget, deleteBudget
+    (SUBMIT, job_in(budgetPolicy="WAIT"), ("error", "BAD_USER_INPUT")),
+    (SUBMIT, job_in(budgetPolicy="defer"), ("error", "BAD_USER_INPUT")),
+    (SET_BUDGET, budget_in(limitMicros=-1), ("user", "limitMicros", "out_of_range")),
+    (SET_BUDGET, budget_in(limitMicros=10**14), ("user", "limitMicros", "out_of_range")),
+    (SET_BUDGET, budget_in(limitMicros=1.5), ("error", "BAD_USER_INPUT")),
+    (SET_BUDGET, budget_in(limitMicros=1000.0), ("error", "BAD_USER_INPUT")),
+    (SET_BUDGET, budget_in(limitMicros="1000"), ("error", "BAD_USER_INPUT")),
+    (SET_BUDGET, budget_in(limitMicros=True), ("error", "BAD_USER_INPUT")),
+    (SET_BUDGET, budget_in(limitMicros=2**60), ("error", "BAD_USER_INPUT")),
+    (SET_BUDGET, budget_in(limitMicros=None), ("error", "BAD_USER_INPUT")),
+    (SET_BUDGET, budget_in(softLimitMicros=1001), ("user", None, "invalid")),
+    (SET_BUDGET, budget_in(maxJobMicros=-5), ("user", "maxJobMicros", "out_of_range")),
+    (SET_BUDGET, budget_in(workflowMaxJobMicros=[1]), ("user", "workflowMaxJobMicros", "type")),
+    (
+        SET_BUDGET,
+        budget_in(workflowMaxJobMicros={"echo": -1}),
+        ("user", "workflowMaxJobMicros.echo", "out_of_range"),
+    ),
+    (SET_BUDGET, budget_in(period="WEEK"), ("error", "BAD_USER_INPUT")),
+    (SET_BUDGET, budget_in(period="day"), ("error", "BAD_USER_INPUT")),
+    (SET_BUDGET, budget_in(subject="TEAM"), ("error", "BAD_USER_INPUT")),
+    (SET_BUDGET, budget_in(spentMicros=0), ("error", "BAD_USER_INPUT")),
+    (SET_BUDGET, budget_in(subjectId="not-a-uuid"), ("user", None, "NOT_FOUND")),
+    (SET_BUDGET, budget_in(subjectId=UNKNOWN_ID), ("user", None, "NOT_FOUND")),
+    (SET_BUDGET, budget_in(subject="KEY"), ("user", None, "NOT_FOUND")),  # a user's id names no key
+    (DELETE_BUDGET, {"s": "USER", "id": "{user}"}, ("user", None, "NOT_FOUND")),  # it has none
+    (DELETE_BUDGET, {"s": "KEY", "id": "nope"}, ("user", None, "NOT_FOUND")),
     # --- queries
+    (USAGE, {"g": "WEEK"}, ("error", "BAD_USER_INPUT")),
+    (USAGE, {"f": "2026-02-30"}, ("error", "BAD_USER_INPUT")),
+    (USAGE, {"f": "2026-03-02", "t": "2026-03-01"}, ("error", "BAD_USER_INPUT")),
+    (USAGE, {"f": "2024-01-01", "t": "2026-01-01"}, ("error", "BAD_USER_INPUT")),
+    (USAGE, {"k": "nope"}, ("error", "BAD_USER_INPUT")),
     (JOB, {"id": "not-a-uuid"}, ("error", "NOT_FOUND")),
     (JOB, {"id": UNKNOWN_ID}, ("error", "NOT_FOUND")),
     (JOB, {"id": 5.5}, ("error", "BAD_USER_INPUT")),
@@ -173,6 +219,16 @@ def test_bad_input_gets_a_typed_error_and_writes_nothing(
         assert http.get(f"/api/v1/status/{existing['job']}").json()["status"] == "queued"
         assert http.get(f"/api/v1/users/{existing['user']}").json()["name"] == "G"
     assert row_counts(live.settings.db_url) == before
+
+
+def test_micros_refusals_say_what_a_micros_is(live: LiveServer, existing: dict[str, str]) -> None:
+    with live.client() as http:
+        for value, kind in ((1.5, "a number with a fraction"), ("7", "a string"), (True, "a boolean")):
+            body = gql(http, SET_BUDGET, fill(budget_in(limitMicros=value), existing))
+            [error] = body["errors"]
+            assert "Micros must be a whole number of USD micro-dollars as a JSON integer" in error["message"]
+            assert kind in error["message"]
+        assert http.get("/api/v1/budgets").json() == {"budgets": []}
 
 
 def test_error_messages_name_the_problem(live: LiveServer) -> None:

@@ -4,6 +4,7 @@ GraphQL's are ISO-8601; both are compared as instants)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -21,7 +22,9 @@ from tests.support import UNKNOWN_ID, gql, gql_data, shared_server
 EVENT_FIELDS = "at type fromStatus toStatus attempt workerId detail"
 JOB_FIELDS = (
     "id workflow status priority payload result error callbackUrl userId createdAt startedAt finishedAt "
-    f"runAt attempts maxAttempts timeoutS costEstimate costActual events {{ {EVENT_FIELDS} }}"
+    f"runAt attempts maxAttempts timeoutS costEstimate costActual events {{ {EVENT_FIELDS} }} "
+    "costEstimateMicros costActualMicros costEstimated reservedMicros deferReason "
+    "tokens { promptTokens completionTokens cachedTokens reasoningTokens totalTokens }"
 )
 USER_FIELDS = "id email name locale currency meta createdAt updatedAt"
 ERRORS = "userErrors { field message code }"
@@ -56,8 +59,16 @@ def micros(usd: str | None) -> int | None:
     return None if usd is None else int(Decimal(usd) * 1_000_000)
 
 
+def snake_keys(record: dict[str, Any]) -> dict[str, Any]:
+    """`{"promptTokens": 1}` as REST spells it, `{"prompt_tokens": 1}`."""
+    return {re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower(): value for key, value in record.items()}
+
+
 def gql_job_as_rest(job: dict[str, Any]) -> dict[str, Any]:
-    """A GraphQL `Job` in the shape of REST's GET /api/v1/jobs/<id>."""
+    """A GraphQL `Job` in the shape of REST's GET /api/v1/jobs/<id>. The deprecated Decimal USD
+    fields must say what the Micros fields say."""
+    assert micros(job["costEstimate"]) == job["costEstimateMicros"], job
+    assert micros(job["costActual"]) == job["costActualMicros"], job
     return {
         "id": job["id"],
         "workflow": job["workflow"],
@@ -75,8 +86,12 @@ def gql_job_as_rest(job: dict[str, Any]) -> dict[str, Any]:
         "attempts": job["attempts"],
         "max_attempts": job["maxAttempts"],
         "timeout_s": job["timeoutS"],
-        "cost_estimate_micros": micros(job["costEstimate"]),
-        "cost_actual_micros": micros(job["costActual"]),
+        "cost_estimate_micros": job["costEstimateMicros"],
+        "cost_actual_micros": job["costActualMicros"],
+        "cost_estimated": job["costEstimated"],
+        "reserved_micros": job["reservedMicros"],
+        "defer_reason": job["deferReason"],
+        "tokens": None if job["tokens"] is None else snake_keys(job["tokens"]),
         "events": [
             {
                 "at": instant(event["at"]),
@@ -111,6 +126,10 @@ REST_JOB_KEYS = [
     "timeout_s",
     "cost_estimate_micros",
     "cost_actual_micros",
+    "cost_estimated",
+    "reserved_micros",
+    "defer_reason",
+    "tokens",
 ]
 
 
@@ -511,3 +530,285 @@ def test_one_set_of_field_codes(
     payload = next(iter((body.get("data") or {}).values()))
     graphql_codes = [(e["field"], e["code"]) for e in payload["userErrors"]]
     assert graphql_codes == [(graphql_field_name(field), code) for field, code in rest_codes]
+
+
+# --- budgets and usage --------------------------------------------------------------------------
+
+ADMIN_KEY = "parity-admin-key-0123456789"
+BUDGET_FIELDS = (
+    "id subject subjectId period limitMicros softLimitMicros maxJobMicros workflowMaxJobMicros "
+    "periodStart resetsAt spentMicros reservedMicros remainingMicros softLimitCrossed createdAt updatedAt"
+)
+BUDGETS = f"{{ budgets {{ {BUDGET_FIELDS} }} }}"
+SET_BUDGET = f"""mutation($i: SetBudgetInput!) {{
+  setBudget(input: $i) {{ budget {{ {BUDGET_FIELDS} }} {ERRORS} }} }}"""
+DELETE_BUDGET = f"""mutation($s: BudgetSubject!, $id: ID!) {{
+  deleteBudget(subject: $s, subjectId: $id) {{ budget {{ {BUDGET_FIELDS} }} {ERRORS} }} }}"""
+USAGE_ROW = (
+    "group jobs succeeded failed cancelled spentMicros reservedMicros estimatedMicros tokens "
+    "promptTokens completionTokens cachedTokens reasoningTokens"
+)
+USAGE = f"""query($f: Date, $t: Date, $g: UsageGroup, $k: ID, $u: ID) {{
+  usage(from: $f, to: $t, groupBy: $g, keyId: $k, userId: $u) {{
+    from to groupBy rows {{ {USAGE_ROW} }} }} }}"""
+LLM_JOB = {
+    "workflow": "llm.chat",
+    "payload": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100},
+}
+
+
+def gql_budget_as_rest(budget: dict[str, Any]) -> dict[str, Any]:
+    shaped = snake_keys(budget)
+    shaped["subject"] = budget["subject"].lower()
+    shaped["period"] = budget["period"].lower()
+    for key in ("period_start", "resets_at", "created_at", "updated_at"):
+        shaped[key] = instant(shaped[key])
+    return shaped
+
+
+def rest_budget(budget: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **budget,
+        **{key: instant(budget[key]) for key in ("period_start", "resets_at", "created_at", "updated_at")},
+    }
+
+
+def gql_usage_as_rest(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "from": report["from"],
+        "to": report["to"],
+        "group_by": report["groupBy"].lower(),
+        "usage": [snake_keys(row) for row in report["rows"]],
+    }
+
+
+@pytest.fixture
+def admin(make_server: Any) -> Iterator[httpx.Client]:
+    """A server with keys configured, and a client with the all-scope static key."""
+    live = make_server(API_KEYS=ADMIN_KEY)
+    with live.client(headers={"X-Api-Key": ADMIN_KEY}) as http:
+        yield http
+
+
+def managed_key(http: httpx.Client, scopes: list[str] | None = None) -> tuple[str, str]:
+    body = {"name": "budgeted", "scopes": scopes or ["jobs:read", "jobs:write"]}
+    response = http.post("/api/v1/keys", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["key"]["id"], response.json()["secret"]
+
+
+def test_a_budget_set_on_either_surface_reads_the_same_on_both(admin: httpx.Client) -> None:
+    key_id, _ = managed_key(admin)
+    user_id = admin.post("/api/v1/users/upsert", json={"email": "b@example.com", "name": "B"}).json()["user"][
+        "id"
+    ]
+    put = admin.put(
+        f"/api/v1/budgets/keys/{key_id}",
+        json={
+            "period": "day",
+            "limit_micros": 5_000_000,
+            "soft_limit_micros": 4_000_000,
+            "max_job_micros": 1_000_000,
+            "workflow_max_job_micros": {"llm.chat": 900_000},
+        },
+    )
+    assert put.status_code == 200, put.text
+    key_budget = put.json()
+    assert (key_budget["subject"], key_budget["subject_id"]) == ("key", key_id)
+    assert (key_budget["spent_micros"], key_budget["reserved_micros"]) == (0, 0)
+    assert key_budget["remaining_micros"] == 5_000_000
+    set_user = gql_data(
+        admin,
+        SET_BUDGET,
+        {"i": {"subject": "USER", "subjectId": user_id, "period": "MONTH", "limitMicros": 7_000_000_000}},
+    )["setBudget"]
+    assert set_user["userErrors"] == []
+    user_budget = gql_budget_as_rest(set_user["budget"])
+    # Past GraphQL Int's 32 bits: the Micros scalar carries it exactly.
+    assert user_budget["limit_micros"] == 7_000_000_000
+    assert user_budget["soft_limit_micros"] is None
+    assert user_budget["workflow_max_job_micros"] == {}
+
+    listed = admin.get("/api/v1/budgets").json()["budgets"]
+    assert [rest_budget(b) for b in listed] == [rest_budget(key_budget), user_budget]
+    assert [gql_budget_as_rest(b) for b in gql_data(admin, BUDGETS)["budgets"]] == [
+        rest_budget(b) for b in listed
+    ]
+
+    # Removing: each surface answers the budget as it was, and then neither has it.
+    removed = gql_data(admin, DELETE_BUDGET, {"s": "KEY", "id": key_id})["deleteBudget"]
+    assert gql_budget_as_rest(removed["budget"]) == rest_budget(key_budget)
+    deleted = admin.delete(f"/api/v1/budgets/users/{user_id}")
+    assert deleted.status_code == 200, deleted.text
+    assert rest_budget(deleted.json()) == user_budget
+    assert admin.get("/api/v1/budgets").json() == {"budgets": []}
+    assert gql_data(admin, BUDGETS) == {"budgets": []}
+    again = admin.delete(f"/api/v1/budgets/keys/{key_id}")
+    assert again.status_code == 404
+    gone = gql_data(admin, DELETE_BUDGET, {"s": "USER", "id": user_id})["deleteBudget"]
+    assert gone["budget"] is None
+    assert gone["userErrors"] == [
+        {
+            "field": None,
+            "message": again.json()["message"].replace(f"API key '{key_id}'", f"user '{user_id}'"),
+            "code": "NOT_FOUND",
+        }
+    ]
+
+
+def test_usage_is_the_same_on_both_surfaces_and_matches_the_budget(admin: httpx.Client) -> None:
+    key_id, secret = managed_key(admin)
+    _, other_secret = managed_key(admin)
+    assert (
+        admin.put(
+            f"/api/v1/budgets/keys/{key_id}", json={"period": "total", "limit_micros": 10**9}
+        ).status_code
+        == 200
+    )
+    user_id = admin.post("/api/v1/users/upsert", json={"email": "u@example.com", "name": "U"}).json()["user"][
+        "id"
+    ]
+    as_key = {"X-Api-Key": secret}
+    ids = [
+        admin.post("/api/v1/intake", json={**LLM_JOB, "user_id": user_id}, headers=as_key).json()["job_id"],
+        admin.post("/api/v1/intake", json=LLM_JOB, headers=as_key).json()["job_id"],
+        admin.post("/api/v1/intake", json={"workflow": "echo", "payload": {}}, headers=as_key).json()[
+            "job_id"
+        ],
+    ]
+    submitted = gql(admin, SUBMIT, {"i": {**LLM_JOB, "budgetPolicy": "REJECT"}})
+    ids.append(submitted["data"]["submitJob"]["job"]["id"])
+    admin.post("/api/v1/intake", json=LLM_JOB, headers={"X-Api-Key": other_secret})
+    estimate = rest_job(admin, ids[0])["cost_estimate_micros"]
+    assert estimate
+    assert rest_job(admin, ids[0])["reserved_micros"] == estimate
+
+    # One finishes with its cost reported by a worker, one is cancelled.
+    claimed = admin.post(
+        "/api/v1/workers/claim", json={"worker_id": "w", "workflows": ["llm.chat"], "max_jobs": 1}
+    ).json()["jobs"][0]
+    assert claimed["id"] == ids[0]
+    done = admin.post(
+        f"/api/v1/jobs/{ids[0]}/complete",
+        json={"worker_id": "w", "attempt": claimed["attempt"], "result": {}, "cost": "0.000123"},
+    )
+    assert done.status_code == 200, done.text
+    assert admin.post(f"/api/v1/jobs/{ids[1]}/cancel").status_code == 200
+    finished = rest_job(admin, ids[0])
+    assert finished["cost_actual_micros"] == 123
+    assert gql_job_as_rest(gql_data(admin, JOB, {"id": ids[0]})["job"]) == finished
+
+    for group_by in ("day", "workflow", "key", "user"):
+        for extra in ({}, {"key_id": key_id}, {"user_id": user_id}):
+            rest = admin.get("/api/v1/usage", params={"group_by": group_by, **extra})
+            assert rest.status_code == 200, rest.text
+            variables = {"g": group_by.upper(), "k": extra.get("key_id"), "u": extra.get("user_id")}
+            assert gql_usage_as_rest(gql_data(admin, USAGE, variables)["usage"]) == rest.json()
+    [own] = admin.get("/api/v1/usage", params={"group_by": "key", "key_id": key_id}).json()["usage"]
+    assert own == {
+        "group": key_id,
+        "jobs": 3,
+        "succeeded": 1,
+        "failed": 0,
+        "cancelled": 1,
+        "spent_micros": 123,
+        "reserved_micros": 0,
+        "estimated_micros": 2 * estimate,
+        "tokens": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+    }
+    # A key without `admin` sees its own usage, with or without naming itself.
+    for params in ({"group_by": "key"}, {"group_by": "key", "key_id": key_id}):
+        assert admin.get("/api/v1/usage", params=params, headers=as_key).json()["usage"] == [own]
+    by_workflow = {
+        row["group"]: row
+        for row in admin.get("/api/v1/usage", params={"group_by": "workflow"}).json()["usage"]
+    }
+    # Four llm.chat jobs, two of them still queued but under no budget (the static key's, the other
+    # key's): estimated, and nothing held.
+    assert by_workflow["llm.chat"]["jobs"] == 4
+    assert (by_workflow["llm.chat"]["estimated_micros"], by_workflow["llm.chat"]["reserved_micros"]) == (
+        4 * estimate,
+        0,
+    )
+    # The budget agrees with the usage of its key to the micro-dollar.
+    [budget] = admin.get("/api/v1/budgets").json()["budgets"]
+    assert (budget["spent_micros"], budget["reserved_micros"]) == (
+        own["spent_micros"],
+        own["reserved_micros"],
+    )
+
+
+def test_a_refusal_reads_the_same_on_both_surfaces(admin: httpx.Client) -> None:
+    key_id, secret = managed_key(admin)
+    as_key = {"X-Api-Key": secret}
+    first = admin.post("/api/v1/intake", json=LLM_JOB, headers=as_key)
+    assert first.status_code == 202
+    estimate = rest_job(admin, first.json()["job_id"])["cost_estimate_micros"]
+    limit = estimate * 3 // 2
+    assert (
+        admin.put(f"/api/v1/budgets/keys/{key_id}", json={"period": "day", "limit_micros": limit}).status_code
+        == 200
+    )
+    held = admin.post("/api/v1/intake", json=LLM_JOB, headers=as_key)
+    assert held.status_code == 202  # the first job was submitted before the budget: not held
+    refused = admin.post("/api/v1/intake", json=LLM_JOB, headers=as_key)
+    assert refused.status_code == 402, refused.text
+    body = refused.json()
+    assert body["error"] == "budget_exceeded"
+    [detail] = body["details"]
+    remaining = limit - estimate
+    assert detail | {"resets_at": None} == {
+        "field": "budget",
+        "code": "budget_exceeded",
+        "message": body["message"],
+        "budget_id": admin.get("/api/v1/budgets").json()["budgets"][0]["id"],
+        "subject": "key",
+        "subject_id": key_id,
+        "period": "day",
+        "limit_micros": limit,
+        "remaining_micros": remaining,
+        "estimate_micros": estimate,
+        "resets_at": None,
+    }
+    assert detail["resets_at"] is not None
+    assert f"{remaining} of {limit} micro-USD left" in body["message"]
+    assert key_id in body["message"]
+
+    with_key = httpx.Client(base_url=str(admin.base_url), headers=as_key, timeout=30)
+    with with_key:
+        payload = gql_data(with_key, SUBMIT, {"i": LLM_JOB})["submitJob"]
+    assert payload["job"] is None
+    assert payload["userErrors"] == [{"field": None, "message": body["message"], "code": "BUDGET_EXCEEDED"}]
+
+
+def test_a_deferred_job_says_why_and_when_on_both_surfaces(admin: httpx.Client) -> None:
+    key_id, secret = managed_key(admin)
+    as_key = {"X-Api-Key": secret}
+    first = admin.post("/api/v1/intake", json=LLM_JOB, headers=as_key).json()["job_id"]
+    estimate = rest_job(admin, first)["cost_estimate_micros"]
+    # Room for one job today: the first to come after the budget holds it, the next ones wait.
+    budget = admin.put(
+        f"/api/v1/budgets/keys/{key_id}", json={"period": "day", "limit_micros": estimate * 3 // 2}
+    ).json()
+    assert admin.post("/api/v1/intake", json=LLM_JOB, headers=as_key).status_code == 202
+    accepted = admin.post("/api/v1/intake", json={**LLM_JOB, "budget_policy": "defer"}, headers=as_key)
+    assert accepted.status_code == 202, accepted.text
+    with httpx.Client(base_url=str(admin.base_url), headers=as_key, timeout=30) as with_key:
+        submitted = gql_data(with_key, SUBMIT, {"i": {**LLM_JOB, "budgetPolicy": "DEFER"}})["submitJob"]
+        rejected = gql_data(with_key, SUBMIT, {"i": LLM_JOB})["submitJob"]
+    assert submitted["userErrors"] == []
+    assert [error["code"] for error in rejected["userErrors"]] == ["BUDGET_EXCEEDED"]
+    from_rest = rest_job(admin, accepted.json()["job_id"])
+    from_gql = gql_job_as_rest(submitted["job"])
+    # Tomorrow has room for one of them: the second waits a day more.
+    reset = instant(budget["resets_at"]) or 0
+    for job, run_at in ((from_rest, reset), (from_gql, reset + 86_400)):
+        assert job["status"] == "queued"
+        assert job["run_at"] == run_at
+        assert key_id in (job["defer_reason"] or "")
+        assert job["reserved_micros"] == estimate
+    assert from_gql == rest_job(admin, submitted["job"]["id"])

@@ -35,6 +35,14 @@ def user(**changes: Any) -> dict[str, Any]:
 
 INTAKE = "/api/v1/intake"
 UPSERT = "/api/v1/users/upsert"
+USER_BUDGET = "/api/v1/budgets/users/{user}"
+BUDGET = {"period": "day", "limit_micros": 1_000}
+
+
+def budget(**changes: Any) -> dict[str, Any]:
+    return {"json": {**BUDGET, **changes}}
+
+
 CODES = {
     400: "invalid_request",
     404: "not_found",
@@ -171,6 +179,50 @@ CASES: list[Case] = [
     ("GET", "/api/v1/jobs?status=weird", {}, 400, "status"),
     ("GET", "/api/v1/jobs?workflow=two%20words", {}, 400, "workflow"),
     ("GET", "/api/v1/jobs?sort=asc", {}, 400, "sort"),
+    # --- budgets
+    ("PUT", USER_BUDGET, raw(b"{bad"), 400, None),
+    ("PUT", USER_BUDGET, raw(b'{"period":"day","limit_micros":1}', "text/plain"), 415, None),
+    ("PUT", USER_BUDGET, {"json": [BUDGET]}, 400, None),
+    ("PUT", USER_BUDGET, {"json": {"limit_micros": 1}}, 400, "period"),
+    ("PUT", USER_BUDGET, {"json": {"period": "day"}}, 400, "limit_micros"),
+    ("PUT", USER_BUDGET, budget(period="week"), 400, "period"),
+    ("PUT", USER_BUDGET, budget(period=1), 400, "period"),
+    ("PUT", USER_BUDGET, budget(limit_micros=-1), 400, "limit_micros"),
+    ("PUT", USER_BUDGET, budget(limit_micros=1.5), 400, "limit_micros"),
+    ("PUT", USER_BUDGET, budget(limit_micros="1000"), 400, "limit_micros"),
+    ("PUT", USER_BUDGET, budget(limit_micros=True), 400, "limit_micros"),
+    ("PUT", USER_BUDGET, budget(limit_micros=None), 400, "limit_micros"),
+    ("PUT", USER_BUDGET, budget(limit_micros=10**16), 400, "limit_micros"),
+    ("PUT", USER_BUDGET, raw(b'{"period":"day","limit_micros":' + b"9" * 5000 + b"}"), 400, None),
+    ("PUT", USER_BUDGET, raw(b'{"period":"day","limit_micros":1e999}'), 400, None),
+    ("PUT", USER_BUDGET, budget(soft_limit_micros=1_001), 400, None),
+    ("PUT", USER_BUDGET, budget(soft_limit_micros=-1), 400, "soft_limit_micros"),
+    ("PUT", USER_BUDGET, budget(max_job_micros=0.5), 400, "max_job_micros"),
+    ("PUT", USER_BUDGET, budget(workflow_max_job_micros=[1]), 400, "workflow_max_job_micros"),
+    ("PUT", USER_BUDGET, budget(workflow_max_job_micros={"echo": -1}), 400, "workflow_max_job_micros.echo"),
+    ("PUT", USER_BUDGET, budget(workflow_max_job_micros={"two words": 1}), 400, None),
+    ("PUT", USER_BUDGET, budget(spent_micros=0), 400, "spent_micros"),
+    ("PUT", USER_BUDGET, {"json": {**BUDGET, "pad": "x" * 1_200_000}}, 413, None),
+    ("PUT", "/api/v1/budgets/users/not-a-uuid", budget(), 404, None),
+    ("PUT", "/api/v1/budgets/users/6f1c1a2e-0000-4000-8000-000000000000", budget(), 404, None),
+    ("PUT", "/api/v1/budgets/keys/6f1c1a2e-0000-4000-8000-000000000000", budget(), 404, None),
+    ("PUT", "/api/v1/budgets/keys/{user}", budget(), 404, None),  # a user's id names no key
+    ("DELETE", USER_BUDGET, {}, 404, None),  # it has none
+    ("DELETE", "/api/v1/budgets/keys/not-a-uuid", {}, 404, None),
+    ("PUT", "/api/v1/budgets/teams/{user}", budget(), 404, None),
+    ("POST", "/api/v1/budgets", {"json": BUDGET}, 405, None),
+    ("PATCH", USER_BUDGET, budget(), 405, None),
+    # --- usage
+    ("GET", "/api/v1/usage?group_by=week", {}, 400, "group_by"),
+    ("GET", "/api/v1/usage?from=yesterday", {}, 400, "from"),
+    ("GET", "/api/v1/usage?from=2026-02-30", {}, 400, "from"),
+    ("GET", "/api/v1/usage?to=01/02/2026", {}, 400, "to"),
+    ("GET", "/api/v1/usage?from=2026-03-02&to=2026-03-01", {}, 400, None),
+    ("GET", "/api/v1/usage?from=2024-01-01&to=2026-01-01", {}, 400, None),
+    ("GET", "/api/v1/usage?key_id=nope", {}, 400, "key_id"),
+    ("GET", "/api/v1/usage?user_id=1", {}, 400, "user_id"),
+    ("GET", "/api/v1/usage?sort=asc", {}, 400, "sort"),
+    ("POST", "/api/v1/usage", {"json": {}}, 405, None),
     # --- routes and methods that do not exist
     ("GET", "/api/v1/nothing-here", {}, 404, None),
     ("DELETE", "/api/v1/intake", {}, 405, None),
@@ -214,6 +266,14 @@ def test_bad_input_gets_the_contract_error_and_writes_nothing(
         assert http.get(f"/api/v1/status/{existing['job']}").json()["status"] == "queued"
         assert http.get(f"/api/v1/users/{existing['user']}").json()["name"] == "U"
     assert row_counts(live.settings.db_url) == before
+
+
+def test_refused_budgets_are_not_set(live: LiveServer, existing: dict[str, str]) -> None:
+    with live.client() as http:
+        for case in CASES:
+            if case[1].startswith("/api/v1/budgets/"):
+                http.request(case[0], case[1].format(**existing), **case[2])
+        assert http.get("/api/v1/budgets").json() == {"budgets": []}
 
 
 def test_chunked_body_over_the_limit_is_413(live: LiveServer) -> None:

@@ -65,9 +65,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("job_id", "budget_id", "hold", "kind", name="ux_cost_ledger_entry"),
     )
     with op.batch_alter_table("jobs") as batch:
-        batch.add_column(
-            sa.Column("cost_estimated", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+        batch.add_column(sa.Column("cost_estimated", sa.Boolean(), nullable=False, server_default=sa.false()))
         for name, type_ in _JOB_COLUMNS:
             batch.add_column(sa.Column(name, type_, nullable=True))
     with op.batch_alter_table("api_keys") as batch:
