@@ -416,9 +416,7 @@ class CostEntry(SQLModel, table=True):
     window's counters are the sums of its entries."""
 
     __tablename__ = "cost_ledger"
-    __table_args__ = (
-        UniqueConstraint("job_id", "budget_id", "hold", "kind", name="ux_cost_ledger_entry"),
-    )
+    __table_args__ = (UniqueConstraint("job_id", "budget_id", "hold", "kind", name="ux_cost_ledger_entry"),)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
     job_id: uuid.UUID = Field(sa_type=Uuid)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import Session, col, select
 
 from levqor.costs.periods import next_reset, period_start
@@ -16,16 +16,13 @@ from levqor.db.models import ApiKey, Budget, BudgetPeriod, BudgetSubject, Budget
 from levqor.db.types import utcnow
 from levqor.errors import FieldCode, InvalidRequest, NotFound
 from levqor.resolvers.context import Context, Scope
-from levqor.resolvers.validation import WHOLE_NUMBER, parse_id, parse_input
+from levqor.resolvers.validation import WHOLE_NUMBER, WorkflowName, keyed_by_workflow, parse_id, parse_input
 
 # Ten million USD: past any real budget, and far inside a BIGINT of micro-dollars.
 MAX_MICROS = 10_000_000 * 1_000_000
 MAX_WORKFLOW_CAPS = 100
 
 Micros = Annotated[int, Field(ge=0, le=MAX_MICROS), WHOLE_NUMBER]
-WorkflowName = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-]
 
 
 class BudgetInput(BaseModel):
@@ -37,9 +34,10 @@ class BudgetInput(BaseModel):
     limit_micros: Micros
     soft_limit_micros: Micros | None = None
     max_job_micros: Micros | None = None
-    workflow_max_job_micros: Annotated[dict[WorkflowName, Micros], Field(max_length=MAX_WORKFLOW_CAPS)] = (
-        Field(default_factory=dict)
-    )
+    workflow_max_job_micros: Annotated[
+        dict[WorkflowName, Micros],
+        Field(max_length=MAX_WORKFLOW_CAPS, json_schema_extra=keyed_by_workflow),
+    ] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _soft_below_hard(self) -> BudgetInput:

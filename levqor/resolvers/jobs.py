@@ -30,7 +30,7 @@ from levqor.queue import control, events
 from levqor.queue.intake import BUDGET_KEY, DEFER, apply_grant, ask_of, job_row
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
-from levqor.resolvers.validation import QUERY_INTEGER, WHOLE_NUMBER, parse_id, parse_input
+from levqor.resolvers.validation import QUERY_INTEGER, WHOLE_NUMBER, WorkflowName, parse_id, parse_input
 from levqor.workflows.registry import registry_for
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -43,9 +43,6 @@ UNSIGNED_CALLBACK = (
     "a managed API key (each has a webhook secret of its own)"
 )
 
-WorkflowName = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-]
 # Printable ASCII (RFC 9110 field values without control characters).
 IDEMPOTENCY_KEY_PATTERN = rf"^[ -~]{{1,{MAX_IDEMPOTENCY_KEY_LEN}}}$"
 

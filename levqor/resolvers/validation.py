@@ -6,14 +6,26 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ValidationError
+from pydantic import BaseModel, BeforeValidator, StringConstraints, ValidationError
 from pydantic_core import PydanticCustomError
 
 from levqor.errors import InvalidRequest, NotFound
 
 M = TypeVar("M", bound=BaseModel)
+
+
+WORKFLOW_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+WorkflowName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=WORKFLOW_NAME_PATTERN)]
+
+
+def keyed_by_workflow(schema: dict[str, Any]) -> None:
+    """The JSON Schema of a `dict[WorkflowName, V]`, as it is checked: every name must match (not
+    only names that happen to match get their values checked, which is what pydantic writes)."""
+    ((pattern, value),) = schema.pop("patternProperties").items()
+    schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+    schema["additionalProperties"] = value
 
 
 def _whole_number(value: Any) -> Any:

@@ -33,8 +33,7 @@ from levqor.db.models import Job
 from levqor.errors import Conflict, FieldCode, InvalidRequest, NotFound
 from levqor.queue import ClaimedJob
 from levqor.resolvers.context import Context, Scope
-from levqor.resolvers.jobs import WorkflowName
-from levqor.resolvers.validation import WHOLE_NUMBER, parse_id, parse_input
+from levqor.resolvers.validation import WHOLE_NUMBER, WorkflowName, parse_id, parse_input
 from levqor.workflows.context import CostExceeded, TokenUsage
 from levqor.workflows.registry import WorkflowRegistry, registry_for
 
@@ -120,6 +119,16 @@ class HeartbeatInput(SpentInput):
 
 
 class CompleteRunInput(SpentInput):
+    # Both costs at once is refused, as the schema says.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["cost", "cost_micros"],
+                "properties": {"cost": {"not": {"type": "null"}}, "cost_micros": {"not": {"type": "null"}}},
+            }
+        }
+    )
+
     worker_id: WorkerId
     attempt: Attempt
     result: dict[str, Any]

@@ -94,6 +94,17 @@ LLM_CHAT_SCHEMA: dict[str, Any] = {
 }
 
 
+def llm_chat_schema(prices: Mapping[str, ModelPrice]) -> dict[str, Any]:
+    """LLM_CHAT_SCHEMA with `model` one of the priced models, so that the published schema says
+    which models intake takes (an unpriced one could not be estimated)."""
+    model = {
+        **LLM_CHAT_SCHEMA["properties"]["model"],
+        "enum": sorted(prices),
+        "description": "A model with a price: the built-in table, or LEVQOR_LLM_PRICES.",
+    }
+    return {**LLM_CHAT_SCHEMA, "properties": {**LLM_CHAT_SCHEMA["properties"], "model": model}}
+
+
 def _utf8_length(value: Any) -> int:
     return (
         len(value.encode()) if isinstance(value, str) else len(json.dumps(value, ensure_ascii=False).encode())
@@ -361,7 +372,7 @@ def llm_chat_workflow(prices: Mapping[str, ModelPrice]) -> Workflow:
             f"overhead per message at the input price, and max_tokens (default {DEFAULT_MAX_TOKENS}) "
             "at the output price."
         ),
-        payload_schema=LLM_CHAT_SCHEMA,
+        payload_schema=llm_chat_schema(prices),
         timeout_s=MAX_LLM_TIMEOUT_S + 30,
         cost_model=ChatCompletionCost(prices),
         handler=llm_chat,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
 
 import schemathesis
 
@@ -75,3 +75,59 @@ def _future_expiry(
     now = datetime.now(UTC)
     if instant <= now:
         body["expires_at"] = (now + timedelta(days=1)).isoformat()
+
+
+BUDGETS_PATH = "/api/v1/budgets/"
+
+
+@schemathesis.hook("before_call")
+def _soft_limit_within_limit(
+    context: schemathesis.HookContext, case: schemathesis.Case, kwargs: dict[str, Any]
+) -> None:
+    """A budget's `soft_limit_micros` must not pass its `limit_micros` (400 otherwise), which no
+    schema can say: a well-formed soft limit above the limit is lowered to it."""
+    body = case.body
+    if not case.path.startswith(BUDGETS_PATH) or case.method.upper() != "PUT" or not isinstance(body, dict):
+        return
+    limit, soft = body.get("limit_micros"), body.get("soft_limit_micros")
+    if _is_int(limit) and _is_int(soft) and soft > limit:
+        body["soft_limit_micros"] = limit
+
+
+USAGE_PATH = "/api/v1/usage"
+USAGE_MAX_DAYS = 366
+
+
+@schemathesis.hook("before_call")
+def _usage_range_in_bounds(
+    context: schemathesis.HookContext, case: schemathesis.Case, kwargs: dict[str, Any]
+) -> None:
+    """The usage range must run forwards and span at most 366 days (400 otherwise), which no schema
+    can say: well-formed days outside that are moved inside it, malformed ones are left to be refused."""
+    query = case.query
+    if case.path != USAGE_PATH or not isinstance(query, dict):
+        return
+    start, end = _day(query.get("from")), _day(query.get("to"))
+    if start is False or end is False or (start is None and end is None):
+        return
+    today = datetime.now(UTC).date()
+    end = end or today
+    start = start or end - timedelta(days=29)
+    if start > end or (end - start).days >= USAGE_MAX_DAYS:
+        query["from"] = (end - timedelta(days=USAGE_MAX_DAYS - 1)).isoformat()
+
+
+def _day(value: Any) -> date | Literal[False] | None:
+    """A well-formed `YYYY-MM-DD`, None when absent, False when malformed."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 10:
+        return False
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return False
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -144,6 +144,10 @@ def test_query_parameters_have_the_schemas_the_server_applies(strict_doc: dict[s
     assert email["schema"]["pattern"] == r"\S"
 
 
+def chat_payload(model: str) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+
+
 # (method, path, query name or None for the body, value, what the server says)
 STRICTNESS_CASES: list[tuple[str, str, str | None, Any, bool]] = [
     ("GET", "/api/v1/jobs", "cursor", "null", False),
@@ -177,6 +181,53 @@ STRICTNESS_CASES: list[tuple[str, str, str | None, Any, bool]] = [
         False,
     ),
     ("POST", "/api/v1/jobs/{job_id}/fail", None, {"worker_id": "w", "attempt": 1, "error": "boom"}, True),
+    (
+        "POST",
+        "/api/v1/jobs/{job_id}/complete",
+        None,
+        {"worker_id": "w", "attempt": 1, "result": {}, "cost": 1, "cost_micros": 1},
+        False,
+    ),
+    (
+        "POST",
+        "/api/v1/jobs/{job_id}/complete",
+        None,
+        {"worker_id": "w", "attempt": 1, "result": {}, "cost": None, "cost_micros": 1},
+        True,
+    ),
+    ("PUT", "/api/v1/budgets/keys/{key_id}", None, {"period": "day", "limit_micros": 1}, True),
+    (
+        "PUT",
+        "/api/v1/budgets/keys/{key_id}",
+        None,
+        {"period": "day", "limit_micros": 1, "workflow_max_job_micros": {"echo": 1}},
+        True,
+    ),
+    (
+        "PUT",
+        "/api/v1/budgets/keys/{key_id}",
+        None,
+        {"period": "day", "limit_micros": 1, "workflow_max_job_micros": {"¼": 1}},
+        False,
+    ),
+    (
+        "PUT",
+        "/api/v1/budgets/users/{user_id}",
+        None,
+        {"period": "day", "limit_micros": 1, "workflow_max_job_micros": {"-x": [True]}},
+        False,
+    ),
+    ("POST", "/api/v1/intake", None, {"workflow": "llm.chat", "payload": chat_payload("gpt-4o-mini")}, True),
+    (
+        "POST",
+        "/api/v1/intake",
+        None,
+        {"workflow": "llm.chat", "payload": chat_payload("no-such-model")},
+        False,
+    ),
+    ("GET", "/api/v1/usage", "to", "2026-01-01", True),
+    ("GET", "/api/v1/usage", "to", "0", False),
+    ("GET", "/api/v1/usage", "from", "20260101", False),
 ]
 
 
@@ -200,7 +251,7 @@ def test_the_document_accepts_what_the_server_accepts(
         kwargs = {"params": {name: value}}
         value = int(value) if value.isdigit() else value
     assert validator.is_valid(value) is accepted, list(validator.iter_errors(value))
-    url = path.format(user_id=UNKNOWN_ID, job_id=UNKNOWN_ID)
+    url = path.format(user_id=UNKNOWN_ID, job_id=UNKNOWN_ID, key_id=UNKNOWN_ID)
     response = client.request(method, url, **kwargs)
     assert (response.status_code != 400) is accepted, response.text
 
