@@ -9,18 +9,19 @@ submitted; an admin sees all, and may filter by key and user.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import ColumnElement, Table, case, func, literal, select
 from sqlmodel import Session, SQLModel
 
 from levqor.db.models import TERMINAL_STATUSES, Job, JobStatus
 from levqor.db.principals import managed_key_id, managed_principal_id
-from levqor.errors import Forbidden
+from levqor.errors import Forbidden, InvalidRequest
 from levqor.resolvers.context import Context, Scope
 
 JOBS: Table = SQLModel.metadata.tables[Job.__tablename__]
@@ -36,25 +37,44 @@ class UsageGroup(enum.StrEnum):
     USER = "user"
 
 
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: Any) -> Any:
+    """A day as text must be `YYYY-MM-DD`: nothing else a date parser would take (digits read as a
+    Unix time, week dates, `20261206`)."""
+    if isinstance(value, str) and not ISO_DAY.fullmatch(value):
+        raise ValueError("must be a day as YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_iso_day), Field(strict=False)]
+
+
 class UsageInput(BaseModel):
-    """`from` and `to` are UTC days, both included (the last 30 days by default)."""
+    """`from` and `to` are UTC days, both included: by default the 30 days to today, or to `to`;
+    `from` alone runs to today. The range spans at most 366 days."""
 
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
-    from_: Annotated[date | None, Field(alias="from", strict=False)] = None
-    to: Annotated[date | None, Field(strict=False)] = None
+    from_: Annotated[Day | None, Field(alias="from")] = None
+    to: Day | None = None
     group_by: Annotated[UsageGroup, Field(strict=False)] = UsageGroup.DAY
     key_id: Annotated[uuid.UUID | None, Field(strict=False)] = None
     user_id: Annotated[uuid.UUID | None, Field(strict=False)] = None
 
-    @model_validator(mode="after")
-    def _range(self) -> UsageInput:
-        if self.from_ is not None and self.to is not None:
-            if self.from_ > self.to:
-                raise ValueError("from must not be after to")
-            if (self.to - self.from_).days >= MAX_DAYS:
-                raise ValueError(f"the range may span at most {MAX_DAYS} days")
-        return self
+    def days(self, today: date) -> tuple[date, date]:
+        """The range asked for, its defaults filled in; refused if it runs backwards or spans more
+        than MAX_DAYS."""
+        end = self.to or today
+        start = self.from_ or end - timedelta(days=DEFAULT_DAYS - 1)
+        if start > end:
+            raise InvalidRequest.for_field("from", f"{start} is after the range's end, {end}")
+        if (end - start).days >= MAX_DAYS:
+            raise InvalidRequest.for_field(
+                "from", f"{start} to {end} spans {(end - start).days + 1} days; the most is {MAX_DAYS}"
+            )
+        return start, end
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +158,7 @@ async def get_usage(ctx: Context, data: Any) -> UsageReport:
             raise Forbidden("usage is kept per managed API key: this key is not one, so it needs 'admin'")
         if query.key_id is not None and query.key_id != own_key:
             raise Forbidden("a key without 'admin' sees only its own usage")
-    end = query.to or datetime.now(UTC).date()
-    start = query.from_ or end - timedelta(days=DEFAULT_DAYS - 1)
-    if (end - start).days >= MAX_DAYS:
-        start = end - timedelta(days=MAX_DAYS - 1)
+    start, end = query.days(datetime.now(UTC).date())
 
     def run(session: Session) -> UsageReport:
         c = JOBS.c

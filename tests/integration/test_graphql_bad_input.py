@@ -146,6 +146,8 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     (USAGE, {"f": "2026-02-30"}, ("error", "BAD_USER_INPUT")),
     (USAGE, {"f": "2026-03-02", "t": "2026-03-01"}, ("error", "BAD_USER_INPUT")),
     (USAGE, {"f": "2024-01-01", "t": "2026-01-01"}, ("error", "BAD_USER_INPUT")),
+    (USAGE, {"f": "2000-01-01"}, ("error", "BAD_USER_INPUT")),
+    (USAGE, {"t": "0"}, ("error", "BAD_USER_INPUT")),
     (USAGE, {"k": "nope"}, ("error", "BAD_USER_INPUT")),
     (JOB, {"id": "not-a-uuid"}, ("error", "NOT_FOUND")),
     (JOB, {"id": UNKNOWN_ID}, ("error", "NOT_FOUND")),
