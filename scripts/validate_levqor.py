@@ -521,8 +521,19 @@ def check_keys(v: Validator, documented: set[tuple[str, str]]) -> None:
     rotate = ("POST", "/api/v1/keys/{key_id}/webhook-secret")
     if not v.has_key:
         # On a server without keys, a new key would end its development mode for its owner.
-        v.note("POST /api/v1/keys, its webhook secret's rotation and DELETE need API_KEY: not checked")
-        v.exercised.update({("POST", "/api/v1/keys"), ("DELETE", "/api/v1/keys/{key_id}"), rotate})
+        v.note(
+            "POST /api/v1/keys, its webhook secret's rotation, its budget and DELETE need API_KEY: "
+            "not checked"
+        )
+        v.exercised.update(
+            {
+                ("POST", "/api/v1/keys"),
+                ("DELETE", "/api/v1/keys/{key_id}"),
+                rotate,
+                ("PUT", "/api/v1/budgets/keys/{key_id}"),
+                ("DELETE", "/api/v1/budgets/keys/{key_id}"),
+            }
+        )
         return
     created = v.call(
         "POST",
@@ -547,6 +558,7 @@ def check_keys(v: Validator, documented: set[tuple[str, str]]) -> None:
             ),
         )
     if created is not None:
+        check_budget(v, documented, "key", created.json()["key"]["id"])
         v.call(
             "DELETE",
             "/api/v1/keys/{key_id}",
@@ -554,6 +566,53 @@ def check_keys(v: Validator, documented: set[tuple[str, str]]) -> None:
             path={"key_id": created.json()["key"]["id"]},
             shape={"key": {"active": False}},
         )
+
+
+BUDGET = {
+    "id": str,
+    "subject": str,
+    "subject_id": str,
+    "period": "month",
+    "limit_micros": 1_000_000,
+    "spent_micros": int,
+    "reserved_micros": int,
+    "remaining_micros": int,
+}
+
+
+def check_budget(v: Validator, documented: set[tuple[str, str]], subject: str, subject_id: str) -> None:
+    """Set a budget on a subject the script made, read it back, remove it."""
+    template = f"/api/v1/budgets/{subject}s/{{{subject}_id}}"
+    if ("PUT", template) not in documented or ("DELETE", template) not in documented:
+        return
+    path = {f"{subject}_id": subject_id}
+    shape = {**BUDGET, "subject": subject, "subject_id": subject_id}
+    v.call(
+        "PUT",
+        template,
+        200,
+        path=path,
+        json={"period": "month", "limit_micros": 1_000_000, "soft_limit_micros": 800_000},
+        shape={**shape, "soft_limit_micros": 800_000},
+    )
+    v.call(
+        "PUT",
+        template,
+        400,
+        route=f"PUT {template} (soft limit over the limit)",
+        path=path,
+        json={"period": "month", "limit_micros": 1, "soft_limit_micros": 2},
+        shape=error_shape("invalid_request"),
+    )
+    v.call("DELETE", template, 200, path=path, shape=shape)
+    v.call(
+        "DELETE",
+        template,
+        404,
+        route=f"DELETE {template} (no budget)",
+        path=path,
+        shape=error_shape("not_found"),
+    )
 
 
 def check_platform(v: Validator) -> None:
@@ -782,7 +841,9 @@ def main() -> int:
         check_health(v)
         jobs = check_jobs(v, documented)
         check_job_routes(v, documented, jobs)
-        check_users(v)
+        user_id = check_users(v)
+        if user_id is not None:
+            check_budget(v, documented, "user", user_id)
         check_keys(v, documented)
         check_platform(v)
         check_graphql(v, jobs)
