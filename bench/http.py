@@ -81,6 +81,12 @@ GOALS: dict[str, tuple[str, float | None]] = {
     "intake": ("tutorial_intake", 4.0),
     "status": ("tutorial_status", 4.0),
     "graphql_submit": ("intake", 0.5),
+    # The same submits by a managed key with a budget, against a managed key without one: each is
+    # held against its budget in the transaction that stores it (echo's estimate is 0 micro-USD, but
+    # the budget is read, its window locked and written, and a ledger row inserted, as for any).
+    "budget_intake": ("key_intake", 0.8),
+    # A managed key is looked up in the database (batched); the static key is not.
+    "key_intake": ("intake", None),
 }
 CONTEXT: dict[str, tuple[str, str]] = {  # name: (target, bare route)
     "intake/bare_post": ("intake", "bare_post"),
@@ -93,6 +99,8 @@ SERVER_OF = {
     "intake": "levqor",
     "status": "levqor",
     "graphql_submit": "levqor",
+    "budget_intake": "levqor",
+    "key_intake": "levqor",
     "tutorial_intake": "tutorial",
     "tutorial_status": "tutorial",
     "bare_post": "bare",
@@ -154,15 +162,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def round_order(kinds: Sequence[str], index: int) -> list[tuple[str, str]]:
     """The (database kind or "bare", target) runs of round `index`: every target right next to its
-    reference (tutorial_intake, intake, graphql_submit; tutorial_status, status), the bare routes
-    between the two databases' chains. Odd rounds run in reverse, so a steady drift of the machine
-    favours the target in half the rounds and the reference in the other half."""
+    reference (tutorial_intake, budget_intake, key_intake, intake, graphql_submit; tutorial_status,
+    status), the bare routes between the two databases' chains. Odd rounds run in reverse, so a
+    steady drift of the machine favours the target in half the rounds and the reference in the other
+    half."""
     if not 1 <= len(kinds) <= 2:
         raise ValueError(f"one or two databases keep every target next to its reference, not {kinds}")
     posts: list[tuple[str, str]] = [("bare", "bare_post")]
     gets: list[tuple[str, str]] = [("bare", "bare_get")]
     for position, kind in enumerate(kinds):
-        post_chain = [(kind, "tutorial_intake"), (kind, "intake"), (kind, "graphql_submit")]
+        post_chain = [
+            (kind, "tutorial_intake"),
+            (kind, "budget_intake"),
+            (kind, "key_intake"),
+            (kind, "intake"),
+            (kind, "graphql_submit"),
+        ]
         get_chain = [(kind, "tutorial_status"), (kind, "status")]
         if position == 0:
             posts, gets = posts + post_chain, gets + get_chain
@@ -252,7 +267,10 @@ def assemble(
             entry["goal"] = goal
             entry["non_2xx"] = sum(non_2xx(targets[side]) for side in (name, reference))
             met = measured is not None and goal is not None and measured["ratio"] >= goal
-            entry["result"] = "pass" if met and not failed_answers else "miss"
+            if goal is None:
+                entry["result"] = "context" if measured is not None and not failed_answers else "miss"
+            else:
+                entry["result"] = "pass" if met and not failed_answers else "miss"
             goals[f"{name}_{kind}"] = entry
         for label, (name, reference) in CONTEXT.items():
             if name in everything and reference in everything:
@@ -271,7 +289,7 @@ def assemble(
         "goal": 0,
         "result": "pass" if not any(servers_non_2xx.values()) else "miss",
     }
-    passed = bool(goals) and all(entry["result"] == "pass" for entry in goals.values())
+    passed = bool(goals) and all(entry["result"] in ("pass", "context") for entry in goals.values())
     return {
         "bench": "http",
         "settings": settings,
@@ -576,15 +594,52 @@ def start_levqor(
         and (submitted.get("job") or {}).get("status") == "QUEUED",
         f"submitJob answered {answer.status_code}: {answer.text}",
     )
+    budgeted = managed_key(base, {"period": "month", "limit_micros": 10**12})
+    unbudgeted = managed_key(base, None)
     return {
         "intake": bench.target(
             f"intake_{kind}", name, server, base + INTAKE_PATH, post_script(INTAKE_BODY), count_jobs, True
+        ),
+        "budget_intake": bench.target(
+            f"budget_intake_{kind}",
+            name,
+            server,
+            base + INTAKE_PATH,
+            post_script(INTAKE_BODY, budgeted),
+            count_jobs,
+            True,
+        ),
+        "key_intake": bench.target(
+            f"key_intake_{kind}",
+            name,
+            server,
+            base + INTAKE_PATH,
+            post_script(INTAKE_BODY, unbudgeted),
+            count_jobs,
+            True,
         ),
         "status": bench.target(f"status_{kind}", name, server, base, status_script(ids), profiled=True),
         "graphql_submit": bench.target(
             f"graphql_{kind}", name, server, base + "/graphql", post_script(GRAPHQL_BODY), count_jobs, True
         ),
     }
+
+
+def managed_key(base: str, budget: dict[str, Any] | None) -> str:
+    """The secret of a new managed key, with `budget` (far above the load) when one is given."""
+    import httpx
+
+    admin = {"X-Api-Key": API_KEY}
+    created = httpx.post(
+        base + "/api/v1/keys", json={"name": "bench", "scopes": ["jobs:write"]}, headers=admin
+    )
+    check(created.status_code == 201, f"creating a key answered {created.status_code}: {created.text}")
+    key = created.json()
+    if budget is not None:
+        answer = httpx.put(f"{base}/api/v1/budgets/keys/{key['key']['id']}", json=budget, headers=admin)
+        check(answer.status_code == 200, f"setting its budget answered {answer.status_code}: {answer.text}")
+    secret: str = key["secret"]
+    return secret
 
 
 def sqlite_counter(path: Path) -> Callable[[], int]:

@@ -143,13 +143,13 @@ def quotients(numerators: Sequence[float], denominators: Sequence[float]) -> lis
     return [numerator / denominator for numerator, denominator in zip(numerators, denominators, strict=True)]
 
 
-def post_script(body: dict[str, Any]) -> str:
+def post_script(body: dict[str, Any], api_key: str = API_KEY) -> str:
     return "\n".join(
         [
             'wrk.method = "POST"',
             f"wrk.body = {_lua_string(json.dumps(body, separators=(',', ':')))}",
             'wrk.headers["Content-Type"] = "application/json"',
-            f'wrk.headers["X-Api-Key"] = "{API_KEY}"',
+            f'wrk.headers["X-Api-Key"] = {_lua_string(api_key)}',
             WRK_DONE_LUA,
         ]
     )
