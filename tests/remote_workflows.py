@@ -4,6 +4,7 @@ remote workers serve them (loaded with LEVQOR_WORKFLOWS=tests.remote_workflows).
 from __future__ import annotations
 
 from levqor.workflows.registry import Workflow
+from tests.support_workflows import PayloadEstimate
 
 # What a remote worker reports must fit this; the two `remote.shaped*` workflows differ only in
 # whether a misfit is retried.
@@ -39,5 +40,11 @@ WORKFLOWS = [
         result_schema=LABEL_RESULT_SCHEMA,
         result_invalid_retryable=True,
         max_attempts=2,
+    ),
+    Workflow(
+        name="remote.priced",
+        description="Estimated at `estimate` micro-USD; the remote test worker reports what it costs.",
+        cost_model=PayloadEstimate(),
+        max_attempts=1,
     ),
 ]

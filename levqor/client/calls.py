@@ -190,12 +190,17 @@ def heartbeat(
     *,
     progress: Mapping[str, Any] | None = None,
     lease_s: int | None = None,
+    cost_micros: int | None = None,
+    usage: Mapping[str, int] | None = None,
 ) -> Call[Heartbeat]:
+    """`cost_micros` and `usage` are the attempt's so far: past the job's budget hold, the job is
+    failed and the answer asks the worker to stop."""
     body: dict[str, Any] = {"worker_id": worker_id, "attempt": attempt}
     if progress is not None:
         body["progress"] = dict(progress)
     if lease_s is not None:
         body["lease_s"] = lease_s
+    _add_spent(body, cost_micros, usage)
     return Call("POST", _job_path(job_id, "/heartbeat"), _heartbeat, json=body, lease_fenced=True)
 
 

@@ -112,9 +112,19 @@ class AsyncLevqorClient:
         *,
         progress: Mapping[str, Any] | None = None,
         lease_s: int | None = None,
+        cost_micros: int | None = None,
+        usage: Mapping[str, int] | None = None,
     ) -> Heartbeat:
         return await self._send(
-            calls.heartbeat(job_id, worker_id, attempt, progress=progress, lease_s=lease_s)
+            calls.heartbeat(
+                job_id,
+                worker_id,
+                attempt,
+                progress=progress,
+                lease_s=lease_s,
+                cost_micros=cost_micros,
+                usage=usage,
+            )
         )
 
     async def complete(
@@ -235,8 +245,20 @@ class LevqorClient:
         *,
         progress: Mapping[str, Any] | None = None,
         lease_s: int | None = None,
+        cost_micros: int | None = None,
+        usage: Mapping[str, int] | None = None,
     ) -> Heartbeat:
-        return self._send(calls.heartbeat(job_id, worker_id, attempt, progress=progress, lease_s=lease_s))
+        return self._send(
+            calls.heartbeat(
+                job_id,
+                worker_id,
+                attempt,
+                progress=progress,
+                lease_s=lease_s,
+                cost_micros=cost_micros,
+                usage=usage,
+            )
+        )
 
     def complete(
         self,

@@ -50,7 +50,7 @@ class JobRun:
 
     job: ClaimedJob
     progress: dict[str, Any] | None = None  # sent with the next heartbeat
-    # What the attempt cost (USD micro-dollars) and the tokens it used, reported with its outcome.
+    # What the attempt cost (USD micro-dollars) and the tokens it used, with heartbeats and outcome.
     cost_micros: int | None = None
     usage: dict[str, int] | None = None
     cost: float | None = None  # deprecated: USD, for handlers written before `cost_micros`
@@ -63,7 +63,9 @@ class JobRun:
 
     def report_cost(self, micros: int, usage: Mapping[str, int] | None = None) -> None:
         """The attempt's cost so far in USD micro-dollars (and its tokens: `prompt_tokens`,
-        `completion_tokens`, `cached_tokens`, `reasoning_tokens`), sent with its outcome."""
+        `completion_tokens`, `cached_tokens`, `reasoning_tokens`), sent with each heartbeat and
+        with its outcome: past the job's budget hold, the server fails the job and the handler is
+        cancelled."""
         self.cost_micros = micros
         if usage is not None:
             self.usage = dict(usage)
@@ -230,7 +232,13 @@ class RemoteWorker:
             sent_at = loop.time()
             try:
                 beat = await self.client.heartbeat(
-                    job.id, self.worker_id, job.attempt, progress=run.progress, lease_s=self.lease_s
+                    job.id,
+                    self.worker_id,
+                    job.attempt,
+                    progress=run.progress,
+                    lease_s=self.lease_s,
+                    cost_micros=run.cost_micros,
+                    usage=run.usage,
                 )
             except _TRANSIENT as exc:
                 logger.warning("heartbeat failed", extra={"job_id": job.id, "error": str(exc)})

@@ -151,6 +151,39 @@ async def test_a_cancel_stops_the_running_handler(api: AsyncLevqorClient) -> Non
     assert job.status == "cancelled"
 
 
+async def test_a_handler_reporting_past_its_budget_hold_is_stopped_by_its_next_heartbeat(
+    api: AsyncLevqorClient, remote_server: LiveServer
+) -> None:
+    with httpx.Client(base_url=remote_server.url) as http:
+        user = http.post("/api/v1/users/upsert", json={"email": "payer@example.com", "name": "Payer"})
+        user_id = user.json()["user"]["id"]
+        budget = {"period": "day", "limit_micros": 10}
+        assert http.put(f"/api/v1/budgets/users/{user_id}", json=budget).status_code == 200
+    cancelled = asyncio.Event()
+
+    async def spender(_payload: dict[str, Any], run: JobRun) -> dict[str, Any]:
+        run.report_cost(5, {"prompt_tokens": 7})  # the hold is 4
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return {}
+
+    async with Serving(RemoteWorker(api, {"remote.priced": spender}, wait_s=1, lease_s=3)):
+        job_id = await api.submit("remote.priced", {"estimate": 4}, user_id=user_id)
+        job = await api.wait(job_id, timeout_s=30)
+        await asyncio.wait_for(cancelled.wait(), timeout=10)
+    assert job.status == "failed"
+    assert job.error is not None
+    assert job.error["type"] == "cost_exceeded"
+    with httpx.Client(base_url=remote_server.url) as http:
+        detail = http.get(f"/api/v1/jobs/{job_id}").json()
+        [figures] = http.get("/api/v1/budgets").json()["budgets"]
+    assert (detail["cost_actual_micros"], detail["tokens"]["prompt_tokens"]) == (5, 7)
+    assert (figures["spent_micros"], figures["reserved_micros"]) == (5, 0)
+
+
 async def test_a_worker_that_lost_its_lease_drops_the_job(
     api: AsyncLevqorClient, remote_server: LiveServer
 ) -> None:
