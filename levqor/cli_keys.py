@@ -1,4 +1,4 @@
-"""`levqor keys create|list|revoke|rotate-webhook-secret`: managed API keys from the command line.
+"""`levqor keys create|list|update|revoke|rotate-webhook-secret`: managed API keys from the command line.
 
 This is how a fresh install gets its first admin key: the command line runs as the operator, with
 every scope, over the same resolvers as the admin routes. Secrets go to stdout and nothing else
@@ -72,6 +72,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         data["expires_at"] = args.expires_at
     if args.rate_limit is not None:
         data["rate_limit"] = args.rate_limit
+    if args.max_running is not None:
+        data["max_running"] = args.max_running
     created = _run(lambda ctx: keys.create_api_key(ctx, data))
     key = created.key
     print(
@@ -91,13 +93,27 @@ def cmd_keys_list(_args: argparse.Namespace) -> int:
     if not rows:
         print("no managed API keys (create one with `levqor keys create`)", file=sys.stderr)
         return 0
-    header = ("ID", "PREFIX", "STATE", "SCOPES", "CREATED", "EXPIRES", "LAST USED", "WEBHOOK SECRET", "NAME")
+    header = (
+        "ID",
+        "PREFIX",
+        "STATE",
+        "SCOPES",
+        "RATE LIMIT",
+        "MAX RUNNING",
+        "CREATED",
+        "EXPIRES",
+        "LAST USED",
+        "WEBHOOK SECRET",
+        "NAME",
+    )
     table = [header] + [
         (
             str(key.id),
             key.prefix,
             _state(key),
             ",".join(key.scopes),
+            "-" if key.rate_limit is None else f"{key.rate_limit}/min",
+            "-" if key.max_running is None else str(key.max_running),
             _when(key.created_at),
             _when(key.expires_at),
             _when(key.last_used_at),
@@ -110,6 +126,40 @@ def cmd_keys_list(_args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
     return 0
+
+
+LIFT = "none"  # `--max-running none`: lift the limit
+
+
+def _limit(text: str) -> int | str | None:
+    """A limit's value on the command line: a whole number, or `none` to lift it. Anything else is
+    passed on as it is, for the resolver to refuse with the API's own message."""
+    if text.strip().lower() == LIFT:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _limits_line(key: ApiKey) -> str:
+    rate = "the server's per-key rate" if key.rate_limit is None else f"{key.rate_limit} requests/min"
+    running = "no concurrency limit" if key.max_running is None else f"at most {key.max_running} running"
+    return f"{rate}, {running}"
+
+
+def cmd_keys_update(args: argparse.Namespace) -> int:
+    data: dict[str, Any] = {}
+    if args.rate_limit is not _UNSET:
+        data["rate_limit"] = args.rate_limit
+    if args.max_running is not _UNSET:
+        data["max_running"] = args.max_running
+    key = _run(lambda ctx: keys.update_api_key(ctx, args.id, data))
+    print(f"updated API key {key.id} ({key.name}): {_limits_line(key)}", file=sys.stderr)
+    return 0
+
+
+_UNSET: Any = object()
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
@@ -159,10 +209,36 @@ def add_keys_command(commands: Any) -> None:
     create.add_argument(
         "--rate-limit", type=int, help="requests per minute for this key (default: LEVQOR_RATE_KEY)"
     )
+    create.add_argument(
+        "--max-running", type=int, help="jobs of this key that may run at once (default: no limit)"
+    )
     create.set_defaults(func=cmd_keys_create)
 
     listing = actions.add_parser("list", help="list keys (never their secrets)", description="List API keys.")
     listing.set_defaults(func=cmd_keys_list)
+
+    update = actions.add_parser(
+        "update",
+        help="set or lift a key's rate limit and concurrency limit",
+        description="Set or lift an API key's limits; they hold from its next request and the next "
+        f"claim. `{LIFT}` lifts one; a limit not named is kept.",
+    )
+    update.add_argument("id", help="the key's id (from `levqor keys list`)")
+    update.add_argument(
+        "--rate-limit",
+        type=_limit,
+        default=_UNSET,
+        metavar="N|none",
+        help="requests per minute for this key (none: LEVQOR_RATE_KEY)",
+    )
+    update.add_argument(
+        "--max-running",
+        type=_limit,
+        default=_UNSET,
+        metavar="N|none",
+        help="jobs of this key that may run at once (none: no limit)",
+    )
+    update.set_defaults(func=cmd_keys_update)
 
     revoke = actions.add_parser(
         "revoke", help="revoke a key at once", description="Revoke an API key in every server process."

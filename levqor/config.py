@@ -57,6 +57,7 @@ DEFAULT_CORS_ORIGINS = ("https://levqor.ai",)
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_LLM_TIMEOUT_S = 120.0  # one chat completion, streamed or not, from connecting to the last byte
 MAX_LLM_TIMEOUT_S = 600
+MAX_RUNNING_LIMIT = 100_000  # the most jobs a concurrency limit may allow at once (key or workflow)
 
 # The `limits` storages whose client libraries Levqor depends on.
 RATE_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+cluster", "redis+sentinel")
@@ -140,6 +141,11 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "text"] = Field("json", validation_alias="LEVQOR_LOG_FORMAT")
     workflow_modules: CommaList = Field((), validation_alias="LEVQOR_WORKFLOWS")
+    # Jobs of a workflow that may run at once, over the workflows' own `max_running`
+    # (`llm.chat=4,other=2`); (workflow, limit) pairs in name order, so settings stay hashable.
+    workflow_max_running: Annotated[tuple[tuple[str, int], ...], NoDecode] = Field(
+        (), validation_alias="LEVQOR_WORKFLOW_MAX_RUNNING"
+    )
     # The `llm.chat` workflow's chat-completions API: None is DEFAULT_LLM_BASE_URL, reached through
     # the outbound guard; a base URL the operator sets is trusted, private addresses included.
     llm_base_url: str | None = Field(None, validation_alias="LEVQOR_LLM_BASE_URL")
@@ -244,6 +250,26 @@ class Settings(BaseSettings):
     @classmethod
     def _llm_prices(cls, value: Any) -> Any:
         return tuple(sorted(parse_prices(value).items()))
+
+    @field_validator("workflow_max_running", mode="before")
+    @classmethod
+    def _workflow_max_running(cls, value: Any) -> Any:
+        """`name=N,...` with N a whole number from 1 to MAX_RUNNING_LIMIT."""
+        if not isinstance(value, str):
+            return value
+        limits: dict[str, int] = {}
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            name, sep, number = (piece.strip() for piece in item.partition("="))
+            if not sep or not name or not number.isdigit() or not 1 <= int(number) <= MAX_RUNNING_LIMIT:
+                raise ValueError(
+                    f"must be like 'llm.chat=4,other=2' (limits 1 to {MAX_RUNNING_LIMIT}), not {item!r}"
+                )
+            if name in limits:
+                raise ValueError(f"names workflow {name!r} twice")
+            limits[name] = int(number)
+        return tuple(sorted(limits.items()))
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -98,8 +98,13 @@ def _derive_email_key(_mapper: object, _connection: object, user: User) -> None:
 
 
 # The predicates of the queue's partial indexes; the queue's statements repeat them word for word.
-CLAIMABLE_WHERE = "status = 'queued'"
+# A job under a concurrency limit (its key's or its workflow's `max_running`) is left out of the
+# claim index, so the ordinary claim never meets one and costs what it did before limits existed;
+# levqor/queue/limits.py claims those through their own index, a limit at a time.
+CLAIMABLE_WHERE = "status = 'queued' AND NOT concurrency_limited"
 LEASED_WHERE = "status = 'running'"
+LIMITED_QUEUED_WHERE = "status = 'queued' AND concurrency_limited"
+LIMITED_RUNNING_WHERE = "status = 'running' AND concurrency_limited"
 
 
 class Job(SQLModel, table=True):
@@ -120,6 +125,25 @@ class Job(SQLModel, table=True):
             "lease_expires_at",
             postgresql_where=text(LEASED_WHERE),
             sqlite_where=text(LEASED_WHERE),
+        ),
+        # Queued and running jobs under a concurrency limit, by the key and workflow that limit them;
+        # a job without a limit is in neither.
+        Index(
+            "ix_jobs_limited_queued",
+            "submitted_by",
+            "workflow",
+            "priority",
+            "run_at",
+            "seq",
+            postgresql_where=text(LIMITED_QUEUED_WHERE),
+            sqlite_where=text(LIMITED_QUEUED_WHERE),
+        ),
+        Index(
+            "ix_jobs_limited_running",
+            "submitted_by",
+            "workflow",
+            postgresql_where=text(LIMITED_RUNNING_WHERE),
+            sqlite_where=text(LIMITED_RUNNING_WHERE),
         ),
         Index("ix_jobs_status_seq", "status", "seq"),
         Index("ix_jobs_created_at", "created_at"),
@@ -171,6 +195,9 @@ class Job(SQLModel, table=True):
     lease_expires_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     worker_id: str | None = Field(default=None, sa_type=String(200))
     cancel_requested: bool = Field(default=False, sa_type=Boolean)
+    # Whether a concurrency limit applies (its key's or its workflow's `max_running`): set at intake,
+    # and on the key's queued and running jobs when the key's limit is set or lifted.
+    concurrency_limited: bool = Field(default=False, sa_type=Boolean)
     result: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     # Money is USD micro-dollars. The estimate is the workflow's worst case, made at intake; the

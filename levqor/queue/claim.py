@@ -7,13 +7,15 @@ The claimed rows' events are written by the same statement, from data-modifying 
 SQLite: `UPDATE ... WHERE seq IN (SELECT ... LIMIT n) RETURNING` inside the IMMEDIATE transaction
 that `Database.write` opens, so claimers are serialised by the database lock; the events follow in a
 second statement.
+Jobs under a concurrency limit are not in that index: levqor/queue/limits.py picks those, and the same
+update claims them, before the ordinary claim fills the rest of the batch.
 """
 
 from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,9 +25,10 @@ from sqlmodel import Session
 
 from levqor.db.models import CLAIMABLE_WHERE, JobStatus
 from levqor.db.types import utcnow
-from levqor.queue.claimable import JOBS, claimable
+from levqor.queue.claimable import JOBS, LIMITED_QUEUED, claimable
 from levqor.queue.events import event_row, events_of_changed, insert_events
 from levqor.queue.job_event_notices import mark_job_events
+from levqor.queue.limits import pick_limited
 
 CLAIMED_EVENT = "claimed"
 MAX_CLAIM_BATCH = 1000
@@ -47,9 +50,13 @@ class ClaimedJob:
     spent_before_micros: int = 0
 
 
-def _candidates(workflows: Sequence[str] | None, max_jobs: int, now: datetime) -> Select[Any]:
+def _candidates(
+    workflows: Sequence[str] | None, max_jobs: int, now: datetime, excluded: Sequence[str] = ()
+) -> Select[Any]:
     c = JOBS.c
     statement = select(c.seq).where(claimable(workflows, now))
+    if excluded:
+        statement = statement.where(c.workflow.not_in(list(excluded)))
     return statement.order_by(c.priority, c.run_at, c.seq).limit(max_jobs)
 
 
@@ -63,12 +70,16 @@ _SQLITE_CANDIDATES = (
 
 
 @functools.cache
-def _sqlite_candidates(any_workflow: bool) -> TextClause:
+def _sqlite_candidates(any_workflow: bool, excluding: bool = False) -> TextClause:
     workflows = "" if any_workflow else " AND workflow IN :workflows"
+    if excluding:
+        workflows += " AND workflow NOT IN :excluded"
     sql = _SQLITE_CANDIDATES.format(claimable=CLAIMABLE_WHERE, workflows=workflows)
     params = [bindparam("now", type_=JOBS.c.run_at.type)]
     if not any_workflow:
         params.append(bindparam("workflows", expanding=True))
+    if excluding:
+        params.append(bindparam("excluded", expanding=True))
     return text(sql).bindparams(*params)
 
 
@@ -108,65 +119,34 @@ def claim_jobs(
     max_jobs: int,
     lease_s: int,
     now: datetime | None = None,
+    workflow_limits: Mapping[str, int] | None = None,
 ) -> list[ClaimedJob]:
     """Claim up to `max_jobs` queued jobs whose `run_at` has come, in priority, then `run_at`, then
     arrival order; each starts a new attempt leased to `worker_id` for `lease_s` seconds.
-    `workflows=None` claims any workflow; an empty list claims nothing."""
+    `workflows=None` claims any workflow; an empty list claims nothing. Jobs under a concurrency
+    limit are taken only while their key and workflow have room (`workflow_limits`: the workflows'
+    `max_running`, levqor.workflows.registry.workflow_limits)."""
     if max_jobs < 1 or (workflows is not None and not workflows):
         return []
     max_jobs = min(max_jobs, MAX_CLAIM_BATCH)
     now = now or utcnow()
-    lease_expires_at = now + timedelta(seconds=lease_s)
-    c = JOBS.c
-    values = {
-        "status": JobStatus.RUNNING.value,
-        "attempts": c.attempts + 1,
-        "worker_id": worker_id,
-        "lease_expires_at": lease_expires_at,
-        "cancel_requested": False,
-        "started_at": func.coalesce(c.started_at, now),
-        "updated_at": now,
-    }
-    returned = (
-        c.id,
-        c.attempts,
-        c.workflow,
-        c.payload,
-        c.timeout_s,
-        c.priority,
-        c.run_at,
-        c.seq,
-        c.cost_estimate_micros,
-        c.reserved_micros,
-        c.cost_actual_micros,
-        c.settled_micros,
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        picked = _candidates(workflows, max_jobs, now)
-        rows = _claim_with_events(session, picked, values, returned, worker_id=worker_id, now=now)
-    else:
-        candidates = _sqlite_candidates(workflows is None).columns(seq=BigInteger).scalar_subquery()
-        statement = update(JOBS).where(c.seq.in_(candidates)).values(values).returning(*returned)
-        params: dict[str, Any] = {"now": now, "max_jobs": max_jobs}
-        if workflows is not None:
-            params["workflows"] = list(workflows)
-        rows = session.execute(statement, params).all()
-        insert_events(
-            session,
-            [
-                event_row(
-                    row.id,
-                    CLAIMED_EVENT,
-                    from_status=JobStatus.QUEUED.value,
-                    to_status=JobStatus.RUNNING.value,
-                    attempt=row.attempts,
-                    worker_id=worker_id,
-                    at=now,
-                )
-                for row in rows
-            ],
-        )
+    limits = workflow_limits or {}
+    claim = _Claim(session, worker_id, now, now + timedelta(seconds=lease_s))
+    picked = pick_limited(session, workflows=workflows, max_jobs=max_jobs, now=now, workflow_limits=limits)
+    rows = claim.limited(picked) if picked else []
+    if len(rows) < max_jobs:
+        # A job of a limited workflow stored unmarked (by a process without the limit) waits for
+        # `limits.sweep_unmarked` rather than run past the limit.
+        served = workflows
+        excluded: list[str] = []
+        if limits and workflows is not None:
+            served = [name for name in workflows if name not in limits]
+        elif limits:
+            excluded = sorted(limits)
+        if served is None or served:
+            rows += claim.ordinary(served, max_jobs - len(rows), excluded)
     rows = sorted(rows, key=lambda row: (row.priority, row.run_at, row.seq))
+    lease_expires_at = claim.lease_expires_at
     return [
         ClaimedJob(
             id=row.id,
@@ -182,3 +162,101 @@ def claim_jobs(
         )
         for row in rows
     ]
+
+
+_RETURNED = (
+    JOBS.c.id,
+    JOBS.c.attempts,
+    JOBS.c.workflow,
+    JOBS.c.payload,
+    JOBS.c.timeout_s,
+    JOBS.c.priority,
+    JOBS.c.run_at,
+    JOBS.c.seq,
+    JOBS.c.cost_estimate_micros,
+    JOBS.c.reserved_micros,
+    JOBS.c.cost_actual_micros,
+    JOBS.c.settled_micros,
+)
+
+
+@dataclass(slots=True)
+class _Claim:
+    """One claim transaction's statements: each takes jobs and writes their `claimed` events."""
+
+    session: Session
+    worker_id: str
+    now: datetime
+    lease_expires_at: datetime
+
+    @property
+    def values(self) -> dict[str, Any]:
+        c = JOBS.c
+        return {
+            "status": JobStatus.RUNNING.value,
+            "attempts": c.attempts + 1,
+            "worker_id": self.worker_id,
+            "lease_expires_at": self.lease_expires_at,
+            "cancel_requested": False,
+            "started_at": func.coalesce(c.started_at, self.now),
+            "updated_at": self.now,
+        }
+
+    def _postgresql(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
+
+    def ordinary(self, workflows: Sequence[str] | None, max_jobs: int, excluded: Sequence[str]) -> list[Any]:
+        c = JOBS.c
+        if self._postgresql():
+            picked = _candidates(workflows, max_jobs, self.now, excluded)
+            return list(
+                _claim_with_events(
+                    self.session, picked, self.values, _RETURNED, worker_id=self.worker_id, now=self.now
+                )
+            )
+        candidates = _sqlite_candidates(workflows is None, bool(excluded))
+        subquery = candidates.columns(seq=BigInteger).scalar_subquery()
+        statement = update(JOBS).where(c.seq.in_(subquery)).values(self.values).returning(*_RETURNED)
+        params: dict[str, Any] = {"now": self.now, "max_jobs": max_jobs}
+        if workflows is not None:
+            params["workflows"] = list(workflows)
+        if excluded:
+            params["excluded"] = list(excluded)
+        return self._sqlite_events(self.session.execute(statement, params).all())
+
+    def limited(self, seqs: Sequence[int]) -> list[Any]:
+        """The jobs `limits.pick_limited` picked, those still queued (on PostgreSQL, not locked by a
+        claimer of another group that shares their key or workflow: skipped, so never claimed twice)."""
+        c = JOBS.c
+        if self._postgresql():
+            picked = select(c.seq).where(c.seq.in_(list(seqs)), LIMITED_QUEUED)
+            return list(
+                _claim_with_events(
+                    self.session, picked, self.values, _RETURNED, worker_id=self.worker_id, now=self.now
+                )
+            )
+        statement = (
+            update(JOBS)
+            .where(c.seq.in_(list(seqs)), LIMITED_QUEUED)
+            .values(self.values)
+            .returning(*_RETURNED)
+        )
+        return self._sqlite_events(self.session.execute(statement).all())
+
+    def _sqlite_events(self, rows: Sequence[Any]) -> list[Any]:
+        insert_events(
+            self.session,
+            [
+                event_row(
+                    row.id,
+                    CLAIMED_EVENT,
+                    from_status=JobStatus.QUEUED.value,
+                    to_status=JobStatus.RUNNING.value,
+                    attempt=row.attempts,
+                    worker_id=self.worker_id,
+                    at=self.now,
+                )
+                for row in rows
+            ],
+        )
+        return list(rows)

@@ -9,7 +9,9 @@ request. A batch that fails is written again row by row, so one bad row fails on
 
 The batch's transaction also reserves each job's estimate against its key's budget
 (levqor/costs/ledger.py): a job the budget has no room for is left out of the insert and its caller
-hears why, while the rest of the batch is stored.
+hears why, while the rest of the batch is stored. It also reads which of the batch's keys have a
+concurrency limit, so a job is marked by the limit its key has when it is stored
+(levqor/queue/limits.py).
 
 Only plain submits come this way. An Idempotency-Key or a `user_id` needs reads in the same
 transaction, and those submits keep the one-row path (`events.enqueue`).
@@ -34,6 +36,7 @@ from levqor.db.types import utcnow
 from levqor.errors import BudgetExceeded
 from levqor.queue.claimable import JOBS
 from levqor.queue.events import event_row, insert_events
+from levqor.queue.limits import limited_keys, note_limited
 from levqor.queue.wakeup import mark_claimable
 
 # Keys of a submit's row that are not columns, taken out before the insert: the managed key whose
@@ -132,6 +135,20 @@ def ask_of(row: dict[str, Any], now: datetime) -> Ask:
     )
 
 
+def mark_limited(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Mark the rows whose key has a concurrency limit now (rows of a limited workflow are marked
+    already, from the settings, by the request)."""
+    keys = {
+        key for row in rows if not row["concurrency_limited"] and (key := row.get(BUDGET_KEY)) is not None
+    }
+    limited = limited_keys(session, keys) if keys else set()
+    for row in rows:
+        if row.get(BUDGET_KEY) in limited:
+            row["concurrency_limited"] = True
+    if any(row["concurrency_limited"] for row in rows):
+        note_limited(session)
+
+
 def apply_grant(row: dict[str, Any], grant: Grant) -> None:
     row["reserved_micros"] = grant.reserved_micros
     if grant.run_at is not None:
@@ -151,6 +168,7 @@ def write_jobs(db: Database, rows: Sequence[dict[str, Any]]) -> list[Job | Budge
             if isinstance(grant, Grant):
                 apply_grant(row, grant)
                 admitted.append(row)
+        mark_limited(session, admitted)
         insert_jobs(session, admitted)
         # Built before the commit, so that a failure here rolls the rows back and a retry cannot find
         # them written. `seq` (arrival order, for list cursors) is not read back.

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import NullPool
 
 from levqor.db.types import utcnow
-from levqor.queue.claimable import claimable
+from levqor.queue.claimable import claimable, limited_claimable
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,12 @@ def _sqlite_file_url(url: str | None) -> str | None:
 
 def _due_job_queued(connection: Connection, workflows: Collection[str] | None) -> bool:
     """Whether a job is queued with its `run_at` come, of one of `workflows` (None: any); the read
-    that the partial index `ix_jobs_claimable` answers, so a wake-up is worth a claim."""
-    return bool(connection.execute(select(exists().where(claimable(workflows, utcnow())))).scalar())
+    that the partial indexes `ix_jobs_claimable` and `ix_jobs_limited_queued` answer, so a wake-up is
+    worth a claim (a limited job's limit may still be full: the claim finds out)."""
+    now = utcnow()
+    ordinary = exists().where(claimable(workflows, now))
+    limited = exists().where(limited_claimable(workflows, now))
+    return bool(connection.execute(select(ordinary | limited)).scalar())
 
 
 class Wakeup:

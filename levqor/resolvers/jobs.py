@@ -27,11 +27,11 @@ from levqor.db.principals import managed_key_id
 from levqor.db.types import utcnow
 from levqor.errors import BudgetExceeded, Conflict, FieldCode, InvalidRequest, NotFound
 from levqor.queue import control, events
-from levqor.queue.intake import BUDGET_KEY, DEFER, apply_grant, ask_of, job_row
+from levqor.queue.intake import BUDGET_KEY, DEFER, apply_grant, ask_of, job_row, mark_limited
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
 from levqor.resolvers.validation import QUERY_INTEGER, WHOLE_NUMBER, WorkflowName, parse_id, parse_input
-from levqor.workflows.registry import registry_for
+from levqor.workflows.registry import registry_for, workflow_limits
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY_LEN = 255
@@ -171,6 +171,8 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
         # partial index on `submitted_by` nothing.
         "submitted_by": ctx.principal.id if key_id is not None else None,
         "cost_estimate_micros": estimate,
+        # Its workflow's limit, from the settings; its key's is read where it is stored.
+        "concurrency_limited": fields.workflow in workflow_limits(ctx.settings),
     }
     # Not columns: whose budget applies, and the policy (read by the reservation, levqor/costs).
     budget = {BUDGET_KEY: key_id, DEFER: fields.budget_policy == "defer"}
@@ -215,6 +217,7 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
         _admitted(granted)
         assert isinstance(granted, Grant)
         apply_grant(row, granted)
+        mark_limited(session, [row])
         row.pop(BUDGET_KEY)
         row.pop(DEFER)
         job = Job(**row)

@@ -1,5 +1,5 @@
-"""Managed API keys: create (the secret is shown once), list, revoke, and rotate a key's webhook secret.
-Only `admin` may do these.
+"""Managed API keys: create (the secret is shown once), list, update a key's limits, revoke, and rotate
+a key's webhook secret. Only `admin` may do these.
 
 The secret is `lvq_` and 43 url-safe characters (256 random bits); the table keeps its SHA-256 and a
 short prefix to tell keys apart, never the secret itself (CONTRACT.md §5).
@@ -24,13 +24,15 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 from sqlmodel import Session, col, select
 
-from levqor.config import DEFAULT_WEBHOOK_OVERLAP_S, WEBHOOK_SECRET_PREFIX
+from levqor.config import DEFAULT_WEBHOOK_OVERLAP_S, MAX_RUNNING_LIMIT, WEBHOOK_SECRET_PREFIX
 from levqor.db.engine import Database
 from levqor.db.models import ApiKey
 from levqor.db.types import utcnow
-from levqor.errors import Conflict, NotFound
+from levqor.errors import Conflict, InvalidRequest, NotFound
+from levqor.queue.limits import mark_key_jobs
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.validation import WHOLE_NUMBER, parse_id, parse_input
+from levqor.workflows.registry import workflow_limits
 
 SECRET_PREFIX = "lvq_"  # noqa: S105 (a prefix, not a secret)
 SECRET_RANDOM_BYTES = 32  # 256 bits, 43 url-safe characters
@@ -40,6 +42,17 @@ MAX_WEBHOOK_OVERLAP_S = 7 * 24 * 3600  # a week: long enough for any receiver to
 
 KeyName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S")
+]
+MAX_RATE_LIMIT = 1_000_000  # requests per minute
+# Requests per minute of a key's own (CONTRACT.md §6: every request it makes, intake included).
+RateLimit = Annotated[
+    int, Field(ge=1, le=MAX_RATE_LIMIT, description="Requests per minute for this key"), WHOLE_NUMBER
+]
+# Jobs of a key that may run at once (CONTRACT.md §9).
+MaxRunning = Annotated[
+    int,
+    Field(ge=1, le=MAX_RUNNING_LIMIT, description="Jobs of this key that may run at once"),
+    WHOLE_NUMBER,
 ]
 # The scope names as OpenAPI's enum; `_known_scopes` refuses the others without echoing them.
 ScopeName = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(Scope.ALL)})]
@@ -69,7 +82,9 @@ class ApiKeyCreateInput(BaseModel):
         datetime | None, Field(strict=False, description="A future instant; ISO-8601, UTC without an offset")
     ] = None
     # Requests per minute; without it the key gets LEVQOR_RATE_KEY.
-    rate_limit: Annotated[int, Field(ge=1, le=1_000_000), WHOLE_NUMBER] | None = None
+    rate_limit: RateLimit | None = None
+    # Jobs running at once; without it, no limit.
+    max_running: MaxRunning | None = None
 
     @field_validator("scopes")
     @classmethod
@@ -89,6 +104,16 @@ class ApiKeyCreateInput(BaseModel):
         if value <= utcnow():
             raise ValueError("expires_at must be in the future")
         return value.astimezone(UTC)
+
+
+class ApiKeyUpdateInput(BaseModel):
+    """A key's limits; a field left out is kept, and null lifts it (the server's per-key rate, no
+    concurrency limit)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
+
+    rate_limit: RateLimit | None = None
+    max_running: MaxRunning | None = None
 
 
 class WebhookSecretRotateInput(BaseModel):
@@ -186,6 +211,7 @@ async def create_api_key(ctx: Context, data: Any) -> CreatedKey:
             scopes=fields.scopes,
             expires_at=fields.expires_at,
             rate_limit=fields.rate_limit,
+            max_running=fields.max_running,
             webhook_secret=webhook_secret,
         )
         session.add(key)
@@ -202,6 +228,43 @@ async def list_api_keys(ctx: Context) -> list[ApiKey]:
     ctx.principal.require(Scope.ADMIN)
     statement = select(ApiKey).order_by(col(ApiKey.created_at), col(ApiKey.id))
     return await ctx.db.read(lambda session: list(session.exec(statement)))
+
+
+async def update_api_key(ctx: Context, key_id: str | uuid.UUID, data: Any) -> ApiKey:
+    """Set or lift a key's `rate_limit` and `max_running`. Both hold from the key's next request and
+    the next claim, in every process: the key is read on each request, and claims read its limit.
+
+    In the same transaction the key's queued and running jobs are marked for the concurrency limit
+    (or unmarked when it is lifted), so jobs submitted before the limit count against it and wait
+    for it. A revoked key may still be changed: its queued jobs still run."""
+    ctx.principal.require(Scope.ADMIN)
+    target = parse_id(key_id, kind="API key")
+    fields = parse_input(ApiKeyUpdateInput, data)
+    if not fields.model_fields_set:
+        raise InvalidRequest("give at least one of rate_limit, max_running")
+    limited_workflows = workflow_limits(ctx.settings).keys()
+
+    def run(session: Session) -> ApiKey:
+        # Locked, so an intake reading the key's limit (levqor/queue/limits.py) is before or after.
+        key = session.get(ApiKey, target, with_for_update=True)
+        if key is None:
+            raise NotFound(f"no API key with id '{target}'")
+        if "rate_limit" in fields.model_fields_set:
+            key.rate_limit = fields.rate_limit
+        if "max_running" in fields.model_fields_set:
+            was_limited = key.max_running is not None
+            key.max_running = fields.max_running
+            if was_limited != (key.max_running is not None):
+                session.add(key)
+                session.flush()
+                mark_key_jobs(
+                    session, key.id, limited=key.max_running is not None, workflow_limits=limited_workflows
+                )
+        session.add(key)
+        session.flush()
+        return key
+
+    return await ctx.db.write(run)
 
 
 async def revoke_api_key(ctx: Context, key_id: str | uuid.UUID) -> ApiKey:

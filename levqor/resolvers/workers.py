@@ -12,7 +12,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
@@ -35,7 +35,7 @@ from levqor.queue import ClaimedJob
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.validation import WHOLE_NUMBER, WorkflowName, parse_id, parse_input
 from levqor.workflows.context import CostExceeded, TokenUsage
-from levqor.workflows.registry import WorkflowRegistry, registry_for
+from levqor.workflows.registry import WorkflowRegistry, registry_for, workflow_limits
 
 T = TypeVar("T")
 
@@ -261,12 +261,13 @@ async def claim_jobs(ctx: Context, data: Any) -> Claim:
         )
     lease_s = fields.lease_s or ctx.settings.lease_s
     backoff = _backoff(ctx)
+    limits = workflow_limits(ctx.settings)
     deadline = time.monotonic() + fields.wait_s
     wakeup = ctx.wakeup
     first_try = True
     while True:
         token = wakeup.token() if wakeup is not None else None
-        run = _claim_transaction(fields, lease_s, backoff, record=first_try, reap=_reaps.due())
+        run = _claim_transaction(fields, lease_s, backoff, limits, record=first_try, reap=_reaps.due())
         jobs = await ctx.db.write(run)
         first_try = False
         remaining_s = deadline - time.monotonic()
@@ -279,7 +280,13 @@ async def claim_jobs(ctx: Context, data: Any) -> Claim:
 
 
 def _claim_transaction(
-    fields: ClaimInput, lease_s: int, backoff: queue.Backoff, *, record: bool, reap: bool
+    fields: ClaimInput,
+    lease_s: int,
+    backoff: queue.Backoff,
+    limits: Mapping[str, int],
+    *,
+    record: bool,
+    reap: bool,
 ) -> Callable[[Session], list[ClaimedJob]]:
     """One try of a claim: reap when due, note the worker on its first try, claim."""
 
@@ -301,6 +308,7 @@ def _claim_transaction(
             workflows=fields.workflows,
             max_jobs=fields.max_jobs,
             lease_s=lease_s,
+            workflow_limits=limits,
         )
 
     return run

@@ -1,5 +1,5 @@
-"""REST adapters for managed API keys (`admin`): POST/GET /api/v1/keys, DELETE /api/v1/keys/<id>,
-POST /api/v1/keys/<id>/webhook-secret."""
+"""REST adapters for managed API keys (`admin`): POST/GET /api/v1/keys, PATCH and DELETE
+/api/v1/keys/<id>, POST /api/v1/keys/<id>/webhook-secret."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class ApiKeyBody(BaseModel):
     revoked_at: datetime | None
     last_used_at: datetime | None
     rate_limit: int | None = Field(description="Requests per minute; null: the server's per-key default.")
+    max_running: int | None = Field(description="Jobs of this key that may run at once; null: no limit.")
     active: bool
     has_webhook_secret: bool = Field(
         description="Whether it has a webhook secret of its own to sign its jobs' callbacks; a key "
@@ -54,6 +55,7 @@ class ApiKeyBody(BaseModel):
             revoked_at=key.revoked_at,
             last_used_at=key.last_used_at,
             rate_limit=key.rate_limit,
+            max_running=key.max_running,
             active=keys.key_is_active(key),
             has_webhook_secret=key.webhook_secret is not None,
             webhook_secret_previous_until=keys.key_previous_signs_until(key),
@@ -102,6 +104,13 @@ async def list_keys(request: Request) -> Response:
     return json_response(ApiKeyList(keys=[ApiKeyBody.from_row(row) for row in rows]))
 
 
+async def update(request: Request) -> Response:
+    key = await keys.update_api_key(
+        context_for(request), request.path_params["key_id"], await read_json(request)
+    )
+    return json_response(ApiKeyEnvelope(key=ApiKeyBody.from_row(key)))
+
+
 async def revoke(request: Request) -> Response:
     key = await keys.revoke_api_key(context_for(request), request.path_params["key_id"])
     return json_response(ApiKeyEnvelope(key=ApiKeyBody.from_row(key)))
@@ -136,6 +145,26 @@ def routes() -> list[ApiPath]:
                 "/api/v1/keys",
                 list_keys,
                 Operation("List API keys", {200: ApiKeyList, **errors}, "keys", scope=Scope.ADMIN),
+            ),
+            ApiRoute(
+                "PATCH",
+                "/api/v1/keys/{key_id}",
+                update,
+                Operation(
+                    "Set or lift an API key's rate_limit and max_running (null lifts one; a field left "
+                    "out is kept)",
+                    {
+                        200: ApiKeyEnvelope,
+                        400: ErrorBody,
+                        404: ErrorBody,
+                        413: ErrorBody,
+                        415: ErrorBody,
+                        **errors,
+                    },
+                    "keys",
+                    body=keys.ApiKeyUpdateInput,
+                    scope=Scope.ADMIN,
+                ),
             ),
             ApiRoute(
                 "DELETE",

@@ -1,6 +1,6 @@
-"""GraphQL for managed API keys: the `apiKeys` query and the `createApiKey` / `revokeApiKey` /
-`rotateWebhookSecret` mutations, thin adapters over `levqor.resolvers.keys` like the REST routes under
-/api/v1/keys."""
+"""GraphQL for managed API keys: the `apiKeys` query and the `createApiKey` / `updateApiKey` /
+`revokeApiKey` / `rotateWebhookSecret` mutations, thin adapters over `levqor.resolvers.keys` like the
+REST routes under /api/v1/keys."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ class ApiKeyType:
     rate_limit: int | None = strawberry.field(
         description="Requests per minute; null: the server's per-key default."
     )
+    max_running: int | None = strawberry.field(
+        description="Jobs of this key that may run at once; null: no limit."
+    )
     active: bool = strawberry.field(description="Neither revoked nor expired.")
     has_webhook_secret: bool = strawberry.field(
         description="Whether it has a webhook secret of its own to sign its jobs' callbacks; a key made "
@@ -62,6 +65,7 @@ class ApiKeyType:
             revoked_at=row.revoked_at,
             last_used_at=row.last_used_at,
             rate_limit=row.rate_limit,
+            max_running=row.max_running,
             active=keys.key_is_active(row),
             has_webhook_secret=row.webhook_secret is not None,
             webhook_secret_previous_until=keys.key_previous_signs_until(row),
@@ -78,6 +82,24 @@ class CreateApiKeyInput:
     rate_limit: int | None = strawberry.field(
         default=strawberry.UNSET, description="Requests per minute (default: the server's per-key limit)."
     )
+    max_running: int | None = strawberry.field(
+        default=strawberry.UNSET, description="Jobs of this key that may run at once (default: no limit)."
+    )
+
+
+@strawberry.input(
+    name="UpdateApiKeyInput",
+    description="A key's limits: a field left out is kept, null lifts it. At least one is needed.",
+)
+class UpdateApiKeyInput:
+    rate_limit: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Requests per minute, 1 to 1000000; null: the server's per-key limit.",
+    )
+    max_running: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Jobs of this key that may run at once, 1 to 100000; null: no limit.",
+    )
 
 
 @strawberry.type
@@ -91,6 +113,12 @@ class CreateApiKeyPayload:
         description="Its webhook secret (`whsec_...`), which signs the callbacks of the jobs it "
         "submits: shown this once.",
     )
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class UpdateApiKeyPayload:
+    api_key: ApiKeyType | None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
@@ -130,6 +158,21 @@ class KeyMutation:
 
         return await with_user_errors(
             call, lambda errors: CreateApiKeyPayload(api_key=None, user_errors=errors)
+        )
+
+    @strawberry.mutation(
+        description="Set or lift an API key's `rateLimit` and `maxRunning` (needs `admin`); both hold "
+        "from its next request and the next claim."
+    )
+    async def update_api_key(
+        self, info: Info[Any, None], id: strawberry.ID, input: UpdateApiKeyInput
+    ) -> UpdateApiKeyPayload:
+        async def call() -> UpdateApiKeyPayload:
+            key = await keys.update_api_key(info.context.levqor, id, as_data(input))
+            return UpdateApiKeyPayload(api_key=ApiKeyType.from_row(key))
+
+        return await with_user_errors(
+            call, lambda errors: UpdateApiKeyPayload(api_key=None, user_errors=errors)
         )
 
     @strawberry.mutation(description="Revoke an API key (needs `admin`); its next request gets 401.")

@@ -77,6 +77,8 @@ class Worker:
         self.wakeup = wakeup
         self.concurrency = concurrency or settings.worker_concurrency
         self.workflows = workflows if workflows is not None else registry.local_names()
+        # Jobs of these workflows run at most so many at once, across every worker.
+        self.workflow_limits = registry.concurrency_limits(settings.workflow_max_running)
         self.worker_id = worker_id or new_worker_id()
         self.lease_s = settings.lease_s
         self.backoff = Backoff(base_s=settings.retry_base_ms / 1000, max_s=settings.retry_max_s)
@@ -173,6 +175,7 @@ class Worker:
             workflows=self.workflows,
             max_jobs=max_jobs,
             lease_s=self.lease_s,
+            workflow_limits=self.workflow_limits,
         )
 
     def _start(self, job: ClaimedJob) -> None:

@@ -54,6 +54,9 @@ class Workflow:
     # when `result_invalid_retryable` (a model's answer may fit next time; a bug's will not).
     result_schema: dict[str, Any] | None = None
     result_invalid_retryable: bool = False
+    # How many of its jobs may run at once, across every worker (None: no limit);
+    # LEVQOR_WORKFLOW_MAX_RUNNING overrides it.
+    max_running: int | None = None
     _validator: Draft202012Validator = field(init=False, repr=False, compare=False)
     _result_validator: Draft202012Validator | None = field(init=False, repr=False, compare=False)
 
@@ -137,6 +140,7 @@ def workflow(
     cost_model: CostModel | None = None,
     result_schema: dict[str, Any] | None = None,
     result_invalid_retryable: bool = False,
+    max_running: int | None = None,
 ) -> Callable[[Handler], Workflow]:
     """Make a handler into a `Workflow` (a module of workflows then only needs the decorated names)."""
 
@@ -151,6 +155,7 @@ def workflow(
             handler=handler,
             result_schema=result_schema,
             result_invalid_retryable=result_invalid_retryable,
+            max_running=max_running,
         )
 
     return wrap
@@ -173,6 +178,13 @@ class WorkflowRegistry:
     def local_names(self) -> list[str]:
         """The workflows this process can run itself."""
         return [item.name for item in self.all() if not item.remote_only]
+
+    def concurrency_limits(self, overrides: Iterable[tuple[str, int]] = ()) -> dict[str, int]:
+        """Each limited workflow's `max_running`, with `overrides` (LEVQOR_WORKFLOW_MAX_RUNNING) over
+        the workflows' own; a name the registry does not hold may be limited too (remote workers')."""
+        limits = {item.name: item.max_running for item in self.all() if item.max_running is not None}
+        limits.update(overrides)
+        return limits
 
     def get(self, name: str) -> Workflow:
         found = self._by_name.get(name)
@@ -217,6 +229,20 @@ def _cached_registry(
     modules: tuple[str, ...], llm_prices: tuple[tuple[str, ModelPrice], ...]
 ) -> WorkflowRegistry:
     return load_registry(modules, llm_prices=price_table(dict(llm_prices)))
+
+
+def workflow_limits(settings: Settings) -> dict[str, int]:
+    """How many jobs of each limited workflow may run at once, for these settings."""
+    return _cached_limits(settings.workflow_modules, settings.llm_prices, settings.workflow_max_running)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_limits(
+    modules: tuple[str, ...],
+    llm_prices: tuple[tuple[str, ModelPrice], ...],
+    overrides: tuple[tuple[str, int], ...],
+) -> dict[str, int]:
+    return _cached_registry(modules, llm_prices).concurrency_limits(overrides)
 
 
 def registry_for(settings: Settings) -> WorkflowRegistry:

@@ -220,6 +220,11 @@ REST_MATRIX: dict[tuple[str, str], RestRow] = {
         Scope.ADMIN, _post("/api/v1/keys", lambda _w: {"name": "made", "scopes": ["jobs:read"]}), 201
     ),
     ("GET", "/api/v1/keys"): RestRow(Scope.ADMIN, _get("/api/v1/keys"), 200),
+    ("PATCH", "/api/v1/keys/{key_id}"): RestRow(
+        Scope.ADMIN,
+        lambda world: ("PATCH", f"/api/v1/keys/{world.fresh_key_id()}", {"json": {"max_running": 2}}),
+        200,
+    ),
     ("DELETE", "/api/v1/keys/{key_id}"): RestRow(
         Scope.ADMIN, lambda world: ("DELETE", f"/api/v1/keys/{world.fresh_key_id()}", {}), 200
     ),
@@ -467,6 +472,14 @@ GRAPHQL_MATRIX: dict[tuple[str, str], GraphQLRow] = {
         _doc(
             'mutation { createApiKey(input: {name: "g", scopes: ["jobs:read"]}) '
             "{ secret userErrors { code } } }"
+        ),
+    ),
+    ("Mutation", "updateApiKey"): GraphQLRow(
+        Scope.ADMIN,
+        _doc(
+            "mutation($id: ID!) { updateApiKey(id: $id, input: {maxRunning: 2, rateLimit: 60}) "
+            "{ apiKey { maxRunning rateLimit } userErrors { code } } }",
+            lambda w: {"id": w.fresh_key_id()},
         ),
     ),
     ("Mutation", "revokeApiKey"): GraphQLRow(
