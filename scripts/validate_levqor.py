@@ -522,13 +522,14 @@ def check_keys(v: Validator, documented: set[tuple[str, str]]) -> None:
     if not v.has_key:
         # On a server without keys, a new key would end its development mode for its owner.
         v.note(
-            "POST /api/v1/keys, its webhook secret's rotation, its budget and DELETE need API_KEY: "
-            "not checked"
+            "POST /api/v1/keys, its webhook secret's rotation, its limits, its budget and DELETE need "
+            "API_KEY: not checked"
         )
         v.exercised.update(
             {
                 ("POST", "/api/v1/keys"),
                 ("DELETE", "/api/v1/keys/{key_id}"),
+                ("PATCH", "/api/v1/keys/{key_id}"),
                 rotate,
                 ("PUT", "/api/v1/budgets/keys/{key_id}"),
                 ("DELETE", "/api/v1/budgets/keys/{key_id}"),
@@ -556,6 +557,26 @@ def check_keys(v: Validator, documented: set[tuple[str, str]]) -> None:
                 if r.json()["webhook_secret"].startswith("whsec_")
                 else "the webhook secret lacks the whsec_ prefix"
             ),
+        )
+    update = ("PATCH", "/api/v1/keys/{key_id}")
+    if created is not None and update in documented:
+        key_id = created.json()["key"]["id"]
+        v.call(
+            "PATCH",
+            update[1],
+            200,
+            path={"key_id": key_id},
+            json={"max_running": 2, "rate_limit": 120},
+            shape={"key": {"id": key_id, "max_running": 2, "rate_limit": 120}},
+        )
+        v.call(
+            "PATCH",
+            update[1],
+            400,
+            route="PATCH /api/v1/keys/{key_id} (a limit of 0)",
+            path={"key_id": key_id},
+            json={"max_running": 0},
+            shape=error_shape("invalid_request"),
         )
     if created is not None:
         check_budget(v, documented, "key", created.json()["key"]["id"])
