@@ -166,7 +166,7 @@ def _get(session: Session, key: uuid.UUID) -> Schedule:
 
 async def _check_job(ctx: Context, job: JobTemplateInput) -> dict[str, Any]:
     """The job as intake would check it now (as the caller); the body to store."""
-    body = job.model_dump(mode="json", exclude_unset=True)
+    body = job.model_dump(mode="json", exclude_defaults=True)  # one form, whichever surface sent it
     await prepare_submit(ctx, body)
     return body
 
