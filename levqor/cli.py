@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     from levqor.cli_budgets import add_budgets_commands
 
     add_budgets_commands(commands)
+    from levqor.cli_schedules import add_schedules_command
+
+    add_schedules_command(commands)
     return parser
 
 

@@ -53,6 +53,8 @@ WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 DEFAULT_JOB_UPDATES_POLL_MS = 100  # how often a live job stream looks for new events without NOTIFY
 DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION = 20
 DEFAULT_MAX_SUBSCRIPTIONS_PER_KEY = 100  # live streams (GraphQL and SSE) of one caller, per process
+DEFAULT_SCHEDULER_INTERVAL_MS = 1000  # how often a process's scheduler looks for due schedules
+DEFAULT_SCHEDULER_GRACE_S = 60  # a tick fired up to this late is on time; older ones are missed
 DEFAULT_CORS_ORIGINS = ("https://levqor.ai",)
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_LLM_TIMEOUT_S = 120.0  # one chat completion, streamed or not, from connecting to the last byte
@@ -138,6 +140,15 @@ class Settings(BaseSettings):
     )
     max_subscriptions_per_key: int = Field(
         DEFAULT_MAX_SUBSCRIPTIONS_PER_KEY, ge=1, validation_alias="LEVQOR_MAX_SUBSCRIPTIONS_PER_KEY"
+    )
+    # Every `levqor serve` and `levqor worker` process runs the scheduler loop unless this is false;
+    # any number of them fire each tick once (levqor/resolvers/schedule_fires.py).
+    scheduler: bool = Field(True, validation_alias="LEVQOR_SCHEDULER")
+    scheduler_interval_ms: int = Field(
+        DEFAULT_SCHEDULER_INTERVAL_MS, ge=10, le=60_000, validation_alias="LEVQOR_SCHEDULER_INTERVAL_MS"
+    )
+    scheduler_grace_s: int = Field(
+        DEFAULT_SCHEDULER_GRACE_S, ge=0, le=86_400, validation_alias="LEVQOR_SCHEDULER_GRACE_S"
     )
     log_format: Literal["json", "text"] = Field("json", validation_alias="LEVQOR_LOG_FORMAT")
     workflow_modules: CommaList = Field((), validation_alias="LEVQOR_WORKFLOWS")

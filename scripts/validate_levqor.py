@@ -636,6 +636,65 @@ def check_budget(v: Validator, documented: set[tuple[str, str]], subject: str, s
     )
 
 
+def check_schedules(v: Validator, documented: set[tuple[str, str]]) -> None:
+    """Create a schedule (paused, so nothing fires on its own), read, change, run and remove it."""
+    one = "/api/v1/schedules/{schedule_id}"
+    routes = {
+        ("POST", "/api/v1/schedules"),
+        ("GET", "/api/v1/schedules"),
+        ("GET", one),
+        ("PATCH", one),
+        ("DELETE", one),
+        ("POST", f"{one}/run"),
+    }
+    if not routes <= documented:
+        return
+    job = {"workflow": "echo", "payload": {"validated": True}}
+    created = v.call(
+        "POST",
+        "/api/v1/schedules",
+        201,
+        json={
+            "name": "validate_levqor",
+            "cron": "0 3 * * *",
+            "timezone": "UTC",
+            "job": job,
+            "enabled": False,
+        },
+        shape={"schedule": {"id": str, "name": "validate_levqor", "enabled": False, "next_fire_times": list}},
+    )
+    v.call(
+        "POST",
+        "/api/v1/schedules",
+        400,
+        route="POST /api/v1/schedules (bad cron)",
+        json={"name": "validate_levqor", "cron": "61 * * * *", "job": job},
+        shape=error_shape("invalid_request"),
+    )
+    v.call("GET", "/api/v1/schedules", 200, shape={"schedules": list})
+    if created is None:
+        return
+    path = {"schedule_id": created.json()["schedule"]["id"]}
+    v.call("GET", one, 200, path=path, shape={"schedule": {"id": str, "fires": list}})
+    v.call(
+        "PATCH",
+        one,
+        200,
+        path=path,
+        json={"every_s": 86400},
+        shape={"schedule": {"every_s": 86400, "cron": None}},
+    )
+    v.call(
+        "POST",
+        f"{one}/run",
+        202,
+        path=path,
+        shape={"job_id": str, "fire": {"kind": "manual"}},
+    )
+    v.call("DELETE", one, 200, path=path, shape={"schedule": {"id": str}})
+    v.call("GET", one, 404, route=f"GET {one} (removed)", path=path, shape=error_shape("not_found"))
+
+
 def check_platform(v: Validator) -> None:
     v.call("GET", "/openapi.json", 200, shape={"openapi": str, "paths": dict})
     v.call(
@@ -866,6 +925,7 @@ def main() -> int:
         if user_id is not None:
             check_budget(v, documented, "user", user_id)
         check_keys(v, documented)
+        check_schedules(v, documented)
         check_platform(v)
         check_graphql(v, jobs)
         check_uncovered(v, documented)

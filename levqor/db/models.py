@@ -455,3 +455,72 @@ class CostEntry(SQLModel, table=True):
     reserved_delta_micros: int = Field(sa_type=BigInteger)
     spent_delta_micros: int = Field(sa_type=BigInteger)
     at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class MissedFire(enum.StrEnum):
+    """What a schedule does with the ticks that passed while no scheduler ran (CONTRACT.md §7)."""
+
+    SKIP = "skip"  # jump to the next tick to come
+    RUN_ONCE = "run_once"  # one job for all the missed ticks, then on as before
+
+
+class FireKind(enum.StrEnum):
+    TICK = "tick"  # a tick fired in its time (within the scheduler's grace)
+    MISSED = "missed"  # one fire for ticks missed while no scheduler ran (`run_once`)
+    MANUAL = "manual"  # "run now"
+
+
+class Schedule(SQLModel, table=True):
+    """A named job to submit on a cron expression (in a time zone) or every `every_s` seconds."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        # The scheduler's look for due schedules reads only the enabled ones, soonest first.
+        Index(
+            "ix_schedules_due",
+            "next_fire_at",
+            postgresql_where=text("enabled"),
+            sqlite_where=text("enabled"),
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True, sa_type=Uuid)
+    name: str = Field(sa_type=String(128))
+    cron: str | None = Field(default=None, sa_type=String(200))
+    every_s: int | None = Field(default=None)
+    timezone: str = Field(default="UTC", sa_type=String(64))
+    # Interval ticks are anchor + k * every_s; the anchor is set when the cadence is (re)set.
+    anchor_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    # The intake body each fire submits (no `run_at`), as it was validated.
+    job: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    on_missed: str = Field(default=MissedFire.SKIP.value, sa_type=String(16))
+    enabled: bool = Field(default=True, sa_type=Boolean)
+    # The next tick not yet fired (None while paused). Advanced in the transaction of the fire.
+    next_fire_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # `Principal.id` of who set the job last: each fire submits as that caller (its scopes, its
+    # key's budget and webhook secret).
+    owner: str = Field(sa_type=String(64))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class ScheduleFire(SQLModel, table=True):
+    """One fire of a schedule and what intake made of it: the job, or why there is none.
+
+    Unique per (schedule, fire_time), and written in the transaction that stores the job: of any
+    number of scheduler processes, one stores a tick's fire and the others' inserts conflict."""
+
+    __tablename__ = "schedule_fires"
+    __table_args__ = (UniqueConstraint("schedule_id", "fire_time", name="ux_schedule_fires_tick"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    schedule_id: uuid.UUID = Field(sa_type=Uuid)
+    fire_time: datetime = Field(sa_type=UtcDateTime)  # the tick (or the moment of "run now")
+    kind: str = Field(sa_type=String(8))
+    # The ticks it stands for: 1, the missed ticks one `run_once` fire covers, or 0 for "run now".
+    ticks: int = Field(default=1)
+    job_id: uuid.UUID | None = Field(default=None, sa_type=Uuid)
+    # Intake's refusal ({"error", "message"}) when no job was stored: a budget, a payload that no
+    # longer validates, an owner whose key was revoked.
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+    fired_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)

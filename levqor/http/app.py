@@ -34,9 +34,10 @@ from levqor.resolvers.context import Context
 from levqor.resolvers.health import PublicMetricsCache, record_uptime_sample
 from levqor.resolvers.job_feed import JobUpdateFeed
 from levqor.resolvers.keys import any_active_managed_key, any_managed_key
-from levqor.rest import budgets, deliveries, health, jobs, keys, users, workers
+from levqor.rest import budgets, deliveries, health, jobs, keys, schedules, users, workers
 from levqor.rest import workflows as workflow_routes
 from levqor.rest.openapi import build_openapi
+from levqor.scheduling.scheduler import Scheduler
 from levqor.worker.process import WorkerServices
 from levqor.workflows.registry import registry_for
 
@@ -82,6 +83,7 @@ def build_routes(settings: Settings) -> list[BaseRoute]:
         *workflow_routes.routes(),
         *keys.routes(),
         *budgets.routes(),
+        *schedules.routes(),
     ]
 
     async def openapi(_request: Request) -> Response:
@@ -148,6 +150,8 @@ def create_app(
         await app.state.batches.start()
         job_updates = JobUpdateFeed(app.state.db, settings)
         await job_updates.start()
+        scheduler = Scheduler(app.state.db, settings, resolver=resolver)  # unless LEVQOR_SCHEDULER=false
+        scheduler.start()
         services = Context(
             db=app.state.db,
             settings=settings,
@@ -168,6 +172,7 @@ def create_app(
             setattr(app, SERVICES_ATTRIBUTE, None)
             gc.set_threshold(*thresholds)
             gc.unfreeze()
+            await scheduler.stop()
             await job_updates.stop()  # streams still open end now
             await app.state.batches.stop()  # writes and answers the submits already waiting
             await worker_services.stop()  # graceful: running jobs finish or go back to the queue

@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -63,8 +63,8 @@ CURSOR_PATTERN = _cursor_pattern()
 _CURSOR = re.compile(CURSOR_PATTERN)
 
 
-class JobSubmitInput(BaseModel):
-    """The intake body (seed: workflow, payload, callback_url, priority) plus the scheduling fields."""
+class JobTemplateInput(BaseModel):
+    """The intake body without `run_at`: what a schedule submits at each of its fires."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -73,7 +73,6 @@ class JobSubmitInput(BaseModel):
     callback_url: Annotated[AnyHttpUrl | None, Field(strict=False)] = None
     priority: Annotated[Priority, Field(strict=False)] = Priority.NORMAL
     user_id: Annotated[uuid.UUID | None, Field(strict=False)] = None
-    run_at: Annotated[datetime | None, Field(strict=False)] = None
     max_attempts: Annotated[int, Field(ge=1, le=25), WHOLE_NUMBER] | None = None
     timeout_s: Annotated[int, Field(ge=1, le=86_400), WHOLE_NUMBER] | None = None
     # What to do when a budget has no room for the job: refuse it (402), or keep it queued until
@@ -86,6 +85,12 @@ class JobSubmitInput(BaseModel):
         if value is not None and len(str(value)) > 2048:
             raise ValueError("callback_url must be at most 2048 characters")
         return value
+
+
+class JobSubmitInput(JobTemplateInput):
+    """The intake body (seed: workflow, payload, callback_url, priority) plus the scheduling fields."""
+
+    run_at: Annotated[datetime | None, Field(strict=False)] = None
 
     @field_validator("run_at")
     @classmethod
@@ -143,7 +148,74 @@ async def _check_callback_url(ctx: Context, url: str) -> None:
         raise InvalidRequest.for_field("callback_url", str(exc), FieldCode.INVALID) from exc
 
 
-async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = None) -> SubmitResult:
+@dataclass(frozen=True, slots=True)
+class PreparedSubmit:
+    """An intake request that passed every check made before the transaction (scope, fields,
+    workflow, payload, callback URL), ready to be stored in a transaction of the caller's: intake's
+    own, or a schedule's fire with its fire row."""
+
+    principal_id: str
+    fields: JobSubmitInput
+    values: dict[str, Any]
+    budget: dict[str, Any]
+    scoped_key: str | None = None
+    request_hash: str | None = None
+
+    def keyed(self, idempotency_key: str | None) -> PreparedSubmit:
+        """The same submit under an Idempotency-Key (None: none)."""
+        if idempotency_key is None:
+            return replace(self, scoped_key=None, request_hash=None)
+        scoped = f"{self.principal_id}:{_check_idempotency_key(idempotency_key)}"
+        return replace(self, scoped_key=scoped, request_hash=_request_hash(self.fields))
+
+    def find_existing(self, session: Session) -> SubmitResult | None:
+        if self.scoped_key is None:
+            return None
+        existing = session.exec(select(Job).where(Job.idempotency_key == self.scoped_key)).first()
+        if existing is None:
+            return None
+        if existing.created_at < utcnow() - IDEMPOTENCY_WINDOW:
+            existing.idempotency_key = None  # the window has passed: the key is free again
+            session.add(existing)
+            session.flush()
+            return None
+        if existing.request_hash != self.request_hash:
+            raise Conflict("this Idempotency-Key was already used with a different request body")
+        return SubmitResult(job=existing, created=False)
+
+    def store(self, session: Session) -> SubmitResult:
+        """Reserve the budget and store the job (or find the one its Idempotency-Key made)."""
+        found = self.find_existing(session)
+        if found is not None:
+            return found
+        fields = self.fields
+        if fields.user_id is not None and session.get(User, fields.user_id) is None:
+            raise InvalidRequest.for_field(
+                "user_id", f"no user with id '{fields.user_id}'", FieldCode.NOT_FOUND
+            )
+        row = job_row(
+            **self.values,
+            **self.budget,
+            user_id=fields.user_id,
+            run_at=fields.run_at,
+            idempotency_key=self.scoped_key,
+            request_hash=self.request_hash,
+        )
+        now = utcnow()
+        (granted,) = reserve(session, [ask_of(row, now)], now)
+        _admitted(granted)
+        assert isinstance(granted, Grant)
+        apply_grant(row, granted)
+        mark_limited(session, [row])
+        row.pop(BUDGET_KEY)
+        row.pop(DEFER)
+        job = Job(**row)
+        events.enqueue(session, job)
+        return SubmitResult(job=job, created=True)
+
+
+async def prepare_submit(ctx: Context, data: Any) -> PreparedSubmit:
+    """Every check of intake that needs no transaction; `PreparedSubmit.store` does the rest."""
     ctx.principal.require(Scope.JOBS_WRITE)
     fields = parse_input(JobSubmitInput, data)
     flow = registry_for(ctx.settings).get(fields.workflow)  # 400 naming an unknown workflow
@@ -154,11 +226,7 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
             raise InvalidRequest.for_field("callback_url", UNSIGNED_CALLBACK, FieldCode.INVALID)
         await _check_callback_url(ctx, str(fields.callback_url))
     key_id = managed_key_id(ctx.principal.id)
-    scoped_key = None
-    if idempotency_key is not None:
-        scoped_key = f"{ctx.principal.id}:{_check_idempotency_key(idempotency_key)}"
-    request_hash = _request_hash(fields) if scoped_key else None
-    # What the job takes from the request and its workflow, the same on both paths below.
+    # What the job takes from the request and its workflow, the same on both paths of intake.
     values: dict[str, Any] = {
         "workflow": fields.workflow,
         "payload": fields.payload,
@@ -176,61 +244,23 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
     }
     # Not columns: whose budget applies, and the policy (read by the reservation, levqor/costs).
     budget = {BUDGET_KEY: key_id, DEFER: fields.budget_policy == "defer"}
-    if ctx.batches is not None and scoped_key is None and fields.user_id is None:
+    return PreparedSubmit(principal_id=ctx.principal.id, fields=fields, values=values, budget=budget)
+
+
+async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = None) -> SubmitResult:
+    prepared = (await prepare_submit(ctx, data)).keyed(idempotency_key)
+    fields = prepared.fields
+    if ctx.batches is not None and prepared.scoped_key is None and fields.user_id is None:
         # Nothing to read first: the row joins the next group commit.
-        row = job_row(**values, **budget, run_at=fields.run_at)
+        row = job_row(**prepared.values, **prepared.budget, run_at=fields.run_at)
         return SubmitResult(job=_admitted(await ctx.batches.intake.call(row)), created=True)
-
-    def find_existing(session: Session) -> SubmitResult | None:
-        if scoped_key is None:
-            return None
-        existing = session.exec(select(Job).where(Job.idempotency_key == scoped_key)).first()
-        if existing is None:
-            return None
-        if existing.created_at < utcnow() - IDEMPOTENCY_WINDOW:
-            existing.idempotency_key = None  # the window has passed: the key is free again
-            session.add(existing)
-            session.flush()
-            return None
-        if existing.request_hash != request_hash:
-            raise Conflict("this Idempotency-Key was already used with a different request body")
-        return SubmitResult(job=existing, created=False)
-
-    def run(session: Session) -> SubmitResult:
-        found = find_existing(session)
-        if found is not None:
-            return found
-        if fields.user_id is not None and session.get(User, fields.user_id) is None:
-            raise InvalidRequest.for_field(
-                "user_id", f"no user with id '{fields.user_id}'", FieldCode.NOT_FOUND
-            )
-        row = job_row(
-            **values,
-            **budget,
-            user_id=fields.user_id,
-            run_at=fields.run_at,
-            idempotency_key=scoped_key,
-            request_hash=request_hash,
-        )
-        now = utcnow()
-        (granted,) = reserve(session, [ask_of(row, now)], now)
-        _admitted(granted)
-        assert isinstance(granted, Grant)
-        apply_grant(row, granted)
-        mark_limited(session, [row])
-        row.pop(BUDGET_KEY)
-        row.pop(DEFER)
-        job = Job(**row)
-        events.enqueue(session, job)
-        return SubmitResult(job=job, created=True)
-
     try:
-        return await ctx.db.write(run)
+        return await ctx.db.write(prepared.store)
     except IntegrityError:
-        if scoped_key is None:
+        if prepared.scoped_key is None:
             raise
         # A concurrent request with the same key won the unique index; answer with its job.
-        found = await ctx.db.write(find_existing)
+        found = await ctx.db.write(prepared.find_existing)
         if found is None:
             raise
         return found

@@ -115,18 +115,21 @@ def _workflow_alternatives(components: dict[str, Any], registry: WorkflowRegistr
     workflow's schema, as intake validates it; claims: the names as an enum."""
     flows = registry.all()
     names = [flow.name for flow in flows]
-    intake = components.get("JobSubmitInput")
-    if intake is not None:
+    # Intake's body, and a schedule's job (the same body without `run_at`).
+    for name in ("JobSubmitInput", "JobTemplateInput"):
+        intake = components.get(name)
+        if intake is None:
+            continue
         alternatives = []
         for flow in flows:
             alternative = copy.deepcopy(intake)
             alternative.pop("description", None)
-            alternative["title"] = f"JobSubmitInput ({flow.name})"
+            alternative["title"] = f"{name} ({flow.name})"
             alternative["properties"]["workflow"] = {"const": flow.name}
             alternative["properties"]["payload"] = copy.deepcopy(flow.payload_schema)
             alternatives.append(alternative)
-        components["JobSubmitInput"] = {
-            "title": "JobSubmitInput",
+        components[name] = {
+            "title": name,
             "description": intake.get("description", ""),
             "oneOf": alternatives,
         }

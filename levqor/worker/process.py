@@ -12,6 +12,7 @@ from levqor.callbacks.guard import HostResolver
 from levqor.config import ConfigError, Settings
 from levqor.db.engine import Database
 from levqor.queue import Wakeup
+from levqor.scheduling.scheduler import Scheduler
 from levqor.worker.loop import Worker
 from levqor.workflows import WorkflowRegistry, registry_for
 
@@ -106,6 +107,8 @@ async def run_standalone(
     await wakeup.start()
     worker = Worker(db, registry, settings, wakeup=wakeup, concurrency=concurrency, workflows=names)
     deliverer = Deliverer(db, settings, worker_id=worker.worker_id)
+    scheduler = Scheduler(db, settings)  # unless LEVQOR_SCHEDULER=false
+    scheduler.start()
 
     def stop() -> None:
         worker.stop()
@@ -126,5 +129,6 @@ async def run_standalone(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        await scheduler.stop()
         await wakeup.stop()
         db.dispose()

@@ -131,3 +131,38 @@ def _day(value: Any) -> date | Literal[False] | None:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+SCHEDULES_PATH = "/api/v1/schedules"
+A_VALID_CRON = "*/5 * * * *"
+
+
+@schemathesis.hook("before_call")
+def _schedules_firable_and_known(
+    context: schemathesis.HookContext, case: schemathesis.Case, kwargs: dict[str, Any]
+) -> None:
+    """A cron expression's fields must hold values cron allows (minute 0-59, a day the month has),
+    and a job's `user_id` must name a user, which no schema can say: a well-formed expression cron
+    refuses is replaced by one it takes, and a well-formed user id by a user that exists;
+    malformed ones are left to be refused."""
+    body = case.body
+    if not case.path.startswith(SCHEDULES_PATH) or not isinstance(body, dict):
+        return
+    import re
+
+    from levqor.scheduling.cadence import CRON_PATTERN, check_cron
+
+    cron = body.get("cron")
+    if isinstance(cron, str) and re.fullmatch(CRON_PATTERN, cron):
+        try:
+            check_cron(cron)
+        except ValueError:
+            body["cron"] = A_VALID_CRON
+    job = body.get("job")
+    user_id = os.environ.get(USER_ID_VARIABLE)
+    if isinstance(job, dict) and isinstance(job.get("user_id"), str) and user_id is not None:
+        try:
+            uuid.UUID(job["user_id"])
+        except ValueError:
+            return
+        job["user_id"] = user_id

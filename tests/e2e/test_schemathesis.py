@@ -162,7 +162,7 @@ def test_schemathesis_finds_nothing_in_development_mode(
         "--exclude-operation-id",
         "post_api_v1_keys",
     )
-    assert_clean(result, operations=22)
+    assert_clean(result, operations=28)
 
 
 @pytest.mark.parametrize("fuzz_server", [{"API_KEYS": STATIC_KEY}], indirect=True)
@@ -178,4 +178,4 @@ def test_schemathesis_finds_nothing_with_an_api_key(
         "--header",
         f"X-Api-Key: {STATIC_KEY}",
     )
-    assert_clean(result, operations=23)
+    assert_clean(result, operations=29)

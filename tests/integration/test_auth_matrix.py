@@ -91,6 +91,13 @@ class World:
         assert response.status_code == 200, response.text
         return subject_id
 
+    def schedule(self) -> str:
+        """A fresh schedule's id (an hourly echo)."""
+        body = {"name": "matrix", "every_s": 3600, "job": {"workflow": "echo", "payload": {}}}
+        response = self.http.post("/api/v1/schedules", json=body, headers=self.admin())
+        assert response.status_code == 201, response.text
+        return str(response.json()["schedule"]["id"])
+
     def key_for(self, caller: str, need: str | None) -> str | None:
         """The secret a caller of this kind sends to a route that needs `need`."""
         if caller == "none":
@@ -271,6 +278,29 @@ REST_MATRIX: dict[tuple[str, str], RestRow] = {
     ("GET", "/api/v1/usage"): RestRow(
         Scope.JOBS_READ, lambda _w: ("GET", "/api/v1/usage", {"params": {"group_by": "workflow"}}), 200
     ),
+    ("POST", "/api/v1/schedules"): RestRow(
+        Scope.JOBS_WRITE,
+        _post(
+            "/api/v1/schedules",
+            lambda _w: {"name": "m", "every_s": 60, "job": {"workflow": "echo", "payload": {}}},
+        ),
+        201,
+    ),
+    ("GET", "/api/v1/schedules"): RestRow(Scope.JOBS_READ, _get("/api/v1/schedules"), 200),
+    ("GET", "/api/v1/schedules/{schedule_id}"): RestRow(
+        Scope.JOBS_READ, lambda world: ("GET", f"/api/v1/schedules/{world.schedule()}", {}), 200
+    ),
+    ("PATCH", "/api/v1/schedules/{schedule_id}"): RestRow(
+        Scope.JOBS_WRITE,
+        lambda world: ("PATCH", f"/api/v1/schedules/{world.schedule()}", {"json": {"enabled": False}}),
+        200,
+    ),
+    ("DELETE", "/api/v1/schedules/{schedule_id}"): RestRow(
+        Scope.JOBS_WRITE, lambda world: ("DELETE", f"/api/v1/schedules/{world.schedule()}", {}), 200
+    ),
+    ("POST", "/api/v1/schedules/{schedule_id}/run"): RestRow(
+        Scope.JOBS_WRITE, lambda world: ("POST", f"/api/v1/schedules/{world.schedule()}/run", {}), 202
+    ),
     ("GET", "/openapi.json"): RestRow(PUBLIC, _get("/openapi.json"), 200),
     ("GET", "/metrics"): RestRow(PUBLIC, _get("/metrics"), 200),
     ("GET", "/legal/privacy"): RestRow(PUBLIC, _get("/legal/privacy"), 200),
@@ -423,6 +453,40 @@ GRAPHQL_MATRIX: dict[tuple[str, str], GraphQLRow] = {
             "mutation($id: ID!) { deleteBudget(subject: USER, subjectId: $id) "
             "{ budget { id } userErrors { code } } }",
             lambda w: {"id": w.budgeted("users")},
+        ),
+    ),
+    ("Query", "schedules"): GraphQLRow(Scope.JOBS_READ, _doc("{ schedules { id nextFireTimes } }")),
+    ("Query", "schedule"): GraphQLRow(
+        Scope.JOBS_READ,
+        _doc("query($id: ID!) { schedule(id: $id) { id } }", lambda w: {"id": w.schedule()}),
+    ),
+    ("Mutation", "createSchedule"): GraphQLRow(
+        Scope.JOBS_WRITE,
+        _doc(
+            'mutation { createSchedule(input: {name: "m", everyS: 60, job: {workflow: "echo", '
+            "payload: {}}}) { schedule { id } userErrors { code } } }"
+        ),
+    ),
+    ("Mutation", "updateSchedule"): GraphQLRow(
+        Scope.JOBS_WRITE,
+        _doc(
+            "mutation($id: ID!) { updateSchedule(id: $id, input: {enabled: false}) "
+            "{ schedule { enabled } userErrors { code } } }",
+            lambda w: {"id": w.schedule()},
+        ),
+    ),
+    ("Mutation", "deleteSchedule"): GraphQLRow(
+        Scope.JOBS_WRITE,
+        _doc(
+            "mutation($id: ID!) { deleteSchedule(id: $id) { schedule { id } userErrors { code } } }",
+            lambda w: {"id": w.schedule()},
+        ),
+    ),
+    ("Mutation", "runSchedule"): GraphQLRow(
+        Scope.JOBS_WRITE,
+        _doc(
+            "mutation($id: ID!) { runSchedule(id: $id) { jobId userErrors { code } } }",
+            lambda w: {"id": w.schedule()},
         ),
     ),
     ("Mutation", "cancelJob"): GraphQLRow(

@@ -1,0 +1,1 @@
+"""Schedules: when they tick (`cadence`) and the loop that fires them (`scheduler`)."""
