@@ -812,3 +812,104 @@ def test_a_deferred_job_says_why_and_when_on_both_surfaces(admin: httpx.Client) 
         assert key_id in (job["defer_reason"] or "")
         assert job["reserved_micros"] == estimate
     assert from_gql == rest_job(admin, submitted["job"]["id"])
+
+
+# --- schedules -----------------------------------------------------------------------------------
+
+SCHEDULE_FIELDS = """id name cron everyS timezone job onMissed enabled nextFireAt nextFireTimes
+  fires { fireTime kind ticks jobId error firedAt } createdAt updatedAt"""
+CREATE_SCHEDULE = f"""mutation($i: CreateScheduleInput!) {{
+  createSchedule(input: $i) {{ schedule {{ {SCHEDULE_FIELDS} }} userErrors {{ field message code }} }} }}"""
+SCHEDULE = f"query($id: ID!) {{ schedule(id: $id) {{ {SCHEDULE_FIELDS} }} }}"
+SCHEDULES = f"{{ schedules {{ {SCHEDULE_FIELDS} }} }}"
+RUN_SCHEDULE = f"""mutation($id: ID!) {{ runSchedule(id: $id) {{
+  fire {{ fireTime kind ticks jobId error firedAt }} jobId schedule {{ {SCHEDULE_FIELDS} }}
+  userErrors {{ field message code }} }} }}"""
+
+
+def gql_fire_as_rest(fire: dict[str, Any]) -> dict[str, Any]:
+    shaped = snake_keys(fire)
+    shaped["kind"] = fire["kind"].lower()
+    shaped["fire_time"], shaped["fired_at"] = instant(fire["fireTime"]), instant(fire["firedAt"])
+    return shaped
+
+
+def rest_fire(fire: dict[str, Any]) -> dict[str, Any]:
+    return {**fire, "fire_time": instant(fire["fire_time"]), "fired_at": instant(fire["fired_at"])}
+
+
+def gql_schedule_as_rest(schedule: dict[str, Any]) -> dict[str, Any]:
+    shaped = snake_keys(schedule)
+    shaped["on_missed"] = schedule["onMissed"].lower()
+    shaped["fires"] = [gql_fire_as_rest(fire) for fire in schedule["fires"]]
+    shaped["next_fire_times"] = [instant(at) for at in schedule["nextFireTimes"]]
+    for key in ("next_fire_at", "created_at", "updated_at"):
+        shaped[key] = instant(shaped[key])
+    return shaped
+
+
+def rest_schedule(schedule: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **schedule,
+        "fires": [rest_fire(fire) for fire in schedule["fires"]],
+        "next_fire_times": [instant(at) for at in schedule["next_fire_times"]],
+        **{key: instant(schedule[key]) for key in ("next_fire_at", "created_at", "updated_at")},
+    }
+
+
+def test_a_schedule_made_on_either_surface_reads_the_same_on_both(admin: httpx.Client) -> None:
+    job = {"workflow": "echo", "payload": {"report": "nightly"}, "priority": "high"}
+    made = admin.post(
+        "/api/v1/schedules",
+        json={"name": "nightly", "cron": "30 2 * * *", "timezone": "Europe/London", "job": job},
+    )
+    assert made.status_code == 201, made.text
+    by_rest = made.json()["schedule"]
+    created = gql_data(
+        admin,
+        CREATE_SCHEDULE,
+        {
+            "i": {
+                "name": "nightly",
+                "cron": "30 2 * * *",
+                "timezone": "Europe/London",
+                "job": {**job, "priority": "HIGH"},
+            }
+        },
+    )["createSchedule"]
+    assert created["userErrors"] == []
+    by_gql = gql_schedule_as_rest(created["schedule"])
+    # The same schedule but for its id and instants of making: the same job, cadence and next ticks.
+    differs = {"id", "created_at", "updated_at"}
+    assert {k: v for k, v in by_gql.items() if k not in differs} == {
+        k: v for k, v in rest_schedule(by_rest).items() if k not in differs
+    }
+    assert by_rest["job"]["workflow"] == "echo"
+    assert len(by_rest["next_fire_times"]) > 1
+
+    # Each reads the other's alike.
+    read = gql_data(admin, SCHEDULE, {"id": by_rest["id"]})["schedule"]
+    assert gql_schedule_as_rest(read) == rest_schedule(by_rest)
+    got = admin.get(f"/api/v1/schedules/{by_gql['id']}")
+    assert got.status_code == 200, got.text
+    assert rest_schedule(got.json()["schedule"]) == by_gql
+    listed = [rest_schedule(s) for s in admin.get("/api/v1/schedules").json()["schedules"]]
+    assert [gql_schedule_as_rest(s) for s in gql_data(admin, SCHEDULES)["schedules"]] == listed
+
+    # "Run now" on each surface: a manual fire with its job, recorded alike.
+    ran = admin.post(f"/api/v1/schedules/{by_rest['id']}/run")
+    assert ran.status_code == 202, ran.text
+    run = gql_data(admin, RUN_SCHEDULE, {"id": by_gql["id"]})["runSchedule"]
+    assert run["userErrors"] == []
+    rest_run, gql_run = ran.json(), run
+    assert rest_run["fire"]["kind"] == gql_fire_as_rest(gql_run["fire"])["kind"] == "manual"
+    assert rest_run["fire"]["job_id"] == rest_run["job_id"]
+    assert gql_run["fire"]["jobId"] == gql_run["jobId"]
+    for job_id in (rest_run["job_id"], gql_run["jobId"]):
+        stored = admin.get(f"/api/v1/jobs/{job_id}").json()
+        assert (stored["workflow"], stored["payload"], stored["priority"]) == ("echo", job["payload"], "high")
+    after = gql_data(admin, SCHEDULE, {"id": by_rest["id"]})["schedule"]
+    assert gql_schedule_as_rest(after) == rest_schedule(
+        admin.get(f"/api/v1/schedules/{by_rest['id']}").json()["schedule"]
+    )
+    assert [fire["job_id"] for fire in gql_schedule_as_rest(after)["fires"]] == [rest_run["job_id"]]
