@@ -90,7 +90,7 @@ def _soft_limit_within_limit(
     if not case.path.startswith(BUDGETS_PATH) or case.method.upper() != "PUT" or not isinstance(body, dict):
         return
     limit, soft = body.get("limit_micros"), body.get("soft_limit_micros")
-    if _is_int(limit) and _is_int(soft) and soft > limit:
+    if _is_number(limit) and _is_number(soft) and soft > limit:
         body["soft_limit_micros"] = limit
 
 
@@ -129,8 +129,9 @@ def _day(value: Any) -> date | Literal[False] | None:
         return False
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_number(value: Any) -> bool:
+    """A JSON number: the server takes whole numbers spelled `845.0` as integers too."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 SCHEDULES_PATH = "/api/v1/schedules"
