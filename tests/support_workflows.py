@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from levqor.workflows import JobFailed, JobRunContext, TokenUsage, Workflow, workflow
@@ -102,3 +103,19 @@ async def priced(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
     if payload.get("fail_first") and ctx.attempt == 1:
         raise JobFailed("first attempts fail", retry_after_s=0)
     return {"attempt": ctx.attempt}
+
+
+@workflow("test.step", description="A step of a run: returns its key, payload and parents' results.")
+async def step(payload: dict[str, Any], ctx: JobRunContext) -> dict[str, Any]:
+    # Fails (without a retry) while the file `fail_while` names exists: a test removes it to let a
+    # retry of the step succeed.
+    marker = payload.get("fail_while")
+    if marker and os.path.exists(marker):
+        raise JobFailed(f"{ctx.step_key} fails while {marker} exists", retryable=False)
+    return {
+        "key": ctx.step_key,
+        "run_id": None if ctx.run_id is None else str(ctx.run_id),
+        "parents": {key: parent["result"] for key, parent in sorted(ctx.parents.items())},
+        "parent_statuses": {key: parent["status"] for key, parent in sorted(ctx.parents.items())},
+        "payload": payload,
+    }

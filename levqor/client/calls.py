@@ -33,6 +33,10 @@ class ClaimedJob:
     cost_estimate_micros: int | None = None
     reserved_micros: int | None = None
     spent_before_micros: int = 0
+    # A step of a run: the run, its key, and each parent's {job_id, status, result, error} by key.
+    run_id: str | None = None
+    step_key: str | None = None
+    parents: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,9 @@ def _claimed(response: httpx.Response) -> list[ClaimedJob]:
             cost_estimate_micros=item.get("cost_estimate_micros"),
             reserved_micros=item.get("reserved_micros"),
             spent_before_micros=item.get("spent_before_micros", 0),
+            run_id=item.get("run_id"),
+            step_key=item.get("step_key"),
+            parents=item.get("parents"),
         )
         for item in response.json()["jobs"]
     ]

@@ -101,9 +101,10 @@ def _derive_email_key(_mapper: object, _connection: object, user: User) -> None:
 # A job under a concurrency limit (its key's or its workflow's `max_running`) is left out of the
 # claim index, so the ordinary claim never meets one and costs what it did before limits existed;
 # levqor/queue/limits.py claims those through their own index, a limit at a time.
-CLAIMABLE_WHERE = "status = 'queued' AND NOT concurrency_limited"
+# A step of a run that still waits for its parents (`waiting_on` > 0) is in neither claim index.
+CLAIMABLE_WHERE = "status = 'queued' AND NOT concurrency_limited AND waiting_on = 0"
 LEASED_WHERE = "status = 'running'"
-LIMITED_QUEUED_WHERE = "status = 'queued' AND concurrency_limited"
+LIMITED_QUEUED_WHERE = "status = 'queued' AND concurrency_limited AND waiting_on = 0"
 LIMITED_RUNNING_WHERE = "status = 'running' AND concurrency_limited"
 
 
@@ -146,6 +147,13 @@ class Job(SQLModel, table=True):
             sqlite_where=text(LIMITED_RUNNING_WHERE),
         ),
         Index("ix_jobs_status_seq", "status", "seq"),
+        # A run's steps; a job outside any run costs the index nothing.
+        Index(
+            "ix_jobs_run_id",
+            "run_id",
+            postgresql_where=text("run_id IS NOT NULL"),
+            sqlite_where=text("run_id IS NOT NULL"),
+        ),
         Index("ix_jobs_created_at", "created_at"),
         # Partial: a job without a user or a submitter costs these indexes nothing, at intake and at
         # every state change (each change writes a new row version into every index of the row).
@@ -198,6 +206,11 @@ class Job(SQLModel, table=True):
     # Whether a concurrency limit applies (its key's or its workflow's `max_running`): set at intake,
     # and on the key's queued and running jobs when the key's limit is set or lifted.
     concurrency_limited: bool = Field(default=False, sa_type=Boolean)
+    # A step of a run (CONTRACT.md §7): the run, the step's key in it, and how many of its parents
+    # it still waits for (claimable only at 0). None, None and 0 for a job on its own.
+    run_id: uuid.UUID | None = Field(default=None, sa_type=Uuid)
+    step_key: str | None = Field(default=None, sa_type=String(64))
+    waiting_on: int = Field(default=0)
     result: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     # Money is USD micro-dollars. The estimate is the workflow's worst case, made at intake; the
@@ -524,3 +537,86 @@ class ScheduleFire(SQLModel, table=True):
     # longer validates, an owner whose key was revoked.
     error: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     fired_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class RunStatus(enum.StrEnum):
+    """A run's states: those of a job (CONTRACT.md §7)."""
+
+    QUEUED = "queued"  # no step has started
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # every step succeeded
+    FAILED = "failed"  # every step finished, and one failed (its descendants were cancelled)
+    CANCELLED = "cancelled"  # every step finished, and the run or one of its steps was cancelled
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class Run(SQLModel, table=True):
+    """A graph of jobs submitted together: each step is an ordinary job (`jobs.run_id`), which runs
+    once the parents it depends on have finished (`run_edges`).
+
+    The counters change in the transactions that finish or reopen its steps, under the run row's
+    lock, so the last step to finish is the one that sees `steps_open` reach 0 and finishes the run."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index(
+            "ux_runs_idempotency_key",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True, sa_type=Uuid)
+    # Terminal once every step is; `queued` until then (a read shows `running` once a step started).
+    status: str = Field(default=RunStatus.QUEUED.value, sa_type=String(16))
+    # As `jobs.submitted_by`: the managed key whose secret signs the run's callback.
+    submitted_by: str | None = Field(default=None, sa_type=String(64))
+    callback_url: str | None = Field(default=None, sa_type=String(2048))
+    steps_total: int = Field(default=0)
+    steps_open: int = Field(default=0)  # steps not finished
+    steps_failed: int = Field(default=0)
+    steps_cancelled: int = Field(default=0)
+    cancel_requested: bool = Field(default=False, sa_type=Boolean)
+    idempotency_key: str | None = Field(default=None, sa_type=String(400))
+    request_hash: str | None = Field(default=None, sa_type=String(64))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class ParentFailure(enum.StrEnum):
+    """What a step does when the parent of one of its edges fails or is cancelled."""
+
+    CANCEL = "cancel"  # it is cancelled too, and so are its own descendants through such edges
+    RUN = "run"  # it runs anyway, once its other parents allow
+
+
+class RunEdge(SQLModel, table=True):
+    """`child_id` waits for `parent_id` (both jobs of `run_id`)."""
+
+    __tablename__ = "run_edges"
+    __table_args__ = (Index("ix_run_edges_child", "child_id"),)
+
+    parent_id: uuid.UUID = Field(primary_key=True, sa_type=Uuid)
+    child_id: uuid.UUID = Field(primary_key=True, sa_type=Uuid)
+    run_id: uuid.UUID = Field(sa_type=Uuid)
+    on_failure: str = Field(default=ParentFailure.CANCEL.value, sa_type=String(8))
+
+
+class RunEvent(SQLModel, table=True):
+    """A run's own history: submitted, cancel requested, finished, reopened by a retried step."""
+
+    __tablename__ = "run_events"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    run_id: uuid.UUID = Field(sa_type=Uuid, index=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    type: str = Field(sa_type=String(32))
+    from_status: str | None = Field(default=None, sa_type=String(16))
+    to_status: str = Field(sa_type=String(16))
+    detail: dict[str, Any] | None = Field(default=None, sa_type=JSONType)

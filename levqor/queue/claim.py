@@ -29,6 +29,7 @@ from levqor.queue.claimable import JOBS, LIMITED_QUEUED, claimable
 from levqor.queue.events import event_row, events_of_changed, insert_events
 from levqor.queue.job_event_notices import mark_job_events
 from levqor.queue.limits import pick_limited
+from levqor.queue.steps import parent_outcomes
 
 CLAIMED_EVENT = "claimed"
 MAX_CLAIM_BATCH = 1000
@@ -48,6 +49,10 @@ class ClaimedJob:
     cost_estimate_micros: int | None = None
     reserved_micros: int | None = None
     spent_before_micros: int = 0
+    # A step of a run: the run, its key, and each parent's outcome by key (`steps.parent_outcomes`).
+    run_id: uuid.UUID | None = None
+    step_key: str | None = None
+    parents: dict[str, dict[str, Any]] | None = None
 
 
 def _candidates(
@@ -147,6 +152,8 @@ def claim_jobs(
             rows += claim.ordinary(served, max_jobs - len(rows), excluded)
     rows = sorted(rows, key=lambda row: (row.priority, row.run_at, row.seq))
     lease_expires_at = claim.lease_expires_at
+    steps = [row.id for row in rows if row.run_id is not None]
+    parents = parent_outcomes(session, steps) if steps else {}
     return [
         ClaimedJob(
             id=row.id,
@@ -159,6 +166,9 @@ def claim_jobs(
             reserved_micros=row.reserved_micros,
             # Since its hold began: a retried job's earlier spending was settled already.
             spent_before_micros=(row.cost_actual_micros or 0) - (row.settled_micros or 0),
+            run_id=row.run_id,
+            step_key=row.step_key,
+            parents=parents.get(row.id, {}) if row.run_id is not None else None,
         )
         for row in rows
     ]
@@ -177,6 +187,8 @@ _RETURNED = (
     JOBS.c.reserved_micros,
     JOBS.c.cost_actual_micros,
     JOBS.c.settled_micros,
+    JOBS.c.run_id,
+    JOBS.c.step_key,
 )
 
 

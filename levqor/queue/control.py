@@ -17,6 +17,7 @@ from levqor.db.principals import managed_key_id
 from levqor.db.types import utcnow
 from levqor.errors import BudgetExceeded, Conflict, NotFound
 from levqor.queue.events import finish, record_event
+from levqor.queue.steps import check_retry, step_reopened, steps_finished
 from levqor.queue.wakeup import mark_claimable
 
 
@@ -36,7 +37,7 @@ def cancel(session: Session, job_id: uuid.UUID) -> Job:
     job = _locked(session, job_id)
     status = job.job_status
     if status is JobStatus.QUEUED:
-        return finish(session, job, JobStatus.CANCELLED, error={"type": "cancelled"}, type_="cancelled")
+        return _finish_step(session, job, JobStatus.CANCELLED, error={"type": "cancelled"}, type_="cancelled")
     if status is JobStatus.RUNNING:
         if not job.cancel_requested:
             now = utcnow()
@@ -55,6 +56,9 @@ def retry(session: Session, job_id: uuid.UUID) -> Job:
     job = _locked(session, job_id)
     if job.job_status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise Conflict(f"job is {job.status}; only failed or cancelled jobs can be retried")
+    # A step waits for its parents again, if any has not finished; one whose failure cancelled it
+    # keeps it cancelled (Conflict: retry that one).
+    waiting = check_retry(session, job) if job.run_id is not None else 0
     now = utcnow()
     ask = Ask(
         job_id=job.id,
@@ -78,10 +82,14 @@ def retry(session: Session, job_id: uuid.UUID) -> Job:
     job.result = None
     job.error = None
     job.finished_at = None
+    job.waiting_on = waiting
     job.updated_at = now
     session.add(job)
     record_event(session, job, "retried", from_status=previous, at=now)
     mark_claimable(session)
+    if job.run_id is not None:
+        session.flush()
+        step_reopened(session, job, previous, now)
     return job
 
 
@@ -91,4 +99,13 @@ def force_complete(session: Session, job_id: uuid.UUID, result: dict[str, Any]) 
     job = _locked(session, job_id)
     if job.job_status.is_terminal:
         raise Conflict(f"job is already {job.status}")
-    return finish(session, job, JobStatus.SUCCEEDED, result=result, type_="dev_completed")
+    return _finish_step(session, job, JobStatus.SUCCEEDED, result=result, type_="dev_completed")
+
+
+def _finish_step(session: Session, job: Job, status: JobStatus, **outcome: Any) -> Job:
+    """`events.finish`, and for a step of a run, what its end does to the rest of the run."""
+    finish(session, job, status, **outcome)
+    if job.run_id is not None:
+        session.flush()
+        steps_finished(session, [job.id], utcnow())
+    return job

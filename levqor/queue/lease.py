@@ -25,6 +25,7 @@ from levqor.errors import Conflict
 from levqor.queue.claimable import JOBS
 from levqor.queue.events import event_row, insert_events
 from levqor.queue.outcomes import DEFAULT_BACKOFF, LEASE_LOST, RUNNING_COLUMNS, Backoff
+from levqor.queue.steps import steps_finished
 from levqor.queue.wakeup import mark_claimable
 
 DEFAULT_REAP_LIMIT = 500
@@ -155,6 +156,7 @@ def reap_expired(
     events: list[dict[str, Any]] = []
     called_back: list[uuid.UUID] = []
     held: list[uuid.UUID] = []
+    stepped: list[uuid.UUID] = []
     for row in session.execute(candidates).all():
         status, values, event_type, detail = _after_expiry(row, backoff, now)
         applied = session.execute(
@@ -176,6 +178,8 @@ def reap_expired(
             called_back.append(row.id)
         if status.is_terminal and row.reserved_micros is not None:
             held.append(row.id)
+        if status.is_terminal and row.run_id is not None:
+            stepped.append(row.id)
         events.append(
             event_row(
                 row.id,
@@ -191,6 +195,7 @@ def reap_expired(
     insert_events(session, events)
     settle(session, held, now)
     write_deliveries_for(session, called_back, now)
+    steps_finished(session, stepped, now)
     if requeued:
         mark_claimable(session)
     return taken

@@ -44,6 +44,7 @@ from levqor.errors import Conflict
 from levqor.queue.claimable import JOBS
 from levqor.queue.events import event_row, events_of_changed, insert_events
 from levqor.queue.job_event_notices import mark_job_events
+from levqor.queue.steps import steps_finished
 from levqor.queue.wakeup import mark_claimable
 from levqor.workflows.context import TokenUsage
 
@@ -124,6 +125,7 @@ RUNNING_COLUMNS = tuple(
         "cancel_requested",
         "callback_url",
         "reserved_micros",
+        "run_id",
     )
 )
 
@@ -261,6 +263,7 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
             c.worker_id,
             c.callback_url.is_not(None).label("has_callback"),
             c.reserved_micros.is_not(None).label("has_hold"),
+            c.run_id.is_not(None).label("in_run"),
         )
         .cte("done")
     )
@@ -272,13 +275,17 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
         at=now,
         worker_id=done.c.worker_id,
     ).cte("logged")
-    rows = session.execute(select(done.c.id, done.c.has_callback, done.c.has_hold).add_cte(logged)).all()
+    rows = session.execute(
+        select(done.c.id, done.c.has_callback, done.c.has_hold, done.c.in_run).add_cte(logged)
+    ).all()
     if rows:
         mark_job_events(session)
     # Budget holds settle to the actual cost, and only jobs that have one cost anything more.
     settle(session, [row.id for row in rows if row.has_hold], now)
     # The outbox rows, in this transaction: only jobs with a callback cost anything more.
     write_deliveries_for(session, [row.id for row in rows if row.has_callback], now)
+    # Steps of runs release the steps that wait for them; only those cost anything more.
+    steps_finished(session, [row.id for row in rows if row.in_run], now)
     return [row.id for row in rows]
 
 
@@ -293,6 +300,7 @@ def _record_locked(
     applied: list[uuid.UUID] = []
     called_back: list[uuid.UUID] = []
     held: list[uuid.UUID] = []
+    stepped: list[uuid.UUID] = []
     requeued = False
     for outcome in outcomes:
         row = rows.get(outcome.job_id)
@@ -331,11 +339,14 @@ def _record_locked(
             called_back.append(row.id)
         if status.is_terminal and row.reserved_micros is not None:
             held.append(row.id)
+        if status.is_terminal and row.run_id is not None:
+            stepped.append(row.id)
     if updates:
         _APPLY_MANY.execute(session, updates)
         insert_events(session, events)
         settle(session, held, now)
         write_deliveries_for(session, called_back, now)
+        steps_finished(session, stepped, now)
     if requeued:
         mark_claimable(session)
     return applied

@@ -131,7 +131,7 @@ def _request_hash(fields: JobSubmitInput) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _check_idempotency_key(raw: str) -> str:
+def check_idempotency_key(raw: str) -> str:
     if re.fullmatch(IDEMPOTENCY_KEY_PATTERN, raw) is None:
         raise InvalidRequest.for_field(
             "Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
@@ -139,7 +139,7 @@ def _check_idempotency_key(raw: str) -> str:
     return raw
 
 
-async def _check_callback_url(ctx: Context, url: str) -> None:
+async def check_callback_url(ctx: Context, url: str) -> None:
     """400 at intake for a callback the guard would refuse to send (CONTRACT.md §8); delivery
     checks again, since what a name resolves to can change."""
     try:
@@ -165,7 +165,7 @@ class PreparedSubmit:
         """The same submit under an Idempotency-Key (None: none)."""
         if idempotency_key is None:
             return replace(self, scoped_key=None, request_hash=None)
-        scoped = f"{self.principal_id}:{_check_idempotency_key(idempotency_key)}"
+        scoped = f"{self.principal_id}:{check_idempotency_key(idempotency_key)}"
         return replace(self, scoped_key=scoped, request_hash=_request_hash(self.fields))
 
     def find_existing(self, session: Session) -> SubmitResult | None:
@@ -217,14 +217,18 @@ class PreparedSubmit:
 async def prepare_submit(ctx: Context, data: Any) -> PreparedSubmit:
     """Every check of intake that needs no transaction; `PreparedSubmit.store` does the rest."""
     ctx.principal.require(Scope.JOBS_WRITE)
-    fields = parse_input(JobSubmitInput, data)
+    return await prepare_fields(ctx, parse_input(JobSubmitInput, data))
+
+
+async def prepare_fields(ctx: Context, fields: JobSubmitInput) -> PreparedSubmit:
+    """`prepare_submit` of fields already parsed (a run's steps are parsed with their run)."""
     flow = registry_for(ctx.settings).get(fields.workflow)  # 400 naming an unknown workflow
     flow.validate(fields.payload)  # 400 naming the failing payload path
     estimate = flow.estimate_cost(fields.payload)  # the worst case, in micro-USD (None: no cost model)
     if fields.callback_url is not None:
         if not can_sign(ctx.principal, ctx.settings):
             raise InvalidRequest.for_field("callback_url", UNSIGNED_CALLBACK, FieldCode.INVALID)
-        await _check_callback_url(ctx, str(fields.callback_url))
+        await check_callback_url(ctx, str(fields.callback_url))
     key_id = managed_key_id(ctx.principal.id)
     # What the job takes from the request and its workflow, the same on both paths of intake.
     values: dict[str, Any] = {

@@ -206,6 +206,8 @@ class JobBody(BaseModel):
     tokens: TokenUsageBody | None = Field(description="Tokens reported by its attempts; null: none reported.")
     cancel_requested: bool  # a running job's cancellation is on its way to the worker
     progress: dict[str, Any] | None  # the last progress its worker reported
+    run_id: str | None = Field(default=None, description="The run this job is a step of (null: none).")
+    step_key: str | None = Field(default=None, description="The step's key in its run.")
 
     @classmethod
     def from_row(cls, job: Job) -> JobBody:
@@ -234,6 +236,8 @@ class JobBody(BaseModel):
             tokens=TokenUsageBody.from_job(job),
             cancel_requested=job.cancel_requested,
             progress=job.progress,
+            run_id=None if job.run_id is None else str(job.run_id),
+            step_key=job.step_key,
         )
 
 

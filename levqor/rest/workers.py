@@ -31,6 +31,11 @@ class ClaimedJobBody(BaseModel):
     cost_estimate_micros: int | None
     reserved_micros: int | None
     spent_before_micros: int
+    # A step of a run (null otherwise): its run, its key, and each parent's outcome by key
+    # (`{job_id, status, result, error}`).
+    run_id: str | None = None
+    step_key: str | None = None
+    parents: dict[str, dict[str, Any]] | None = None
 
     @classmethod
     def from_claim(cls, job: ClaimedJob, lease_s: int) -> ClaimedJobBody:
@@ -45,6 +50,9 @@ class ClaimedJobBody(BaseModel):
             cost_estimate_micros=job.cost_estimate_micros,
             reserved_micros=job.reserved_micros,
             spent_before_micros=job.spent_before_micros,
+            run_id=None if job.run_id is None else str(job.run_id),
+            step_key=job.step_key,
+            parents=job.parents,
         )
 
 

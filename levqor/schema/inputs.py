@@ -79,5 +79,18 @@ def as_data(value: Any) -> dict[str, Any]:
             item = item.isoformat()
         elif dataclasses.is_dataclass(item) and not isinstance(item, type):
             item = as_data(item)  # a nested input object
+        elif isinstance(item, list):
+            item = [_as_value(element) for element in item]
         data[field.name] = item
     return data
+
+
+def _as_value(item: Any) -> Any:
+    """An element of a list field, as `as_data` gives a field."""
+    if isinstance(item, enum.Enum):
+        return item.value
+    if isinstance(item, datetime):
+        return item.isoformat()
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return as_data(item)
+    return item

@@ -15,6 +15,7 @@ from levqor.schema.errors import with_user_errors
 from levqor.schema.inputs import SubmitJobInput, UpdateUserInput, UpsertUserInput, as_data
 from levqor.schema.job_control import JobControlMutation
 from levqor.schema.keys import KeyMutation
+from levqor.schema.runs import RunMutation
 from levqor.schema.schedules import ScheduleMutation
 from levqor.schema.types import JobType, UserError, UserType
 from levqor.schema.workers import WorkerMutation
@@ -50,7 +51,13 @@ class UpdateUserPayload:
 
 @strawberry.type
 class Mutation(
-    WorkerMutation, KeyMutation, JobControlMutation, DeliveryMutation, BudgetMutation, ScheduleMutation
+    WorkerMutation,
+    KeyMutation,
+    JobControlMutation,
+    DeliveryMutation,
+    BudgetMutation,
+    ScheduleMutation,
+    RunMutation,
 ):
     @strawberry.mutation(description="Submit a job (needs `jobs:write`), as POST /api/v1/intake.")
     async def submit_job(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -14,9 +14,13 @@ from strawberry.types import Info
 from levqor.db.models import Currency, Job, JobEvent, JobStatus, Priority, User
 from levqor.resolvers import deliveries as delivery_resolvers
 from levqor.resolvers import jobs as job_resolvers
+from levqor.resolvers import runs as run_resolvers
 from levqor.resolvers.usage import job_tokens
 from levqor.schema.delivery_types import DeliveryType
 from levqor.schema.scalars import Long, Micros, optional_micros
+
+if TYPE_CHECKING:
+    from levqor.schema.runs import RunType
 
 MICROS_PER_USD = Decimal(1_000_000)
 
@@ -150,6 +154,20 @@ class JobType:
         description="The last progress its worker reported (null until one does); it stays once the "
         "job has finished, and through a retry until the next report.",
     )
+    step_key: str | None = strawberry.field(
+        default=None, description="Its key in its run (null: not a step)."
+    )
+    run_uuid: strawberry.Private[uuid.UUID | None] = None
+
+    @strawberry.field(description="The run this job is a step of (null: none); needs `jobs:read`.")
+    async def run(
+        self, info: Info[Any, None]
+    ) -> Annotated[RunType, strawberry.lazy("levqor.schema.runs")] | None:
+        from levqor.schema.runs import RunType
+
+        if self.run_uuid is None:
+            return None
+        return RunType.from_view(await run_resolvers.get_run(info.context.levqor, self.run_uuid))
 
     @strawberry.field(description="Every state change, oldest first.")
     async def events(self, info: Info[Any, None]) -> list[JobEventType]:
@@ -190,6 +208,8 @@ class JobType:
             tokens=TokenUsageType.from_job(row),
             cancel_requested=row.cancel_requested,
             progress=JSON(row.progress) if row.progress is not None else None,
+            step_key=row.step_key,
+            run_uuid=row.run_id,
         )
 
 

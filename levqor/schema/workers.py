@@ -103,6 +103,11 @@ class ClaimedJobType:
         description="What the job's budgets hold for it (null: no budget applies)."
     )
     spent_before_micros: Micros = strawberry.field(description="What the job's earlier attempts cost.")
+    run_id: strawberry.ID | None = strawberry.field(default=None, description="The run, for a step of one.")
+    step_key: str | None = strawberry.field(default=None, description="The step's key in its run.")
+    parents: JSON | None = strawberry.field(
+        default=None, description="A step's parents by key: `{job_id, status, result, error}` each."
+    )
 
     @classmethod
     def from_claim(cls, job: ClaimedJob, lease_s: int) -> ClaimedJobType:
@@ -117,6 +122,9 @@ class ClaimedJobType:
             cost_estimate_micros=optional_micros(job.cost_estimate_micros),
             reserved_micros=optional_micros(job.reserved_micros),
             spent_before_micros=Micros(job.spent_before_micros),
+            run_id=None if job.run_id is None else strawberry.ID(str(job.run_id)),
+            step_key=job.step_key,
+            parents=None if job.parents is None else JSON(job.parents),
         )
 
 

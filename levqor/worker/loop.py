@@ -188,6 +188,9 @@ class Worker:
             cost_estimate_micros=job.cost_estimate_micros,
             reserved_micros=job.reserved_micros,
             spent_before_micros=job.spent_before_micros,
+            run_id=job.run_id,
+            step_key=job.step_key,
+            parents=job.parents or {},
             on_progress=self._progress_reported.set,
         )
         running = RunningJob(job=job, ctx=ctx)

@@ -105,9 +105,19 @@ class JobRunContext:
     # the real figure never arrived (a stream cut before its usage).
     usage: TokenUsage | None = None
     cost_estimated: bool = False
+    # A step of a run: its run, its key, and each parent's outcome by key (`{job_id, status, result,
+    # error}`; a parent whose edge lets this step run after a failure may have failed).
+    run_id: uuid.UUID | None = None
+    step_key: str | None = None
+    parents: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending_progress: dict[str, Any] | None = field(default=None, repr=False)
     # Called (on the event loop) at each report: the worker sends what is pending soon after.
     on_progress: Callable[[], None] | None = field(default=None, repr=False)
+
+    def parent_result(self, key: str) -> Any:
+        """The result of parent step `key` (None when it did not succeed); KeyError for a key that
+        is not one of this step's parents."""
+        return self.parents[key]["result"]
 
     def report_progress(self, progress: dict[str, Any]) -> None:
         """Record progress; the worker writes it within about a quarter of a second, together with

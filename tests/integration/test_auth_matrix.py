@@ -98,6 +98,16 @@ class World:
         assert response.status_code == 201, response.text
         return str(response.json()["schedule"]["id"])
 
+    def run(self) -> str:
+        """A fresh run's id (two echo steps, the second after the first)."""
+        steps = [
+            {"key": "a", "workflow": "echo", "payload": {}},
+            {"key": "b", "workflow": "echo", "payload": {}, "depends_on": ["a"]},
+        ]
+        response = self.http.post("/api/v1/runs", json={"steps": steps}, headers=self.admin())
+        assert response.status_code == 202, response.text
+        return str(response.json()["run_id"])
+
     def key_for(self, caller: str, need: str | None) -> str | None:
         """The secret a caller of this kind sends to a route that needs `need`."""
         if caller == "none":
@@ -301,6 +311,17 @@ REST_MATRIX: dict[tuple[str, str], RestRow] = {
     ("POST", "/api/v1/schedules/{schedule_id}/run"): RestRow(
         Scope.JOBS_WRITE, lambda world: ("POST", f"/api/v1/schedules/{world.schedule()}/run", {}), 202
     ),
+    ("POST", "/api/v1/runs"): RestRow(
+        Scope.JOBS_WRITE,
+        _post("/api/v1/runs", lambda _w: {"steps": [{"key": "a", "workflow": "echo", "payload": {}}]}),
+        202,
+    ),
+    ("GET", "/api/v1/runs/{run_id}"): RestRow(
+        Scope.JOBS_READ, lambda world: ("GET", f"/api/v1/runs/{world.run()}", {}), 200
+    ),
+    ("POST", "/api/v1/runs/{run_id}/cancel"): RestRow(
+        Scope.JOBS_WRITE, lambda world: ("POST", f"/api/v1/runs/{world.run()}/cancel", {}), 200
+    ),
     ("GET", "/openapi.json"): RestRow(PUBLIC, _get("/openapi.json"), 200),
     ("GET", "/metrics"): RestRow(PUBLIC, _get("/metrics"), 200),
     ("GET", "/legal/privacy"): RestRow(PUBLIC, _get("/legal/privacy"), 200),
@@ -487,6 +508,24 @@ GRAPHQL_MATRIX: dict[tuple[str, str], GraphQLRow] = {
         _doc(
             "mutation($id: ID!) { runSchedule(id: $id) { jobId userErrors { code } } }",
             lambda w: {"id": w.schedule()},
+        ),
+    ),
+    ("Query", "run"): GraphQLRow(
+        Scope.JOBS_READ,
+        _doc("query($id: ID!) { run(id: $id) { id status } }", lambda w: {"id": w.run()}),
+    ),
+    ("Mutation", "submitRun"): GraphQLRow(
+        Scope.JOBS_WRITE,
+        _doc(
+            'mutation { submitRun(input: {steps: [{key: "a", workflow: "echo", payload: {}}]}) '
+            "{ run { id } userErrors { code } } }"
+        ),
+    ),
+    ("Mutation", "cancelRun"): GraphQLRow(
+        Scope.JOBS_WRITE,
+        _doc(
+            "mutation($id: ID!) { cancelRun(id: $id) { run { status } userErrors { code } } }",
+            lambda w: {"id": w.run()},
         ),
     ),
     ("Mutation", "cancelJob"): GraphQLRow(

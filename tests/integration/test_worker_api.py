@@ -27,6 +27,10 @@ CLAIMED_JOB_FIELDS = {
     "cost_estimate_micros",
     "reserved_micros",
     "spent_before_micros",
+    # null for a job on its own; a step of a run names its run, its key and its parents.
+    "run_id",
+    "step_key",
+    "parents",
 }
 
 

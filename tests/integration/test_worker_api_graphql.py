@@ -15,7 +15,7 @@ mutation Claim($input: ClaimJobsInput!) {
   claimJobs(input: $input) {
     jobs {
       id attempt workflow payload leaseExpiresAt leaseS timeoutS
-      costEstimateMicros reservedMicros spentBeforeMicros
+      costEstimateMicros reservedMicros spentBeforeMicros runId stepKey parents
     }
     userErrors { field message code }
   }
@@ -56,6 +56,9 @@ def as_rest_claim(job: dict[str, Any]) -> dict[str, Any]:
         "cost_estimate_micros": job["costEstimateMicros"],
         "reserved_micros": job["reservedMicros"],
         "spent_before_micros": job["spentBeforeMicros"],
+        "run_id": job["runId"],
+        "step_key": job["stepKey"],
+        "parents": job["parents"],
     }
 
 
