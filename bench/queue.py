@@ -23,6 +23,12 @@ What is measured, and why so (bench/README.md has the long version):
   worker (one process), and to `levqor serve --no-worker` plus one `levqor worker` (across processes),
   from `created_at` to `started_at` as the server wrote them. The first 10 are a warm-up and dropped.
   p50, p95, p99 and max; goals: p50 at most 10 ms in one process, 25 ms across processes.
+- Runs (issue 13): a run of --run-steps steps, one root, a fan-out of all but two, and one sink
+  that waits for the whole fan-out, is drained by the same 2 `levqor worker` processes as N plain
+  `echo` jobs (N = --run-steps), on the same database kind, in the same round. The ratio is the
+  run's drain time over the plain jobs' (the scheduling cost per step against a plain job's); goal:
+  at most 2. The run's critical path (root, fan-out, sink) is in its time: two wake-ups that plain
+  jobs do not wait for.
 - Only loopback services: PostgreSQL (--pg-admin-url, default LEVQOR_TEST_PG_URL or
   127.0.0.1:5432 as postgres) and Redis 127.0.0.1:6379, DBs 12-14. Everything the run starts or
   creates is removed at the end, on Ctrl-C too.
@@ -42,6 +48,7 @@ if __name__ == "__main__":
     sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != _HERE]
 
 import argparse
+import asyncio
 import json
 import random
 import socket
@@ -69,9 +76,12 @@ from bench.queue_support import (
     wait_until,
 )
 from levqor import queue
+from levqor.config import Settings
 from levqor.db.engine import Database, create_db_engine
 from levqor.db.migrate import upgrade
 from levqor.db.models import TERMINAL_STATUSES, Job, JobStatus
+from levqor.resolvers.context import Context
+from levqor.resolvers.runs import MAX_RUN_STEPS, submit_run
 
 PG_ADMIN_URL = os.environ.get("LEVQOR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 DEFAULT_JOBS = 20_000
@@ -83,6 +93,8 @@ LATENCY_GAP_S = (0.02, 0.06)
 TARGET_RATIO_VS_PGQUEUER = 1.5
 TARGET_RATIO_VS_CELERY_RQ = 3.0
 TARGET_PICKUP_P50_MS = {"in_process": 10.0, "cross_process": 25.0}
+TARGET_RUN_STEP_OVER_PLAIN = 2.0
+DEFAULT_RUN_STEPS = 1000
 START_TIMEOUT_S = 60.0
 TERMINAL = [status.value for status in TERMINAL_STATUSES]
 
@@ -112,20 +124,49 @@ def enqueue_echo_jobs(db: Database, n: int) -> None:
         db.write_sync(lambda session, batch=batch: queue.enqueue_many(session, batch))
 
 
+def enqueue_fan_run(db: Database, steps: int) -> None:
+    """One run through the resolver that `POST /api/v1/runs` calls: a root, `steps - 2` children of
+    it, and a sink that waits for every child."""
+    middle = [f"s{i}" for i in range(steps - 2)]
+    body = {
+        "steps": [
+            {"key": "root", "workflow": "echo", "payload": {}},
+            *(
+                {"key": key, "workflow": "echo", "payload": {"n": key}, "depends_on": ["root"]}
+                for key in middle
+            ),
+            {"key": "sink", "workflow": "echo", "payload": {}, "depends_on": middle},
+        ]
+    }
+    settings = Settings.from_mapping({"LEVQOR_LOG_FORMAT": "json"})
+    asyncio.run(submit_run(Context(db, settings), body))
+
+
 def terminal_count(db: Database) -> int:
     statement = select(func.count()).select_from(Job).where(col(Job.status).in_(TERMINAL))
     return int(db.read_sync(lambda session: session.exec(statement).one()))
 
 
 def run_levqor(
-    kind: str, n: int, workdir: Path, pg_url: str | None, *, timeout_s: float, concurrency: int | None = None
+    kind: str,
+    n: int,
+    workdir: Path,
+    pg_url: str | None,
+    *,
+    timeout_s: float,
+    concurrency: int | None = None,
+    as_run: bool = False,
 ) -> Drain:
+    """Enqueue `n` echo jobs (or one run of `n` steps, `as_run`), then drain them with 2 workers."""
     url, env = fresh_database(kind, workdir, pg_url)
     if concurrency is not None:
         env["LEVQOR_WORKER_CONCURRENCY"] = str(concurrency)
     db = Database(url, pool_size=2)
     try:
-        enqueue_echo_jobs(db, n)
+        if as_run:
+            enqueue_fan_run(db, n)
+        else:
+            enqueue_echo_jobs(db, n)
         with Processes(workdir) as processes:
             spawned_at, started = utc_now(), time.monotonic()
             for index in range(WORKER_PROCESSES):
@@ -149,7 +190,13 @@ def run_levqor(
 
         first, last, succeeded = db.read_sync(figures)
         return drain_from(
-            f"levqor_{kind}", n, succeeded, spawned_at=spawned_at, first=first, last=last, wall_s=wall_s
+            f"levqor_{kind}{'_run' if as_run else ''}",
+            n,
+            succeeded,
+            spawned_at=spawned_at,
+            first=first,
+            last=last,
+            wall_s=wall_s,
         )
     finally:
         db.dispose()
@@ -246,10 +293,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="measure Levqor on SQLite only; leave PgQueuer and procrastinate out",
     )
+    parser.add_argument(
+        "--run-steps",
+        type=int,
+        default=DEFAULT_RUN_STEPS,
+        help=f"steps of the fan-out/fan-in run, and plain jobs it is measured against (default "
+        f"{DEFAULT_RUN_STEPS}; 0 leaves runs out)",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds a drain may take (default 600)")
     args = parser.parse_args(argv)
     if args.jobs < 100 or args.latency_samples < 10 or args.rounds < 1:
         parser.error("--jobs must be at least 100, --latency-samples at least 10, --rounds at least 1")
+    if args.run_steps != 0 and not 3 <= args.run_steps <= MAX_RUN_STEPS:
+        parser.error(f"--run-steps must be 0, or 3 to {MAX_RUN_STEPS}")
     return args
 
 
@@ -306,6 +362,19 @@ def main(argv: list[str] | None = None) -> int:
                         concurrency=args.levqor_concurrency,
                     )
                     rounds.setdefault(kind, []).append(drain)
+                    if args.run_steps:
+                        for as_run in (False, True):
+                            settle(args)
+                            drain = run_levqor(
+                                kind,
+                                args.run_steps,
+                                workdir,
+                                pg_url,
+                                timeout_s=args.timeout,
+                                concurrency=args.levqor_concurrency,
+                                as_run=as_run,
+                            )
+                            rounds.setdefault(f"{kind}_{'run' if as_run else 'plain'}", []).append(drain)
                 for name, run_peer in peers.items():
                     settle(args)
                     with Processes(workdir) as processes:
@@ -323,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         else None,
         "vs_faster_of_celery_rq": _target(rounds, kinds, ["celery", "rq"], TARGET_RATIO_VS_CELERY_RQ),
     }
+    runs = _run_target(rounds, kinds, args.run_steps) if args.run_steps else None
     all_done = all(drain.all_succeeded for drains in rounds.values() for drain in drains)
     ratios_pass = all(all(target["pass"].values()) for target in targets.values() if target is not None)
+    ratios_pass = ratios_pass and (runs is None or all(runs["pass"].values()))
     latency_pass = all(case["pass"] for cases in latency.values() for case in cases.values())
     report = {
         "bench": "queue",
@@ -335,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "levqor": {kind: _report(rounds[kind]) for kind in kinds},
         "peers": {name: _report(rounds[name]) for name in peers},
         "targets": targets,
+        "runs": runs,
         "pickup_latency": latency,
         "all_jobs_succeeded": all_done,
         "pass": all_done and ratios_pass and latency_pass,
@@ -364,6 +436,24 @@ def _target(
         "ratio": ratios,
         "ratio_best": {kind: round(_best(rounds[kind]) / reference_best, 2) for kind in kinds},
         "pass": {kind: ratio >= goal for kind, ratio in ratios.items()},
+    }
+
+
+def _run_target(rounds: dict[str, list[Drain]], kinds: list[str], steps: int) -> dict[str, Any]:
+    """A run's drain time over as many plain jobs', median round against median round; at most the
+    goal passes (lower is better)."""
+    ratios = {
+        kind: round(_median(rounds[f"{kind}_run"]).drain_s / _median(rounds[f"{kind}_plain"]).drain_s, 2)
+        for kind in kinds
+    }
+    return {
+        "steps": steps,
+        "shape": f"1 root -> {steps - 2} -> 1 sink",
+        "goal_at_most": TARGET_RUN_STEP_OVER_PLAIN,
+        "run": {kind: _report(rounds[f"{kind}_run"]) for kind in kinds},
+        "plain": {kind: _report(rounds[f"{kind}_plain"]) for kind in kinds},
+        "ratio": ratios,
+        "pass": {kind: ratio <= TARGET_RUN_STEP_OVER_PLAIN for kind, ratio in ratios.items()},
     }
 
 

@@ -695,6 +695,51 @@ def check_schedules(v: Validator, documented: set[tuple[str, str]]) -> None:
     v.call("GET", one, 404, route=f"GET {one} (removed)", path=path, shape=error_shape("not_found"))
 
 
+def check_runs(v: Validator, documented: set[tuple[str, str]]) -> None:
+    """Submit a run whose second step waits for its first, read it, cancel it (nothing runs it
+    meanwhile unless a worker is quick, and then it has finished: either answer is checked), and
+    see a cycle refused."""
+    one = "/api/v1/runs/{run_id}"
+    if not {("POST", "/api/v1/runs"), ("GET", one), ("POST", f"{one}/cancel")} <= documented:
+        return
+    steps = [
+        {"key": "first", "workflow": "echo", "payload": {"validated": True}},
+        {"key": "second", "workflow": "echo", "payload": {}, "depends_on": ["first"]},
+    ]
+    submitted = v.call(
+        "POST",
+        "/api/v1/runs",
+        202,
+        json={"steps": steps},
+        shape={"run_id": str, "status": "queued", "jobs": {"first": str, "second": str}},
+    )
+    v.call(
+        "POST",
+        "/api/v1/runs",
+        400,
+        route="POST /api/v1/runs (cycle)",
+        json={"steps": [{**steps[0], "depends_on": ["second"]}, steps[1]]},
+        shape=error_shape("invalid_request"),
+    )
+    if submitted is None:
+        return
+    path = {"run_id": submitted.json()["run_id"]}
+    read = v.call("GET", one, 200, path=path, shape={"run_id": str, "steps": list, "events": list})
+    finished = read is not None and read.json()["status"] in ("succeeded", "failed", "cancelled")
+    if finished:
+        v.call("POST", f"{one}/cancel", 409, path=path, shape=error_shape("conflict"))
+    else:
+        v.call("POST", f"{one}/cancel", 200, path=path, shape={"run_id": str, "cancel_requested": True})
+    v.call(
+        "GET",
+        one,
+        404,
+        route=f"GET {one} (unknown)",
+        path={"run_id": "00000000-0000-0000-0000-000000000000"},
+        shape=error_shape("not_found"),
+    )
+
+
 def check_platform(v: Validator) -> None:
     v.call("GET", "/openapi.json", 200, shape={"openapi": str, "paths": dict})
     v.call(
@@ -926,6 +971,7 @@ def main() -> int:
             check_budget(v, documented, "user", user_id)
         check_keys(v, documented)
         check_schedules(v, documented)
+        check_runs(v, documented)
         check_platform(v)
         check_graphql(v, jobs)
         check_uncovered(v, documented)

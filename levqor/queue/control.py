@@ -17,7 +17,7 @@ from levqor.db.principals import managed_key_id
 from levqor.db.types import utcnow
 from levqor.errors import BudgetExceeded, Conflict, NotFound
 from levqor.queue.events import finish, record_event
-from levqor.queue.steps import check_retry, step_reopened, steps_finished
+from levqor.queue.steps import EndedStep, check_retry, step_reopened, steps_finished
 from levqor.queue.wakeup import mark_claimable
 
 
@@ -107,5 +107,5 @@ def _finish_step(session: Session, job: Job, status: JobStatus, **outcome: Any) 
     finish(session, job, status, **outcome)
     if job.run_id is not None:
         session.flush()
-        steps_finished(session, [job.id], utcnow())
+        steps_finished(session, [EndedStep(job.id, job.run_id, job.step_key or "", job.status)], utcnow())
     return job

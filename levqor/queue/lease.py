@@ -25,7 +25,7 @@ from levqor.errors import Conflict
 from levqor.queue.claimable import JOBS
 from levqor.queue.events import event_row, insert_events
 from levqor.queue.outcomes import DEFAULT_BACKOFF, LEASE_LOST, RUNNING_COLUMNS, Backoff
-from levqor.queue.steps import steps_finished
+from levqor.queue.steps import EndedStep, steps_finished
 from levqor.queue.wakeup import mark_claimable
 
 DEFAULT_REAP_LIMIT = 500
@@ -156,7 +156,7 @@ def reap_expired(
     events: list[dict[str, Any]] = []
     called_back: list[uuid.UUID] = []
     held: list[uuid.UUID] = []
-    stepped: list[uuid.UUID] = []
+    stepped: list[EndedStep] = []
     for row in session.execute(candidates).all():
         status, values, event_type, detail = _after_expiry(row, backoff, now)
         applied = session.execute(
@@ -179,7 +179,7 @@ def reap_expired(
         if status.is_terminal and row.reserved_micros is not None:
             held.append(row.id)
         if status.is_terminal and row.run_id is not None:
-            stepped.append(row.id)
+            stepped.append(EndedStep(row.id, row.run_id, row.step_key, status.value))
         events.append(
             event_row(
                 row.id,

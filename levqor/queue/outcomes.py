@@ -44,7 +44,7 @@ from levqor.errors import Conflict
 from levqor.queue.claimable import JOBS
 from levqor.queue.events import event_row, events_of_changed, insert_events
 from levqor.queue.job_event_notices import mark_job_events
-from levqor.queue.steps import steps_finished
+from levqor.queue.steps import EndedStep, steps_finished
 from levqor.queue.wakeup import mark_claimable
 from levqor.workflows.context import TokenUsage
 
@@ -126,6 +126,7 @@ RUNNING_COLUMNS = tuple(
         "callback_url",
         "reserved_micros",
         "run_id",
+        "step_key",
     )
 )
 
@@ -263,7 +264,8 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
             c.worker_id,
             c.callback_url.is_not(None).label("has_callback"),
             c.reserved_micros.is_not(None).label("has_hold"),
-            c.run_id.is_not(None).label("in_run"),
+            c.run_id,
+            c.step_key,
         )
         .cte("done")
     )
@@ -276,7 +278,9 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
         worker_id=done.c.worker_id,
     ).cte("logged")
     rows = session.execute(
-        select(done.c.id, done.c.has_callback, done.c.has_hold, done.c.in_run).add_cte(logged)
+        select(done.c.id, done.c.has_callback, done.c.has_hold, done.c.run_id, done.c.step_key).add_cte(
+            logged
+        )
     ).all()
     if rows:
         mark_job_events(session)
@@ -285,7 +289,15 @@ def _succeed_with_events(session: Session, successes: Sequence[Outcome], now: da
     # The outbox rows, in this transaction: only jobs with a callback cost anything more.
     write_deliveries_for(session, [row.id for row in rows if row.has_callback], now)
     # Steps of runs release the steps that wait for them; only those cost anything more.
-    steps_finished(session, [row.id for row in rows if row.in_run], now)
+    steps_finished(
+        session,
+        [
+            EndedStep(row.id, row.run_id, row.step_key, JobStatus.SUCCEEDED.value)
+            for row in rows
+            if row.run_id is not None
+        ],
+        now,
+    )
     return [row.id for row in rows]
 
 
@@ -300,7 +312,7 @@ def _record_locked(
     applied: list[uuid.UUID] = []
     called_back: list[uuid.UUID] = []
     held: list[uuid.UUID] = []
-    stepped: list[uuid.UUID] = []
+    stepped: list[EndedStep] = []
     requeued = False
     for outcome in outcomes:
         row = rows.get(outcome.job_id)
@@ -340,7 +352,7 @@ def _record_locked(
         if status.is_terminal and row.reserved_micros is not None:
             held.append(row.id)
         if status.is_terminal and row.run_id is not None:
-            stepped.append(row.id)
+            stepped.append(EndedStep(row.id, row.run_id, row.step_key, status.value))
     if updates:
         _APPLY_MANY.execute(session, updates)
         insert_events(session, events)

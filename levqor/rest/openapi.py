@@ -115,8 +115,8 @@ def _workflow_alternatives(components: dict[str, Any], registry: WorkflowRegistr
     workflow's schema, as intake validates it; claims: the names as an enum."""
     flows = registry.all()
     names = [flow.name for flow in flows]
-    # Intake's body, and a schedule's job (the same body without `run_at`).
-    for name in ("JobSubmitInput", "JobTemplateInput"):
+    # Intake's body, a schedule's job (the same body without `run_at`) and a run's step.
+    for name in ("JobSubmitInput", "JobTemplateInput", "RunStepInput"):
         intake = components.get(name)
         if intake is None:
             continue

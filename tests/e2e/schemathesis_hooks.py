@@ -167,3 +167,54 @@ def _schedules_firable_and_known(
         except ValueError:
             return
         job["user_id"] = user_id
+
+
+RUNS_PATH = "/api/v1/runs"
+
+
+@schemathesis.hook("before_call")
+def _runs_form_a_graph(
+    context: schemathesis.HookContext, case: schemathesis.Case, kwargs: dict[str, Any]
+) -> None:
+    """A run's steps must have distinct keys and depend only on keys of the run, without a cycle,
+    and a step's `user_id` must name a user, which no schema can say: a well-formed key that repeats
+    one before it is renamed, a well-formed dependency is kept only when it names an earlier step
+    (so the steps cannot form a cycle), and a well-formed user id is replaced by a user that exists.
+    Malformed ones are left to be refused."""
+    body = case.body
+    if case.path != RUNS_PATH or not isinstance(body, dict) or not isinstance(body.get("steps"), list):
+        return
+    import re
+
+    from levqor.resolvers.runs import STEP_KEY_PATTERN
+
+    def well_formed(key: Any) -> bool:
+        return isinstance(key, str) and re.fullmatch(STEP_KEY_PATTERN, key) is not None
+
+    user_id = os.environ.get(USER_ID_VARIABLE)
+    earlier: set[str] = set()
+    for index, step in enumerate(body["steps"]):
+        if not isinstance(step, dict):
+            continue
+        if well_formed(step.get("key")) and step["key"] in earlier:
+            step["key"] = f"step-{index}"
+        depends_on = step.get("depends_on")
+        if isinstance(depends_on, list):
+            kept: list[Any] = []
+            named: set[str] = set()
+            for item in depends_on:
+                key = item.get("key") if isinstance(item, dict) else item
+                if not well_formed(key):
+                    kept.append(item)
+                elif key in earlier and key not in named:
+                    kept.append(item)
+                    named.add(key)
+            step["depends_on"] = kept
+        if well_formed(step.get("key")):
+            earlier.add(step["key"])
+        if isinstance(step.get("user_id"), str) and user_id is not None:
+            try:
+                uuid.UUID(step["user_id"])
+            except ValueError:
+                continue
+            step["user_id"] = user_id

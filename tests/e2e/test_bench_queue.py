@@ -17,6 +17,7 @@ from tests.conftest import PG_URL, ROOT, service_unavailable
 
 JOBS = 200
 LATENCY_SAMPLES = 10
+RUN_STEPS = 50
 KINDS = {"sqlite", "postgres"}
 
 
@@ -36,7 +37,7 @@ def postgres_admin_url() -> str:
 
 def test_a_short_run_drains_every_job_of_every_system(postgres_admin_url: str, redis_url: str) -> None:
     command = [sys.executable, "-m", "bench.queue", "--jobs", str(JOBS), "--rounds", "1"]
-    command += ["--latency-samples", str(LATENCY_SAMPLES), "--timeout", "60"]
+    command += ["--latency-samples", str(LATENCY_SAMPLES), "--timeout", "60", "--run-steps", str(RUN_STEPS)]
     command += ["--pg-admin-url", postgres_admin_url]
     # The bench picks its own Redis databases on the server the suite was given.
     env = {**os.environ, "LEVQOR_BENCH_REDIS": urlsplit(redis_url)._replace(path="").geturl()}
@@ -65,6 +66,16 @@ def test_a_short_run_drains_every_job_of_every_system(postgres_admin_url: str, r
     for target in targets.values():
         assert set(target["ratio"]) == KINDS
         assert target["pass"] == {kind: ratio >= target["goal"] for kind, ratio in target["ratio"].items()}
+
+    runs = result["runs"]
+    assert runs["steps"] == RUN_STEPS
+    assert runs["shape"] == f"1 root -> {RUN_STEPS - 2} -> 1 sink"
+    for kind in KINDS:
+        for side in ("run", "plain"):
+            assert runs[side][kind]["succeeded"] == RUN_STEPS, runs
+            assert runs[side][kind]["all_succeeded"] is True
+        assert runs["ratio"][kind] > 0
+    assert runs["pass"] == {kind: ratio <= runs["goal_at_most"] for kind, ratio in runs["ratio"].items()}
 
     assert set(result["pickup_latency"]) == {"in_process", "cross_process"}
     for cases in result["pickup_latency"].values():

@@ -913,3 +913,150 @@ def test_a_schedule_made_on_either_surface_reads_the_same_on_both(admin: httpx.C
         admin.get(f"/api/v1/schedules/{by_rest['id']}").json()["schedule"]
     )
     assert [fire["job_id"] for fire in gql_schedule_as_rest(after)["fires"]] == [rest_run["job_id"]]
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+RUN_FIELDS = """id status cancelRequested callbackUrl stepsTotal
+  counts { queued running succeeded failed cancelled }
+  costEstimateMicros costActualMicros reservedMicros
+  steps { key waitingOn dependsOn { key onFailure } job { id workflow status attempts result error } }
+  events { type fromStatus toStatus detail }"""
+SUBMIT_RUN = f"""mutation($i: SubmitRunInput!) {{
+  submitRun(input: $i) {{ run {{ {RUN_FIELDS} }} userErrors {{ field message code }} }} }}"""
+RUN = f"query($id: ID!) {{ run(id: $id) {{ {RUN_FIELDS} }} }}"
+CANCEL_RUN = f"""mutation($id: ID!) {{
+  cancelRun(id: $id) {{ run {{ {RUN_FIELDS} }} userErrors {{ field message code }} }} }}"""
+
+
+def gql_run_as_rest(run: dict[str, Any]) -> dict[str, Any]:
+    """The fields a GraphQL `Run` shares with REST's GET /api/v1/runs/<id>, as REST spells them."""
+    return {
+        "run_id": run["id"],
+        "status": run["status"].lower(),
+        "cancel_requested": run["cancelRequested"],
+        "callback_url": run["callbackUrl"],
+        "steps_total": run["stepsTotal"],
+        "counts": run["counts"],
+        "cost_estimate_micros": run["costEstimateMicros"],
+        "cost_actual_micros": run["costActualMicros"],
+        "reserved_micros": run["reservedMicros"],
+        "steps": [
+            {
+                "key": step["key"],
+                "job_id": step["job"]["id"],
+                "workflow": step["job"]["workflow"],
+                "status": step["job"]["status"].lower(),
+                "depends_on": [
+                    {"key": edge["key"], "on_failure": edge["onFailure"].lower()}
+                    for edge in step["dependsOn"]
+                ],
+                "waiting_on": step["waitingOn"],
+                "attempts": step["job"]["attempts"],
+                "result": step["job"]["result"],
+                "error": step["job"]["error"],
+            }
+            for step in run["steps"]
+        ],
+        "events": [snake_keys(event) for event in run["events"]],
+    }
+
+
+def rest_run(run: dict[str, Any]) -> dict[str, Any]:
+    step_fields = (
+        "key",
+        "job_id",
+        "workflow",
+        "status",
+        "depends_on",
+        "waiting_on",
+        "attempts",
+        "result",
+        "error",
+    )
+    return {
+        "run_id": run["run_id"],
+        "status": run["status"],
+        "cancel_requested": run["cancel_requested"],
+        "callback_url": run["callback_url"],
+        "steps_total": run["steps_total"],
+        "counts": run["counts"],
+        "cost_estimate_micros": run["cost_estimate_micros"],
+        "cost_actual_micros": run["cost_actual_micros"],
+        "reserved_micros": run["reserved_micros"],
+        "steps": [{field: step[field] for field in step_fields} for step in run["steps"]],
+        "events": [
+            {key: event[key] for key in ("type", "from_status", "to_status", "detail")}
+            for event in run["events"]
+        ],
+    }
+
+
+def test_a_run_submitted_on_either_surface_reads_and_cancels_the_same_on_both(admin: httpx.Client) -> None:
+    steps = [
+        {"key": "fetch", "workflow": "echo", "payload": {"url": "a"}, "priority": "high"},
+        {"key": "parse", "workflow": "echo", "payload": {}, "depends_on": ["fetch"]},
+        {
+            "key": "notify",
+            "workflow": "echo",
+            "payload": {},
+            "depends_on": [{"key": "parse", "on_failure": "run"}],
+        },
+    ]
+    made = admin.post("/api/v1/runs", json={"steps": steps})
+    assert made.status_code == 202, made.text
+    gql_steps = [
+        {**steps[0], "priority": "HIGH"},
+        {"key": "parse", "workflow": "echo", "payload": {}, "dependsOn": [{"key": "fetch"}]},
+        {
+            "key": "notify",
+            "workflow": "echo",
+            "payload": {},
+            "dependsOn": [{"key": "parse", "onFailure": "RUN"}],
+        },
+    ]
+    submitted = gql_data(admin, SUBMIT_RUN, {"i": {"steps": gql_steps}})["submitRun"]
+    assert submitted["userErrors"] == []
+    by_gql = gql_run_as_rest(submitted["run"])
+    by_rest = rest_run(admin.get(f"/api/v1/runs/{made.json()['run_id']}").json())
+
+    # The same run but for its ids.
+    def without_ids(run: dict[str, Any]) -> dict[str, Any]:
+        return {**run, "run_id": None, "steps": [{**step, "job_id": None} for step in run["steps"]]}
+
+    assert without_ids(by_gql) == without_ids(by_rest)
+    assert [step["waiting_on"] for step in by_rest["steps"]] == [0, 1, 1]
+
+    # Each reads the other's alike, and cancels it alike.
+    for run_id in (by_rest["run_id"], by_gql["run_id"]):
+        read = gql_run_as_rest(gql_data(admin, RUN, {"id": run_id})["run"])
+        assert read == rest_run(admin.get(f"/api/v1/runs/{run_id}").json())
+    rest_cancelled = rest_run(admin.post(f"/api/v1/runs/{by_gql['run_id']}/cancel").json())
+    gql_cancelled = gql_data(admin, CANCEL_RUN, {"id": by_rest["run_id"]})["cancelRun"]
+    assert gql_cancelled["userErrors"] == []
+    assert without_ids(gql_run_as_rest(gql_cancelled["run"])) == without_ids(rest_cancelled)
+    assert rest_cancelled["status"] == "cancelled"
+    assert rest_cancelled["counts"]["cancelled"] == 3
+
+    # The same refusal on both: a cycle, named.
+    cycle = [
+        {"key": "x", "workflow": "echo", "payload": {}, "depends_on": ["y"]},
+        {"key": "y", "workflow": "echo", "payload": {}, "depends_on": ["x"]},
+    ]
+    refused = admin.post("/api/v1/runs", json={"steps": cycle}).json()
+    gql_refused = gql_data(
+        admin,
+        SUBMIT_RUN,
+        {
+            "i": {
+                "steps": [
+                    {"key": "x", "workflow": "echo", "payload": {}, "dependsOn": [{"key": "y"}]},
+                    {"key": "y", "workflow": "echo", "payload": {}, "dependsOn": [{"key": "x"}]},
+                ]
+            }
+        },
+    )["submitRun"]
+    assert gql_refused["run"] is None
+    assert [(e["field"], e["message"], e["code"]) for e in gql_refused["userErrors"]] == [
+        (d["field"], d["message"], d["code"]) for d in refused["details"]
+    ]
