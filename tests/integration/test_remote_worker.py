@@ -260,3 +260,31 @@ async def test_the_remote_worker_rides_out_rate_limits(
     assert [(job.status, job.attempts, job.result) for job in jobs] == [
         ("succeeded", 1, {"n": n}) for n in range(5)
     ]
+
+
+async def test_a_remote_worker_serves_the_steps_of_a_run_with_their_parents_results(
+    api: AsyncLevqorClient, remote_server: LiveServer
+) -> None:
+    """A step is an ordinary job to a remote worker; what it adds is what its parents returned."""
+
+    async def task(payload: dict[str, Any], run: JobRun) -> dict[str, Any]:
+        parents = run.job.parents or {}
+        return {
+            "step": run.job.step_key,
+            "sum": payload.get("n", 0) + sum(parent["result"]["sum"] for parent in parents.values()),
+        }
+
+    steps = [
+        {"key": "one", "workflow": "remote.task", "payload": {"n": 1}},
+        {"key": "two", "workflow": "remote.task", "payload": {"n": 2}},
+        {"key": "total", "workflow": "remote.task", "payload": {}, "depends_on": ["one", "two"]},
+    ]
+    async with httpx.AsyncClient(base_url=remote_server.url) as http:
+        accepted = (await http.post("/api/v1/runs", json={"steps": steps})).json()
+        worker = RemoteWorker(api, {"remote.task": task}, concurrency=2, wait_s=2)
+        async with Serving(worker):
+            total = await api.wait(accepted["jobs"]["total"], timeout_s=30)
+        run = (await http.get(f"/api/v1/runs/{accepted['run_id']}")).json()
+    assert total.status == "succeeded", total
+    assert total.result == {"step": "total", "sum": 3}
+    assert run["status"] == "succeeded"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ import pytest
 from sqlmodel import select
 from standardwebhooks import Webhook
 
+from levqor import queue
 from levqor.db.engine import Database
 from levqor.db.models import BudgetWindow, Job, Run, RunEdge
+from levqor.db.types import utcnow
 from tests.callback_support import Receiver, new_webhook_secret, receivers
 from tests.conftest import LiveServer
 from tests.support import gql_data
@@ -478,3 +480,52 @@ def test_graphql_submit_read_and_cancel(idle: LiveServer) -> None:
         )
         assert plain["submitJob"]["job"]["run"] is None
         assert plain["submitJob"]["job"]["stepKey"] is None
+
+
+def test_a_step_whose_worker_died_for_good_fails_and_cancels_its_children(
+    idle: LiveServer, db: Database
+) -> None:
+    steps = [step("root", max_attempts=1), step("child", "root"), step("other")]
+    with idle.client() as http:
+        accepted = submit(http, steps)
+        claimed = http.post(
+            "/api/v1/workers/claim",
+            json={"worker_id": "gone", "workflows": ["test.step"], "max_jobs": 1, "lease_s": 5},
+        ).json()["jobs"]
+        assert [job["step_key"] for job in claimed] == ["root"]
+        # The worker never reports; its lease runs out with no attempt left.
+        taken = db.write_sync(lambda s: queue.reap_expired(s, now=utcnow() + timedelta(seconds=10)))
+        assert taken == 1
+        run = http.get(f"/api/v1/runs/{accepted['run_id']}").json()
+    found = steps_of(run)
+    assert found["root"]["status"] == "failed"
+    assert found["root"]["error"]["type"] == "lease_expired"
+    assert found["child"]["status"] == "cancelled"
+    assert found["child"]["error"]["parent"] == "root"
+    assert found["other"]["status"] == "queued"  # not its descendant
+    assert run["status"] == "running"
+    assert run["counts"] == {"queued": 1, "running": 0, "succeeded": 0, "failed": 1, "cancelled": 1}
+
+
+def test_cancelling_one_step_cancels_its_descendants_and_the_run_ends_cancelled(idle: LiveServer) -> None:
+    with idle.client() as http:
+        accepted = submit(http, [step("a"), step("b", "a")])
+        cancelled = http.post(f"/api/v1/jobs/{accepted['jobs']['a']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        run = http.get(f"/api/v1/runs/{accepted['run_id']}").json()
+        assert run["status"] == "cancelled"
+        assert steps_of(run)["b"]["error"] == {
+            "type": "parent_failed",
+            "message": "step 'a' cancelled",
+            "parent": "a",
+            "parent_job_id": accepted["jobs"]["a"],
+        }
+        # Retrying the cancelled step brings its child back and reopens the run.
+        assert http.post(f"/api/v1/jobs/{accepted['jobs']['a']}/retry").status_code == 200
+        run = http.get(f"/api/v1/runs/{accepted['run_id']}").json()
+        assert run["status"] == "queued"
+        assert {key: (item["status"], item["waiting_on"]) for key, item in steps_of(run).items()} == {
+            "a": ("queued", 0),
+            "b": ("queued", 1),
+        }
+        assert [event["type"] for event in run["events"]] == ["submitted", "cancelled", "resumed"]
