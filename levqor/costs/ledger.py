@@ -42,6 +42,7 @@ from levqor.db.models import (
     Job,
     LedgerKind,
 )
+from levqor.db.principals import managed_key_id
 from levqor.errors import BudgetExceeded
 
 logger = logging.getLogger("levqor.budgets")
@@ -438,6 +439,26 @@ def settle(session: Session, job_ids: Sequence[uuid.UUID], now: datetime) -> int
     )
     _soft_alerts_after_settling(session, list(by_window), now)
     return len(settles)
+
+
+def hold_anew(session: Session, job: Any, now: datetime) -> int | None:
+    """Reserve a finished job's estimate again, as its next hold, for it to run again (a retry, or
+    a step its parent's retry brings back): what its budgets now hold for it (None: no budget);
+    `BudgetExceeded` when they have no room. `job` is a `Job` or a row with its columns."""
+    ask = Ask(
+        job_id=job.id,
+        workflow=job.workflow,
+        estimate_micros=job.cost_estimate_micros or 0,
+        key_id=managed_key_id(job.submitted_by),
+        user_id=job.user_id,
+        run_at=now,
+        hold=next_hold(session, job.id),
+    )
+    (granted,) = reserve(session, [ask], now)
+    if isinstance(granted, BudgetExceeded):
+        raise granted
+    assert isinstance(granted, Grant)
+    return granted.reserved_micros
 
 
 def next_hold(session: Session, job_id: uuid.UUID) -> int:

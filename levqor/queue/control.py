@@ -11,11 +11,10 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from levqor.costs.ledger import Ask, next_hold, reserve
+from levqor.costs.ledger import hold_anew
 from levqor.db.models import Job, JobStatus
-from levqor.db.principals import managed_key_id
 from levqor.db.types import utcnow
-from levqor.errors import BudgetExceeded, Conflict, NotFound
+from levqor.errors import Conflict, NotFound
 from levqor.queue.events import finish, record_event
 from levqor.queue.steps import EndedStep, check_retry, step_reopened, steps_finished
 from levqor.queue.wakeup import mark_claimable
@@ -60,19 +59,7 @@ def retry(session: Session, job_id: uuid.UUID) -> Job:
     # keeps it cancelled (Conflict: retry that one).
     waiting = check_retry(session, job) if job.run_id is not None else 0
     now = utcnow()
-    ask = Ask(
-        job_id=job.id,
-        workflow=job.workflow,
-        estimate_micros=job.cost_estimate_micros or 0,
-        key_id=managed_key_id(job.submitted_by),
-        user_id=job.user_id,
-        run_at=now,
-        hold=next_hold(session, job.id),
-    )
-    (granted,) = reserve(session, [ask], now)
-    if isinstance(granted, BudgetExceeded):
-        raise granted
-    job.reserved_micros = granted.reserved_micros
+    job.reserved_micros = hold_anew(session, job, now)
     previous = job.status
     job.status = JobStatus.QUEUED.value
     job.attempts = 0

@@ -32,7 +32,7 @@ from levqor.callbacks.outbox import (
     pending_delivery,
     write_deliveries_for,
 )
-from levqor.costs.ledger import Ask, Grant, next_hold, reserve, settle
+from levqor.costs.ledger import hold_anew, settle
 from levqor.db.models import (
     TERMINAL_STATUSES,
     Job,
@@ -43,8 +43,7 @@ from levqor.db.models import (
     RunEvent,
     RunStatus,
 )
-from levqor.db.principals import managed_key_id
-from levqor.errors import BudgetExceeded, Conflict
+from levqor.errors import Conflict
 from levqor.queue.events import event_row, insert_events
 from levqor.queue.wakeup import mark_claimable
 
@@ -454,7 +453,7 @@ def step_reopened(session: Session, job: Job, previous: str, now: datetime) -> N
                 .values(
                     status=JobStatus.QUEUED.value,
                     waiting_on=waiting,
-                    reserved_micros=_hold_again(session, row, now),
+                    reserved_micros=hold_anew(session, row, now),
                     error=None,
                     finished_at=None,
                     attempts=0,
@@ -491,22 +490,3 @@ def step_reopened(session: Session, job: Job, previous: str, now: datetime) -> N
         cancelled=-sum(1 for _, was in reopened if was == JobStatus.CANCELLED.value),
         now=now,
     )
-
-
-def _hold_again(session: Session, row: Any, now: datetime) -> int | None:
-    """A restored step's budgets hold its estimate anew, as a retried job's do (its earlier hold
-    was settled when it was cancelled); `BudgetExceeded` when they have no room now."""
-    ask = Ask(
-        job_id=row.id,
-        workflow=row.workflow,
-        estimate_micros=row.cost_estimate_micros or 0,
-        key_id=managed_key_id(row.submitted_by),
-        user_id=row.user_id,
-        run_at=now,
-        hold=next_hold(session, row.id),
-    )
-    (granted,) = reserve(session, [ask], now)
-    if isinstance(granted, BudgetExceeded):
-        raise granted
-    assert isinstance(granted, Grant)
-    return granted.reserved_micros

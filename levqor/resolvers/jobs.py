@@ -10,7 +10,7 @@ import re
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import anyio.to_thread
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -33,6 +33,7 @@ from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
 from levqor.resolvers.validation import QUERY_INTEGER, WHOLE_NUMBER, WorkflowName, parse_id, parse_input
 from levqor.workflows.registry import registry_for, workflow_limits
 
+R = TypeVar("R", covariant=True)
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY_LEN = 255
 MAX_LIST_LIMIT = 100
@@ -258,12 +259,28 @@ async def submit_job(ctx: Context, data: Any, *, idempotency_key: str | None = N
         # Nothing to read first: the row joins the next group commit.
         row = job_row(**prepared.values, **prepared.budget, run_at=fields.run_at)
         return SubmitResult(job=_admitted(await ctx.batches.intake.call(row)), created=True)
+    return await store_once(ctx, prepared)
+
+
+class Keyed(Protocol[R]):
+    """A submit that may carry an Idempotency-Key (`scoped_key`): a job's or a run's."""
+
+    @property
+    def scoped_key(self) -> str | None: ...
+
+    def store(self, session: Session) -> R: ...
+
+    def find_existing(self, session: Session) -> R | None: ...
+
+
+async def store_once(ctx: Context, prepared: Keyed[R]) -> R:
+    """Store `prepared`, or answer with what its Idempotency-Key stored first: a concurrent request
+    with the same key that won the unique index is found after the insert conflicts."""
     try:
         return await ctx.db.write(prepared.store)
     except IntegrityError:
         if prepared.scoped_key is None:
             raise
-        # A concurrent request with the same key won the unique index; answer with its job.
         found = await ctx.db.write(prepared.find_existing)
         if found is None:
             raise

@@ -20,7 +20,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from levqor.callbacks.attempts import DeliveryRecord, deliveries_of_job
@@ -52,6 +51,7 @@ from levqor.resolvers.jobs import (
     check_callback_url,
     check_idempotency_key,
     prepare_fields,
+    store_once,
 )
 from levqor.resolvers.validation import parse_id, parse_input
 
@@ -362,17 +362,7 @@ async def prepare_run(ctx: Context, data: Any) -> PreparedRun:
 
 
 async def submit_run(ctx: Context, data: Any, *, idempotency_key: str | None = None) -> RunSubmitted:
-    prepared = (await prepare_run(ctx, data)).keyed(idempotency_key)
-    try:
-        return await ctx.db.write(prepared.store)
-    except IntegrityError:
-        if prepared.scoped_key is None:
-            raise
-        # A concurrent request with the same key won the unique index; answer with its run.
-        found = await ctx.db.write(prepared.find_existing)
-        if found is None:
-            raise
-        return found
+    return await store_once(ctx, (await prepare_run(ctx, data)).keyed(idempotency_key))
 
 
 def _view(session: Session, run_id: uuid.UUID) -> RunView:
