@@ -482,6 +482,8 @@ class Schedule(SQLModel, table=True):
             postgresql_where=text("enabled"),
             sqlite_where=text("enabled"),
         ),
+        # A name addresses one schedule (issue 13): two requests taking one name, one wins.
+        Index("ux_schedules_name", "name", unique=True),
     )
 
     id: uuid.UUID = Field(default_factory=uuid7, primary_key=True, sa_type=Uuid)

@@ -8,16 +8,22 @@ intake (levqor/resolvers/schedule_fires.py). Managing needs `jobs:write`, readin
 Pausing clears `next_fire_at`; resuming sets it to the first tick after the resume, so the ticks of
 a pause never fire, whatever `on_missed` says: a pause is deliberate, `on_missed` is for the time no
 scheduler ran. "Run now" fires at once whether the schedule is enabled or paused.
+
+A name is how a schedule is addressed from configuration ("the nightly-report schedule"), so it is
+unique across the deployment, as every key that can read schedules sees all of them (issue 13):
+taking a name another schedule has is a conflict.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from levqor.db.models import FireKind, MissedFire, Schedule, ScheduleFire, User
@@ -177,6 +183,35 @@ def _check_user(session: Session, body: dict[str, Any]) -> None:
         raise InvalidRequest.for_field("job.user_id", f"no user with id '{user_id}'", FieldCode.NOT_FOUND)
 
 
+def _check_name_free(session: Session, name: str, schedule_id: uuid.UUID | None = None) -> None:
+    holder = _holder_of(session, name)
+    if holder is not None and holder != schedule_id:
+        raise _name_taken(name, holder)
+
+
+def _holder_of(session: Session, name: str) -> uuid.UUID | None:
+    return session.exec(select(Schedule.id).where(Schedule.name == name)).first()
+
+
+def _name_taken(name: str, holder: uuid.UUID | None) -> Conflict:
+    which = f" (id {holder})" if holder is not None else ""
+    return Conflict(f"a schedule named '{name}' already exists{which}; choose another name")
+
+
+async def _write_named(
+    ctx: Context, run: Callable[[Session], ScheduleView], name: str | None
+) -> ScheduleView:
+    """`run` in a write transaction; a `name` that another request took since `run` checked it
+    (the unique index, ux_schedules_name) is the same conflict as one taken before."""
+    try:
+        return await ctx.db.write(run)
+    except IntegrityError as exc:
+        if name is None:
+            raise
+        holder = await ctx.db.read(lambda session: _holder_of(session, name))
+        raise _name_taken(name, holder) from exc
+
+
 def _schedule_next(schedule: Schedule, now: datetime) -> None:
     schedule.next_fire_at = cadence_of(schedule).next_after(now) if schedule.enabled else None
 
@@ -188,6 +223,7 @@ async def create_schedule(ctx: Context, data: Any) -> ScheduleView:
 
     def run(session: Session) -> ScheduleView:
         _check_user(session, body)
+        _check_name_free(session, fields.name)
         now = utcnow()
         schedule = Schedule(
             name=fields.name,
@@ -207,7 +243,7 @@ async def create_schedule(ctx: Context, data: Any) -> ScheduleView:
         session.flush()
         return _view(session, schedule)
 
-    return await ctx.db.write(run)
+    return await _write_named(ctx, run, fields.name)
 
 
 async def list_schedules(ctx: Context) -> list[ScheduleView]:
@@ -231,7 +267,8 @@ async def get_schedule(ctx: Context, schedule_id: str | uuid.UUID) -> ScheduleVi
 
 async def update_schedule(ctx: Context, schedule_id: str | uuid.UUID, data: Any) -> ScheduleView:
     """Change some fields. A new job makes the caller the schedule's owner (its fires submit as the
-    caller); a new cadence, or a resume, sets the next fire to the first tick from now."""
+    caller); a new cadence, or a resume, sets the next fire to the first tick from now. A name
+    another schedule has is a conflict."""
     ctx.principal.require(Scope.JOBS_WRITE)
     key = parse_id(schedule_id, kind="schedule")
     fields = parse_input(ScheduleUpdateInput, data)
@@ -241,7 +278,8 @@ async def update_schedule(ctx: Context, schedule_id: str | uuid.UUID, data: Any)
         schedule = _get(session, key)
         now = utcnow()
         replan = False
-        if fields.name is not None:
+        if fields.name is not None and fields.name != schedule.name:
+            _check_name_free(session, fields.name, key)
             schedule.name = fields.name
         if fields.cron is not None:
             schedule.cron, schedule.every_s, replan = fields.cron, None, True
@@ -266,7 +304,7 @@ async def update_schedule(ctx: Context, schedule_id: str | uuid.UUID, data: Any)
         session.flush()
         return _view(session, schedule)
 
-    return await ctx.db.write(run)
+    return await _write_named(ctx, run, fields.name)
 
 
 async def delete_schedule(ctx: Context, schedule_id: str | uuid.UUID) -> ScheduleView:

@@ -158,8 +158,8 @@ def routes() -> list[ApiPath]:
                 create,
                 Operation(
                     "Create a schedule: a job submitted on a cron expression or every N seconds; "
-                    "its job is checked as intake checks one",
-                    {201: ScheduleEnvelope, **body_errors, **errors},
+                    "its job is checked as intake checks one; 409 when another schedule has its name",
+                    {201: ScheduleEnvelope, **body_errors, 409: ErrorBody, **errors},
                     "schedules",
                     body=schedules.ScheduleCreateInput,
                     scope=Scope.JOBS_WRITE,
@@ -190,8 +190,9 @@ def routes() -> list[ApiPath]:
                 update,
                 Operation(
                     "Change a schedule: `enabled: false` pauses it, `enabled: true` resumes it from "
-                    "the next tick (the ticks of the pause never fire)",
-                    {200: ScheduleEnvelope, 404: ErrorBody, **body_errors, **errors},
+                    "the next tick (the ticks of the pause never fire); 409 when another schedule "
+                    "has the new name",
+                    {200: ScheduleEnvelope, 404: ErrorBody, **body_errors, 409: ErrorBody, **errors},
                     "schedules",
                     body=schedules.ScheduleUpdateInput,
                     scope=Scope.JOBS_WRITE,

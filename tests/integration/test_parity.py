@@ -355,10 +355,19 @@ def existing(live: LiveServer) -> dict[str, str]:
         done = http.post("/api/v1/intake", json={"workflow": "echo", "payload": {}}).json()["job_id"]
         http.post(f"/api/v1/_dev/complete/{done}", json={})
         user = http.post("/api/v1/users/upsert", json={"email": "e@example.com", "name": "E"}).json()["user"]
-    return {"queued": queued, "done": done, "user": user["id"]}
+        for name in ("taken", "other"):
+            body = {"name": name, "every_s": 3600, "enabled": False, "job": JOB_IN}
+            made = http.post("/api/v1/schedules", json=body)
+            assert made.status_code == 201, made.text
+        schedule = made.json()["schedule"]["id"]
+    return {"queued": queued, "done": done, "user": user["id"], "schedule": schedule}
 
 
 JOB_IN = {"workflow": "echo", "payload": {}}
+NEW_SCHEDULE = """mutation($i: CreateScheduleInput!) {
+  createSchedule(input: $i) { schedule { id } userErrors { field message code } } }"""
+RENAME_SCHEDULE = """mutation($id: ID!, $i: UpdateScheduleInput!) {
+  updateSchedule(id: $id, input: $i) { schedule { id } userErrors { field message code } } }"""
 # (REST method, path, kwargs) and (GraphQL document, variables), the same request on each surface.
 ERROR_CASES: list[tuple[tuple[str, str, dict[str, Any]], tuple[str, dict[str, Any]]]] = [
     (
@@ -414,6 +423,14 @@ ERROR_CASES: list[tuple[tuple[str, str, dict[str, Any]], tuple[str, dict[str, An
     (("GET", "/api/v1/jobs", {"params": {"limit": 0}}), (JOBS, {"n": 0})),
     (("GET", "/api/v1/jobs", {"params": {"limit": 101}}), (JOBS, {"n": 101})),
     (("GET", "/api/v1/jobs", {"params": {"cursor": "zzz"}}), (JOBS, {"a": "zzz"})),
+    (
+        ("POST", "/api/v1/schedules", {"json": {"name": "taken", "every_s": 60, "job": JOB_IN}}),
+        (NEW_SCHEDULE, {"i": {"name": "taken", "everyS": 60, "job": JOB_IN}}),
+    ),
+    (
+        ("PATCH", "/api/v1/schedules/{schedule}", {"json": {"name": "taken"}}),
+        (RENAME_SCHEDULE, {"id": "{schedule}", "i": {"name": "taken"}}),
+    ),
     (("POST", "/api/v1/_dev/complete/{done}", {"json": {}}), (COMPLETE, {"id": "{done}"})),
     (
         ("POST", "/api/v1/_dev/complete/{queued}", {"json": {"result": 5}}),
@@ -870,7 +887,7 @@ def test_a_schedule_made_on_either_surface_reads_the_same_on_both(admin: httpx.C
         CREATE_SCHEDULE,
         {
             "i": {
-                "name": "nightly",
+                "name": "nightly-too",  # names are unique
                 "cron": "30 2 * * *",
                 "timezone": "Europe/London",
                 "job": {**job, "priority": "HIGH"},
@@ -879,8 +896,8 @@ def test_a_schedule_made_on_either_surface_reads_the_same_on_both(admin: httpx.C
     )["createSchedule"]
     assert created["userErrors"] == []
     by_gql = gql_schedule_as_rest(created["schedule"])
-    # The same schedule but for its id and instants of making: the same job, cadence and next ticks.
-    differs = {"id", "created_at", "updated_at"}
+    # The same schedule but for its id, name and instants of making: the same job, cadence and ticks.
+    differs = {"id", "name", "created_at", "updated_at"}
     assert {k: v for k, v in by_gql.items() if k not in differs} == {
         k: v for k, v in rest_schedule(by_rest).items() if k not in differs
     }

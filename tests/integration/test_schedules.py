@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +35,9 @@ def live(make_server: Callable[..., LiveServer]) -> LiveServer:
 
 
 def create(http: httpx.Client, **body: Any) -> dict[str, Any]:
-    response = http.post("/api/v1/schedules", json={"name": "s", "job": ECHO, **body})
+    """A schedule of a fresh name unless `name` is given (names are unique)."""
+    body = {"name": f"s-{uuid.uuid4().hex[:8]}", "job": ECHO, **body}
+    response = http.post("/api/v1/schedules", json=body)
     assert response.status_code == 201, response.text
     schedule: dict[str, Any] = response.json()["schedule"]
     return schedule
@@ -188,7 +191,7 @@ def test_a_fire_goes_through_intake(live: LiveServer, db: Database) -> None:
         assert all(f["job_id"] is None for f in fires)
         # A payload that no longer validates (the workflow's schema changed under a stored job).
     with db.session(write=True) as session:
-        row = session.get(Schedule, __import__("uuid").UUID(made["id"]))
+        row = session.get(Schedule, uuid.UUID(made["id"]))
         assert row is not None
         row.job = {"workflow": "echo", "payload": "not an object"}
         session.add(row)
