@@ -486,6 +486,7 @@ class Schedule(SQLModel, table=True):
         Index("ux_schedules_name", "name", unique=True),
     )
 
+    # UUIDv7: id order is creation order, which the listing pages by.
     id: uuid.UUID = Field(default_factory=uuid7, primary_key=True, sa_type=Uuid)
     name: str = Field(sa_type=String(128))
     cron: str | None = Field(default=None, sa_type=String(200))

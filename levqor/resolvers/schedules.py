@@ -11,11 +11,13 @@ scheduler ran. "Run now" fires at once whether the schedule is enabled or paused
 
 A name is how a schedule is addressed from configuration ("the nightly-report schedule"), so it is
 unique across the deployment, as every key that can read schedules sees all of them (issue 13):
-taking a name another schedule has is a conflict.
+taking a name another schedule has is a conflict. The listing pages by id, keyset: ids are UUIDv7,
+so id order is creation order.
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from levqor.db.models import FireKind, MissedFire, Schedule, ScheduleFire, User
 from levqor.db.types import utcnow
 from levqor.errors import Conflict, FieldCode, Forbidden, InvalidRequest, LevqorError, NotFound, Unauthorized
 from levqor.resolvers.context import Context, Scope
-from levqor.resolvers.jobs import JobTemplateInput, prepare_submit
+from levqor.resolvers.jobs import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, JobTemplateInput, prepare_submit
 from levqor.resolvers.schedule_fires import (
     FireOutcome,
     PlannedFire,
@@ -39,12 +41,21 @@ from levqor.resolvers.schedule_fires import (
     prepare_fire,
     record_fire,
 )
-from levqor.resolvers.validation import WHOLE_NUMBER, omittable_not_null, parse_id, parse_input
+from levqor.resolvers.validation import (
+    QUERY_INTEGER,
+    WHOLE_NUMBER,
+    omittable_not_null,
+    parse_id,
+    parse_input,
+)
 from levqor.scheduling.cadence import CRON_PATTERN, MAX_EVERY_S, check_cron, interval_anchor, time_zones, zone
 
 NEXT_FIRE_TIMES = 5  # the upcoming ticks a schedule shows
 RECENT_FIRES = 10  # the fires a schedule shows, newest first
-MAX_SCHEDULES_LISTED = 500
+# A cursor is the unpadded url-safe base64 of the 16 bytes of the last id a page showed: 22
+# characters, the last one holding 2 bits and 4 zero bits. Any string of this pattern is a place
+# in id order, so the pattern OpenAPI shows is exactly what is taken.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{21}[AQgw]$"
 
 
 def _time_zone(name: str) -> str:
@@ -133,6 +144,17 @@ class ScheduleUpdateInput(BaseModel):
         return self
 
 
+class ScheduleListQuery(BaseModel):
+    """A page of the listing: at most `limit` schedules after `cursor` (GET /api/v1/jobs's bounds)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT), QUERY_INTEGER] = DEFAULT_LIST_LIMIT
+    cursor: Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)] | None = Field(
+        None, description="The `next_cursor` of the page before."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleView:
     """A schedule with its next ticks and its latest fires."""
@@ -140,6 +162,12 @@ class ScheduleView:
     schedule: Schedule
     next_fire_times: list[datetime]
     fires: list[ScheduleFire]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePage:
+    schedules: list[ScheduleView]
+    next_cursor: str | None  # None on the last page
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,15 +274,33 @@ async def create_schedule(ctx: Context, data: Any) -> ScheduleView:
     return await _write_named(ctx, run, fields.name)
 
 
-async def list_schedules(ctx: Context) -> list[ScheduleView]:
-    """Every schedule, oldest first, each with its latest fires."""
-    ctx.principal.require(Scope.JOBS_READ)
+def cursor_of(schedule: Schedule) -> str:
+    """The cursor that pages past `schedule`."""
+    return base64.urlsafe_b64encode(schedule.id.bytes).decode().rstrip("=")
 
-    def run(session: Session) -> list[ScheduleView]:
-        rows = session.exec(
-            select(Schedule).order_by(col(Schedule.created_at), col(Schedule.id)).limit(MAX_SCHEDULES_LISTED)
+
+def _decode_cursor(cursor: str) -> uuid.UUID:
+    # The pattern has been checked: 22 characters of the alphabet always decode to 16 bytes.
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=="))
+
+
+async def list_schedules(ctx: Context, data: Any | None = None) -> SchedulePage:
+    """A page of schedules, oldest first (by id, keyset), each with its latest fires."""
+    ctx.principal.require(Scope.JOBS_READ)
+    query = parse_input(ScheduleListQuery, {} if data is None else data)
+    after = _decode_cursor(query.cursor) if query.cursor else None
+
+    def run(session: Session) -> SchedulePage:
+        statement = select(Schedule)
+        if after is not None:
+            statement = statement.where(col(Schedule.id) > after)
+        rows = list(session.exec(statement.order_by(col(Schedule.id)).limit(query.limit + 1)))
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        return SchedulePage(
+            schedules=[_view(session, schedule) for schedule in rows],
+            next_cursor=cursor_of(rows[-1]) if more else None,
         )
-        return [_view(session, schedule) for schedule in rows]
 
     return await ctx.db.read(run)
 

@@ -460,7 +460,9 @@ GRAPHQL_MATRIX: dict[tuple[str, str], GraphQLRow] = {
             lambda w: {"id": w.budgeted("users")},
         ),
     ),
-    ("Query", "schedules"): GraphQLRow(Scope.JOBS_READ, _doc("{ schedules { id nextFireTimes } }")),
+    ("Query", "schedules"): GraphQLRow(
+        Scope.JOBS_READ, _doc("{ schedules(first: 5) { edges { node { id nextFireTimes } } } }")
+    ),
     ("Query", "schedule"): GraphQLRow(
         Scope.JOBS_READ,
         _doc("query($id: ID!) { schedule(id: $id) { id } }", lambda w: {"id": w.schedule()}),
