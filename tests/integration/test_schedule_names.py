@@ -4,9 +4,6 @@ requests race for one name; revision 0009 renames the duplicates made before nam
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +18,7 @@ from sqlalchemy import Engine, inspect, text
 from levqor.db.migrate import upgrade
 from tests.conftest import LiveServer
 from tests.integration.test_migrations import empty_engine  # noqa: F401 - the fixture, on both dialects
-from tests.support import assert_error, gql_data
+from tests.support import assert_error, gql_data, levqor_on
 
 ECHO = {"workflow": "echo", "payload": {}}
 CREATE = """mutation($i: CreateScheduleInput!) {
@@ -92,20 +89,8 @@ def test_racing_requests_for_one_name_make_one_schedule(live: LiveServer) -> Non
 def test_the_cli_names_the_conflict(live: LiveServer, db_url: str, tmp_path: Path) -> None:
     with live.client() as http:
         assert create(http, "from-config").status_code == 201
-    env = {**os.environ, "LEVQOR_DATABASE_URL": "", "SQLITE_PATH": ""}
-    if db_url.startswith("sqlite"):
-        env["SQLITE_PATH"] = db_url.removeprefix("sqlite:///")
-    else:
-        env["LEVQOR_DATABASE_URL"] = db_url
     command = ["schedules", "create", "--name", "from-config", "--every", "60", "--workflow", "echo"]
-    done = subprocess.run(
-        [sys.executable, "-m", "levqor", *command],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
+    done = levqor_on(db_url, tmp_path, *command)
     assert done.returncode == 1
     assert "a schedule named 'from-config' already exists" in done.stderr
 

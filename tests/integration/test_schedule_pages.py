@@ -6,9 +6,6 @@ refused as bad input, never a 500."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ from levqor.db.engine import Database
 from levqor.db.models import Schedule
 from levqor.resolvers.jobs import MAX_LIST_LIMIT
 from tests.conftest import LiveServer
-from tests.support import assert_error, gql, gql_data, gql_error_code
+from tests.support import assert_error, gql, gql_data, gql_error_code, levqor_on
 
 ECHO = {"workflow": "echo", "payload": {}}
 SCHEDULES = """query($n: Int!, $a: String) {
@@ -130,19 +127,7 @@ def test_the_cli_lists_every_page(db: Database, db_url: str, tmp_path: Path) -> 
         rows = [Schedule(name=f"cli-{index}", every_s=3600, job=ECHO, owner="cli") for index in range(count)]
         session.add_all(rows)
         made = sorted(str(row.id) for row in rows)
-    env = {**os.environ, "LEVQOR_DATABASE_URL": "", "SQLITE_PATH": ""}
-    if db_url.startswith("sqlite"):
-        env["SQLITE_PATH"] = db_url.removeprefix("sqlite:///")
-    else:
-        env["LEVQOR_DATABASE_URL"] = db_url
-    done = subprocess.run(
-        [sys.executable, "-m", "levqor", "schedules", "list", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
+    done = levqor_on(db_url, tmp_path, "schedules", "list", "--json")
     assert done.returncode == 0, done.stderr
     listed = [s["id"] for s in json.loads(done.stdout)["schedules"]]
     assert listed == made  # each once, in id order

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -25,6 +22,7 @@ from levqor.db.models import Job, Schedule
 from levqor.db.types import utcnow
 from levqor.resolvers.schedule_fires import fire_due
 from tests.conftest import LiveServer
+from tests.support import levqor_on
 
 ECHO = {"workflow": "echo", "payload": {"n": 1}}
 
@@ -222,21 +220,9 @@ def test_graphql_and_cli(live: LiveServer, db_url: str, tmp_path: Any) -> None:
             },
         ).json()["data"]["createSchedule"]
         assert bad["userErrors"] == [{"field": "everyS", "code": "out_of_range"}]
-    env = {**os.environ, "LEVQOR_DATABASE_URL": "", "SQLITE_PATH": ""}
-    if db_url.startswith("sqlite"):
-        env["SQLITE_PATH"] = db_url.removeprefix("sqlite:///")
-    else:
-        env["LEVQOR_DATABASE_URL"] = db_url
 
     def cli(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "levqor", "schedules", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=tmp_path,
-        )
+        done = levqor_on(db_url, tmp_path, "schedules", *args)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
