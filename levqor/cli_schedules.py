@@ -12,6 +12,9 @@ from typing import Any
 from levqor.cli_keys import _run as run_as_operator
 from levqor.db.models import MissedFire
 from levqor.resolvers import schedules
+from levqor.resolvers.context import Context
+from levqor.resolvers.jobs import MAX_LIST_LIMIT
+from levqor.resolvers.schedules import ScheduleView
 from levqor.rest.schedules import ScheduleBody, ScheduleFireBody
 
 
@@ -58,8 +61,20 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _every_schedule(ctx: Context) -> list[ScheduleView]:
+    """Page after page, as `levqor keys list` and `budgets list` show everything."""
+    views: list[ScheduleView] = []
+    query: dict[str, Any] = {"limit": MAX_LIST_LIMIT}
+    while True:
+        page = await schedules.list_schedules(ctx, query)
+        views.extend(page.schedules)
+        if page.next_cursor is None:
+            return views
+        query["cursor"] = page.next_cursor
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    bodies = [ScheduleBody.from_view(view) for view in run_as_operator(schedules.list_schedules)]
+    bodies = [ScheduleBody.from_view(view) for view in run_as_operator(_every_schedule)]
     if args.json:
         print(json.dumps({"schedules": [body.model_dump(mode="json") for body in bodies]}, indent=2))
     elif not bodies:

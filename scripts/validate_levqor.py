@@ -637,7 +637,8 @@ def check_budget(v: Validator, documented: set[tuple[str, str]], subject: str, s
 
 
 def check_schedules(v: Validator, documented: set[tuple[str, str]]) -> None:
-    """Create a schedule (paused, so nothing fires on its own), read, change, run and remove it."""
+    """Create a schedule (paused, so nothing fires on its own), read, change, run and remove it; a
+    second of its name is a conflict, and the listing pages."""
     one = "/api/v1/schedules/{schedule_id}"
     routes = {
         ("POST", "/api/v1/schedules"),
@@ -650,19 +651,24 @@ def check_schedules(v: Validator, documented: set[tuple[str, str]]) -> None:
     if not routes <= documented:
         return
     job = {"workflow": "echo", "payload": {"validated": True}}
+    name = f"validate_levqor-{uuid.uuid4().hex[:12]}"  # names are unique; one left by a failed run stays
+    body = {"name": name, "cron": "0 3 * * *", "timezone": "UTC", "job": job, "enabled": False}
     created = v.call(
         "POST",
         "/api/v1/schedules",
         201,
-        json={
-            "name": "validate_levqor",
-            "cron": "0 3 * * *",
-            "timezone": "UTC",
-            "job": job,
-            "enabled": False,
-        },
-        shape={"schedule": {"id": str, "name": "validate_levqor", "enabled": False, "next_fire_times": list}},
+        json=body,
+        shape={"schedule": {"id": str, "name": name, "enabled": False, "next_fire_times": list}},
     )
+    if created is not None:
+        v.call(
+            "POST",
+            "/api/v1/schedules",
+            409,
+            route="POST /api/v1/schedules (name taken)",
+            json=body,
+            shape=error_shape("conflict"),
+        )
     v.call(
         "POST",
         "/api/v1/schedules",
@@ -671,7 +677,17 @@ def check_schedules(v: Validator, documented: set[tuple[str, str]]) -> None:
         json={"name": "validate_levqor", "cron": "61 * * * *", "job": job},
         shape=error_shape("invalid_request"),
     )
-    v.call("GET", "/api/v1/schedules", 200, shape={"schedules": list})
+    v.call(
+        "GET", "/api/v1/schedules", 200, params={"limit": 1}, shape={"schedules": list, "next_cursor": object}
+    )
+    v.call(
+        "GET",
+        "/api/v1/schedules",
+        400,
+        route="GET /api/v1/schedules (bad cursor)",
+        params={"cursor": "not-a-cursor"},
+        shape=error_shape("invalid_request"),
+    )
     if created is None:
         return
     path = {"schedule_id": created.json()["schedule"]["id"]}
@@ -886,6 +902,12 @@ def check_graphql(v: Validator, jobs: dict[str, str]) -> None:
         "jobs",
         f"{{ jobs(first: 2) {{ edges {{ cursor node {{ {JOB_FIELDS} }} }} pageInfo {{ hasNextPage }} }} }}",
     )
+    if "schedules" in fields:
+        v.graphql(
+            "schedules",
+            "{ schedules(first: 2) { edges { cursor node { id name nextFireTimes } } "
+            "pageInfo { hasNextPage endCursor } } }",
+        )
 
     email = f"validate_levqor+{uuid.uuid4().hex[:12]}@example.com"
     upserted = v.graphql(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +77,18 @@ def assert_error(
         fields = [detail.get("field") for detail in body.get("details", [])]
         assert field in fields, body
     return body
+
+
+def levqor_on(db_url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`levqor ARGS` as an operator runs it at the console, on the test's database."""
+    env = {**os.environ, "LEVQOR_DATABASE_URL": "", "SQLITE_PATH": ""}
+    if db_url.startswith("sqlite"):
+        env["SQLITE_PATH"] = db_url.removeprefix("sqlite:///")
+    else:
+        env["LEVQOR_DATABASE_URL"] = db_url
+    return subprocess.run(
+        [sys.executable, "-m", "levqor", *args], env=env, capture_output=True, text=True, check=False, cwd=cwd
+    )
 
 
 def row_counts(db_url: str) -> dict[str, int]:

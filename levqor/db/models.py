@@ -495,8 +495,11 @@ class Schedule(SQLModel, table=True):
             postgresql_where=text("enabled"),
             sqlite_where=text("enabled"),
         ),
+        # A name addresses one schedule (issue 13): two requests taking one name, one wins.
+        Index("ux_schedules_name", "name", unique=True),
     )
 
+    # UUIDv7: id order is creation order, which the listing pages by.
     id: uuid.UUID = Field(default_factory=uuid7, primary_key=True, sa_type=Uuid)
     name: str = Field(sa_type=String(128))
     cron: str | None = Field(default=None, sa_type=String(200))

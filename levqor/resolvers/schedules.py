@@ -8,23 +8,31 @@ intake (levqor/resolvers/schedule_fires.py). Managing needs `jobs:write`, readin
 Pausing clears `next_fire_at`; resuming sets it to the first tick after the resume, so the ticks of
 a pause never fire, whatever `on_missed` says: a pause is deliberate, `on_missed` is for the time no
 scheduler ran. "Run now" fires at once whether the schedule is enabled or paused.
+
+A name is how a schedule is addressed from configuration ("the nightly-report schedule"), so it is
+unique across the deployment, as every key that can read schedules sees all of them (issue 13):
+taking a name another schedule has is a conflict. The listing pages by id, keyset: ids are UUIDv7,
+so id order is creation order.
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from levqor.db.models import FireKind, MissedFire, Schedule, ScheduleFire, User
 from levqor.db.types import utcnow
 from levqor.errors import Conflict, FieldCode, Forbidden, InvalidRequest, LevqorError, NotFound, Unauthorized
 from levqor.resolvers.context import Context, Scope
-from levqor.resolvers.jobs import JobTemplateInput, prepare_submit
+from levqor.resolvers.jobs import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, JobTemplateInput, prepare_submit
 from levqor.resolvers.schedule_fires import (
     FireOutcome,
     PlannedFire,
@@ -33,12 +41,21 @@ from levqor.resolvers.schedule_fires import (
     prepare_fire,
     record_fire,
 )
-from levqor.resolvers.validation import WHOLE_NUMBER, omittable_not_null, parse_id, parse_input
+from levqor.resolvers.validation import (
+    QUERY_INTEGER,
+    WHOLE_NUMBER,
+    omittable_not_null,
+    parse_id,
+    parse_input,
+)
 from levqor.scheduling.cadence import CRON_PATTERN, MAX_EVERY_S, check_cron, interval_anchor, time_zones, zone
 
 NEXT_FIRE_TIMES = 5  # the upcoming ticks a schedule shows
 RECENT_FIRES = 10  # the fires a schedule shows, newest first
-MAX_SCHEDULES_LISTED = 500
+# A cursor is the unpadded url-safe base64 of the 16 bytes of the last id a page showed: 22
+# characters, the last one holding 2 bits and 4 zero bits. Any string of this pattern is a place
+# in id order, so the pattern OpenAPI shows is exactly what is taken.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{21}[AQgw]$"
 
 
 def _time_zone(name: str) -> str:
@@ -127,6 +144,17 @@ class ScheduleUpdateInput(BaseModel):
         return self
 
 
+class ScheduleListQuery(BaseModel):
+    """A page of the listing: at most `limit` schedules after `cursor` (GET /api/v1/jobs's bounds)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT), QUERY_INTEGER] = DEFAULT_LIST_LIMIT
+    cursor: Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)] | None = Field(
+        None, description="The `next_cursor` of the page before."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleView:
     """A schedule with its next ticks and its latest fires."""
@@ -134,6 +162,12 @@ class ScheduleView:
     schedule: Schedule
     next_fire_times: list[datetime]
     fires: list[ScheduleFire]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePage:
+    schedules: list[ScheduleView]
+    next_cursor: str | None  # None on the last page
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +211,35 @@ def _check_user(session: Session, body: dict[str, Any]) -> None:
         raise InvalidRequest.for_field("job.user_id", f"no user with id '{user_id}'", FieldCode.NOT_FOUND)
 
 
+def _check_name_free(session: Session, name: str, schedule_id: uuid.UUID | None = None) -> None:
+    holder = _holder_of(session, name)
+    if holder is not None and holder != schedule_id:
+        raise _name_taken(name, holder)
+
+
+def _holder_of(session: Session, name: str) -> uuid.UUID | None:
+    return session.exec(select(Schedule.id).where(Schedule.name == name)).first()
+
+
+def _name_taken(name: str, holder: uuid.UUID | None) -> Conflict:
+    which = f" (id {holder})" if holder is not None else ""
+    return Conflict(f"a schedule named '{name}' already exists{which}; choose another name")
+
+
+async def _write_named(
+    ctx: Context, run: Callable[[Session], ScheduleView], name: str | None
+) -> ScheduleView:
+    """`run` in a write transaction; a `name` that another request took since `run` checked it
+    (the unique index, ux_schedules_name) is the same conflict as one taken before."""
+    try:
+        return await ctx.db.write(run)
+    except IntegrityError as exc:
+        if name is None:
+            raise
+        holder = await ctx.db.read(lambda session: _holder_of(session, name))
+        raise _name_taken(name, holder) from exc
+
+
 def _schedule_next(schedule: Schedule, now: datetime) -> None:
     schedule.next_fire_at = cadence_of(schedule).next_after(now) if schedule.enabled else None
 
@@ -188,6 +251,7 @@ async def create_schedule(ctx: Context, data: Any) -> ScheduleView:
 
     def run(session: Session) -> ScheduleView:
         _check_user(session, body)
+        _check_name_free(session, fields.name)
         now = utcnow()
         schedule = Schedule(
             name=fields.name,
@@ -207,18 +271,36 @@ async def create_schedule(ctx: Context, data: Any) -> ScheduleView:
         session.flush()
         return _view(session, schedule)
 
-    return await ctx.db.write(run)
+    return await _write_named(ctx, run, fields.name)
 
 
-async def list_schedules(ctx: Context) -> list[ScheduleView]:
-    """Every schedule, oldest first, each with its latest fires."""
+def cursor_of(schedule: Schedule) -> str:
+    """The cursor that pages past `schedule`."""
+    return base64.urlsafe_b64encode(schedule.id.bytes).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> uuid.UUID:
+    # The pattern has been checked: 22 characters of the alphabet always decode to 16 bytes.
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=="))
+
+
+async def list_schedules(ctx: Context, data: Any | None = None) -> SchedulePage:
+    """A page of schedules, oldest first (by id, keyset), each with its latest fires."""
     ctx.principal.require(Scope.JOBS_READ)
+    query = parse_input(ScheduleListQuery, {} if data is None else data)
+    after = _decode_cursor(query.cursor) if query.cursor else None
 
-    def run(session: Session) -> list[ScheduleView]:
-        rows = session.exec(
-            select(Schedule).order_by(col(Schedule.created_at), col(Schedule.id)).limit(MAX_SCHEDULES_LISTED)
+    def run(session: Session) -> SchedulePage:
+        statement = select(Schedule)
+        if after is not None:
+            statement = statement.where(col(Schedule.id) > after)
+        rows = list(session.exec(statement.order_by(col(Schedule.id)).limit(query.limit + 1)))
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        return SchedulePage(
+            schedules=[_view(session, schedule) for schedule in rows],
+            next_cursor=cursor_of(rows[-1]) if more else None,
         )
-        return [_view(session, schedule) for schedule in rows]
 
     return await ctx.db.read(run)
 
@@ -231,7 +313,8 @@ async def get_schedule(ctx: Context, schedule_id: str | uuid.UUID) -> ScheduleVi
 
 async def update_schedule(ctx: Context, schedule_id: str | uuid.UUID, data: Any) -> ScheduleView:
     """Change some fields. A new job makes the caller the schedule's owner (its fires submit as the
-    caller); a new cadence, or a resume, sets the next fire to the first tick from now."""
+    caller); a new cadence, or a resume, sets the next fire to the first tick from now. A name
+    another schedule has is a conflict."""
     ctx.principal.require(Scope.JOBS_WRITE)
     key = parse_id(schedule_id, kind="schedule")
     fields = parse_input(ScheduleUpdateInput, data)
@@ -241,7 +324,8 @@ async def update_schedule(ctx: Context, schedule_id: str | uuid.UUID, data: Any)
         schedule = _get(session, key)
         now = utcnow()
         replan = False
-        if fields.name is not None:
+        if fields.name is not None and fields.name != schedule.name:
+            _check_name_free(session, fields.name, key)
             schedule.name = fields.name
         if fields.cron is not None:
             schedule.cron, schedule.every_s, replan = fields.cron, None, True
@@ -266,7 +350,7 @@ async def update_schedule(ctx: Context, schedule_id: str | uuid.UUID, data: Any)
         session.flush()
         return _view(session, schedule)
 
-    return await ctx.db.write(run)
+    return await _write_named(ctx, run, fields.name)
 
 
 async def delete_schedule(ctx: Context, schedule_id: str | uuid.UUID) -> ScheduleView:

@@ -95,9 +95,10 @@ class ScheduleEnvelope(BaseModel):
 
 
 class ScheduleList(BaseModel):
-    """Every schedule, oldest first."""
+    """A page of schedules, oldest first; `next_cursor` pages on (null on the last page)."""
 
     schedules: list[ScheduleBody]
+    next_cursor: str | None
 
 
 class ScheduleRun(BaseModel):
@@ -113,9 +114,13 @@ async def create(request: Request) -> Response:
     return json_response(ScheduleEnvelope(schedule=ScheduleBody.from_view(view)), 201)
 
 
-async def list_all(request: Request) -> Response:
-    views = await schedules.list_schedules(context_for(request))
-    return json_response(ScheduleList(schedules=[ScheduleBody.from_view(view) for view in views]))
+async def list_page(request: Request) -> Response:
+    page = await schedules.list_schedules(context_for(request), dict(request.query_params))
+    return json_response(
+        ScheduleList(
+            schedules=[ScheduleBody.from_view(view) for view in page.schedules], next_cursor=page.next_cursor
+        )
+    )
 
 
 async def get_one(request: Request) -> Response:
@@ -158,8 +163,8 @@ def routes() -> list[ApiPath]:
                 create,
                 Operation(
                     "Create a schedule: a job submitted on a cron expression or every N seconds; "
-                    "its job is checked as intake checks one",
-                    {201: ScheduleEnvelope, **body_errors, **errors},
+                    "its job is checked as intake checks one; 409 when another schedule has its name",
+                    {201: ScheduleEnvelope, **body_errors, 409: ErrorBody, **errors},
                     "schedules",
                     body=schedules.ScheduleCreateInput,
                     scope=Scope.JOBS_WRITE,
@@ -168,9 +173,13 @@ def routes() -> list[ApiPath]:
             ApiRoute(
                 "GET",
                 "/api/v1/schedules",
-                list_all,
+                list_page,
                 Operation(
-                    "List schedules", {200: ScheduleList, **errors}, "schedules", scope=Scope.JOBS_READ
+                    "List schedules, oldest first, a page at a time",
+                    {200: ScheduleList, 400: ErrorBody, **errors},
+                    "schedules",
+                    query=schedules.ScheduleListQuery,
+                    scope=Scope.JOBS_READ,
                 ),
             ),
             ApiRoute(
@@ -190,8 +199,9 @@ def routes() -> list[ApiPath]:
                 update,
                 Operation(
                     "Change a schedule: `enabled: false` pauses it, `enabled: true` resumes it from "
-                    "the next tick (the ticks of the pause never fire)",
-                    {200: ScheduleEnvelope, 404: ErrorBody, **body_errors, **errors},
+                    "the next tick (the ticks of the pause never fire); 409 when another schedule "
+                    "has the new name",
+                    {200: ScheduleEnvelope, 404: ErrorBody, **body_errors, 409: ErrorBody, **errors},
                     "schedules",
                     body=schedules.ScheduleUpdateInput,
                     scope=Scope.JOBS_WRITE,

@@ -13,10 +13,11 @@ from strawberry.types import Info
 
 from levqor.db.models import FireKind, MissedFire, ScheduleFire
 from levqor.resolvers import schedules
+from levqor.resolvers.jobs import DEFAULT_LIST_LIMIT
 from levqor.resolvers.schedules import ScheduleView
 from levqor.schema.errors import with_user_errors
 from levqor.schema.inputs import BudgetPolicy, BudgetPolicyEnum, as_data
-from levqor.schema.types import PriorityEnum, UserError
+from levqor.schema.types import PageInfo, PriorityEnum, UserError
 
 MissedFireEnum = strawberry.enum(
     MissedFire,
@@ -87,6 +88,20 @@ class ScheduleType:
         )
 
 
+@strawberry.type(name="ScheduleEdge")
+class ScheduleEdge:
+    node: ScheduleType
+    cursor: str
+
+
+@strawberry.type(
+    name="ScheduleConnection", description="A page of schedules, oldest first (Relay connection)."
+)
+class ScheduleConnection:
+    edges: list[ScheduleEdge]
+    page_info: PageInfo
+
+
 @strawberry.input(name="ScheduledJobInput", description="The intake body without runAt.")
 class ScheduledJobInput:
     workflow: str
@@ -140,9 +155,22 @@ class RunSchedulePayload:
 
 @strawberry.type
 class ScheduleQuery:
-    @strawberry.field(description="Every schedule, oldest first (needs `jobs:read`).")
-    async def schedules(self, info: Info[Any, None]) -> list[ScheduleType]:
-        return [ScheduleType.from_view(view) for view in await schedules.list_schedules(info.context.levqor)]
+    @strawberry.field(description="Schedules, oldest first, paginated (needs `jobs:read`).")
+    async def schedules(
+        self, info: Info[Any, None], first: int = DEFAULT_LIST_LIMIT, after: str | None = None
+    ) -> ScheduleConnection:
+        query: dict[str, Any] = {"limit": first}
+        if after is not None:
+            query["cursor"] = after
+        page = await schedules.list_schedules(info.context.levqor, query)
+        edges = [
+            ScheduleEdge(node=ScheduleType.from_view(view), cursor=schedules.cursor_of(view.schedule))
+            for view in page.schedules
+        ]
+        return ScheduleConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=page.next_cursor is not None, end_cursor=page.next_cursor),
+        )
 
     @strawberry.field(description="One schedule by id (needs `jobs:read`).")
     async def schedule(self, info: Info[Any, None], id: strawberry.ID) -> ScheduleType | None:

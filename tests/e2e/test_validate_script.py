@@ -62,11 +62,14 @@ def test_a_healthy_server_is_validated_green_over_both_surfaces(keyed_server: Se
         "PATCH /api/v1/schedules/{schedule_id}",
         "POST /api/v1/schedules/{schedule_id}/run",
         "DELETE /api/v1/schedules/{schedule_id}",
+        "POST /api/v1/schedules (name taken)",
+        "GET /api/v1/schedules (bad cursor)",
         "GET /metrics",
         "GET /legal/privacy",
         "GET /faq",
         "POST /graphql submitJob",
         "POST /graphql upsertUser",
+        "POST /graphql schedules",
         "GET /graphql mutation",
     ):
         assert route in checked, route

@@ -93,7 +93,7 @@ class World:
 
     def schedule(self) -> str:
         """A fresh schedule's id (an hourly echo)."""
-        body = {"name": "matrix", "every_s": 3600, "job": {"workflow": "echo", "payload": {}}}
+        body = {"name": _fresh_name(), "every_s": 3600, "job": {"workflow": "echo", "payload": {}}}
         response = self.http.post("/api/v1/schedules", json=body, headers=self.admin())
         assert response.status_code == 201, response.text
         return str(response.json()["schedule"]["id"])
@@ -123,6 +123,11 @@ class World:
         if cache_key not in self.secrets:
             self.secrets[cache_key] = self.make_key(wanted)[1]
         return self.secrets[cache_key]
+
+
+def _fresh_name() -> str:
+    """A schedule name no other has (names are unique)."""
+    return f"matrix-{uuid.uuid4().hex[:12]}"
 
 
 def _scopes_for(caller: str, need: str | None) -> list[str]:
@@ -292,7 +297,7 @@ REST_MATRIX: dict[tuple[str, str], RestRow] = {
         Scope.JOBS_WRITE,
         _post(
             "/api/v1/schedules",
-            lambda _w: {"name": "m", "every_s": 60, "job": {"workflow": "echo", "payload": {}}},
+            lambda _w: {"name": _fresh_name(), "every_s": 60, "job": {"workflow": "echo", "payload": {}}},
         ),
         201,
     ),
@@ -476,7 +481,9 @@ GRAPHQL_MATRIX: dict[tuple[str, str], GraphQLRow] = {
             lambda w: {"id": w.budgeted("users")},
         ),
     ),
-    ("Query", "schedules"): GraphQLRow(Scope.JOBS_READ, _doc("{ schedules { id nextFireTimes } }")),
+    ("Query", "schedules"): GraphQLRow(
+        Scope.JOBS_READ, _doc("{ schedules(first: 5) { edges { node { id nextFireTimes } } } }")
+    ),
     ("Query", "schedule"): GraphQLRow(
         Scope.JOBS_READ,
         _doc("query($id: ID!) { schedule(id: $id) { id } }", lambda w: {"id": w.schedule()}),
@@ -484,8 +491,9 @@ GRAPHQL_MATRIX: dict[tuple[str, str], GraphQLRow] = {
     ("Mutation", "createSchedule"): GraphQLRow(
         Scope.JOBS_WRITE,
         _doc(
-            'mutation { createSchedule(input: {name: "m", everyS: 60, job: {workflow: "echo", '
-            "payload: {}}}) { schedule { id } userErrors { code } } }"
+            "mutation($name: String!) { createSchedule(input: {name: $name, everyS: 60, "
+            'job: {workflow: "echo", payload: {}}}) { schedule { id } userErrors { code } } }',
+            lambda _w: {"name": _fresh_name()},
         ),
     ),
     ("Mutation", "updateSchedule"): GraphQLRow(

@@ -153,6 +153,11 @@ STRICTNESS_CASES: list[tuple[str, str, str | None, Any, bool]] = [
     ("GET", "/api/v1/jobs", "cursor", "null", False),
     ("GET", "/api/v1/jobs", "cursor", "c2VxOjE", True),  # the cursor of seq 1
     ("GET", "/api/v1/jobs", "status", "queued", True),
+    ("GET", "/api/v1/schedules", "cursor", "A" * 22, True),  # the place before every id
+    ("GET", "/api/v1/schedules", "cursor", "A" * 21 + "B", False),  # bits past the 16 bytes
+    ("GET", "/api/v1/schedules", "cursor", "c2VxOjE", False),  # a cursor of GET /api/v1/jobs
+    ("GET", "/api/v1/schedules", "limit", "100", True),
+    ("GET", "/api/v1/schedules", "limit", "101", False),
     ("GET", "/api/v1/jobs", "status", "done", False),
     ("GET", "/api/v1/users", "email", "", False),
     ("GET", "/api/v1/users", "email", "   ", False),

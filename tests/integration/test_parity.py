@@ -355,10 +355,20 @@ def existing(live: LiveServer) -> dict[str, str]:
         done = http.post("/api/v1/intake", json={"workflow": "echo", "payload": {}}).json()["job_id"]
         http.post(f"/api/v1/_dev/complete/{done}", json={})
         user = http.post("/api/v1/users/upsert", json={"email": "e@example.com", "name": "E"}).json()["user"]
-    return {"queued": queued, "done": done, "user": user["id"]}
+        for name in ("taken", "other"):
+            body = {"name": name, "every_s": 3600, "enabled": False, "job": JOB_IN}
+            made = http.post("/api/v1/schedules", json=body)
+            assert made.status_code == 201, made.text
+        schedule = made.json()["schedule"]["id"]
+    return {"queued": queued, "done": done, "user": user["id"], "schedule": schedule}
 
 
 JOB_IN = {"workflow": "echo", "payload": {}}
+SCHEDULE_PAGE = "query($n: Int, $a: String) { schedules(first: $n, after: $a) { edges { cursor } } }"
+NEW_SCHEDULE = """mutation($i: CreateScheduleInput!) {
+  createSchedule(input: $i) { schedule { id } userErrors { field message code } } }"""
+RENAME_SCHEDULE = """mutation($id: ID!, $i: UpdateScheduleInput!) {
+  updateSchedule(id: $id, input: $i) { schedule { id } userErrors { field message code } } }"""
 # (REST method, path, kwargs) and (GraphQL document, variables), the same request on each surface.
 ERROR_CASES: list[tuple[tuple[str, str, dict[str, Any]], tuple[str, dict[str, Any]]]] = [
     (
@@ -414,6 +424,17 @@ ERROR_CASES: list[tuple[tuple[str, str, dict[str, Any]], tuple[str, dict[str, An
     (("GET", "/api/v1/jobs", {"params": {"limit": 0}}), (JOBS, {"n": 0})),
     (("GET", "/api/v1/jobs", {"params": {"limit": 101}}), (JOBS, {"n": 101})),
     (("GET", "/api/v1/jobs", {"params": {"cursor": "zzz"}}), (JOBS, {"a": "zzz"})),
+    (("GET", "/api/v1/schedules", {"params": {"limit": 0}}), (SCHEDULE_PAGE, {"n": 0})),
+    (("GET", "/api/v1/schedules", {"params": {"limit": 101}}), (SCHEDULE_PAGE, {"n": 101})),
+    (("GET", "/api/v1/schedules", {"params": {"cursor": "zzz"}}), (SCHEDULE_PAGE, {"a": "zzz"})),
+    (
+        ("POST", "/api/v1/schedules", {"json": {"name": "taken", "every_s": 60, "job": JOB_IN}}),
+        (NEW_SCHEDULE, {"i": {"name": "taken", "everyS": 60, "job": JOB_IN}}),
+    ),
+    (
+        ("PATCH", "/api/v1/schedules/{schedule}", {"json": {"name": "taken"}}),
+        (RENAME_SCHEDULE, {"id": "{schedule}", "i": {"name": "taken"}}),
+    ),
     (("POST", "/api/v1/_dev/complete/{done}", {"json": {}}), (COMPLETE, {"id": "{done}"})),
     (
         ("POST", "/api/v1/_dev/complete/{queued}", {"json": {"result": 5}}),
@@ -821,7 +842,9 @@ SCHEDULE_FIELDS = """id name cron everyS timezone job onMissed enabled nextFireA
 CREATE_SCHEDULE = f"""mutation($i: CreateScheduleInput!) {{
   createSchedule(input: $i) {{ schedule {{ {SCHEDULE_FIELDS} }} userErrors {{ field message code }} }} }}"""
 SCHEDULE = f"query($id: ID!) {{ schedule(id: $id) {{ {SCHEDULE_FIELDS} }} }}"
-SCHEDULES = f"{{ schedules {{ {SCHEDULE_FIELDS} }} }}"
+SCHEDULES = f"""query($n: Int!, $a: String) {{
+  schedules(first: $n, after: $a) {{
+    edges {{ node {{ {SCHEDULE_FIELDS} }} }} pageInfo {{ endCursor }} }} }}"""
 RUN_SCHEDULE = f"""mutation($id: ID!) {{ runSchedule(id: $id) {{
   fire {{ fireTime kind ticks jobId error firedAt }} jobId schedule {{ {SCHEDULE_FIELDS} }}
   userErrors {{ field message code }} }} }}"""
@@ -870,7 +893,7 @@ def test_a_schedule_made_on_either_surface_reads_the_same_on_both(admin: httpx.C
         CREATE_SCHEDULE,
         {
             "i": {
-                "name": "nightly",
+                "name": "nightly-too",  # names are unique
                 "cron": "30 2 * * *",
                 "timezone": "Europe/London",
                 "job": {**job, "priority": "HIGH"},
@@ -879,8 +902,8 @@ def test_a_schedule_made_on_either_surface_reads_the_same_on_both(admin: httpx.C
     )["createSchedule"]
     assert created["userErrors"] == []
     by_gql = gql_schedule_as_rest(created["schedule"])
-    # The same schedule but for its id and instants of making: the same job, cadence and next ticks.
-    differs = {"id", "created_at", "updated_at"}
+    # The same schedule but for its id, name and instants of making: the same job, cadence and ticks.
+    differs = {"id", "name", "created_at", "updated_at"}
     assert {k: v for k, v in by_gql.items() if k not in differs} == {
         k: v for k, v in rest_schedule(by_rest).items() if k not in differs
     }
@@ -893,8 +916,20 @@ def test_a_schedule_made_on_either_surface_reads_the_same_on_both(admin: httpx.C
     got = admin.get(f"/api/v1/schedules/{by_gql['id']}")
     assert got.status_code == 200, got.text
     assert rest_schedule(got.json()["schedule"]) == by_gql
-    listed = [rest_schedule(s) for s in admin.get("/api/v1/schedules").json()["schedules"]]
-    assert [gql_schedule_as_rest(s) for s in gql_data(admin, SCHEDULES)["schedules"]] == listed
+    # The listing, a page of one at a time on each.
+    rest_page = admin.get("/api/v1/schedules", params={"limit": 1}).json()
+    gql_page = gql_data(admin, SCHEDULES, {"n": 1})["schedules"]
+    assert [gql_schedule_as_rest(edge["node"]) for edge in gql_page["edges"]] == [
+        rest_schedule(s) for s in rest_page["schedules"]
+    ]
+    assert rest_page["next_cursor"] == gql_page["pageInfo"]["endCursor"] is not None
+    rest_last = admin.get("/api/v1/schedules", params={"limit": 1, "cursor": rest_page["next_cursor"]}).json()
+    gql_last = gql_data(admin, SCHEDULES, {"n": 1, "a": gql_page["pageInfo"]["endCursor"]})["schedules"]
+    assert [gql_schedule_as_rest(edge["node"]) for edge in gql_last["edges"]] == [
+        rest_schedule(s) for s in rest_last["schedules"]
+    ]
+    assert rest_last["next_cursor"] is gql_last["pageInfo"]["endCursor"] is None
+    assert {s["id"] for s in rest_page["schedules"] + rest_last["schedules"]} == {by_rest["id"], by_gql["id"]}
 
     # "Run now" on each surface: a manual fire with its job, recorded alike.
     ran = admin.post(f"/api/v1/schedules/{by_rest['id']}/run")

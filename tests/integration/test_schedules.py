@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +22,7 @@ from levqor.db.models import Job, Schedule
 from levqor.db.types import utcnow
 from levqor.resolvers.schedule_fires import fire_due
 from tests.conftest import LiveServer
+from tests.support import levqor_on
 
 ECHO = {"workflow": "echo", "payload": {"n": 1}}
 
@@ -34,7 +33,9 @@ def live(make_server: Callable[..., LiveServer]) -> LiveServer:
 
 
 def create(http: httpx.Client, **body: Any) -> dict[str, Any]:
-    response = http.post("/api/v1/schedules", json={"name": "s", "job": ECHO, **body})
+    """A schedule of a fresh name unless `name` is given (names are unique)."""
+    body = {"name": f"s-{uuid.uuid4().hex[:8]}", "job": ECHO, **body}
+    response = http.post("/api/v1/schedules", json=body)
     assert response.status_code == 201, response.text
     schedule: dict[str, Any] = response.json()["schedule"]
     return schedule
@@ -188,7 +189,7 @@ def test_a_fire_goes_through_intake(live: LiveServer, db: Database) -> None:
         assert all(f["job_id"] is None for f in fires)
         # A payload that no longer validates (the workflow's schema changed under a stored job).
     with db.session(write=True) as session:
-        row = session.get(Schedule, __import__("uuid").UUID(made["id"]))
+        row = session.get(Schedule, uuid.UUID(made["id"]))
         assert row is not None
         row.job = {"workflow": "echo", "payload": "not an object"}
         session.add(row)
@@ -219,21 +220,9 @@ def test_graphql_and_cli(live: LiveServer, db_url: str, tmp_path: Any) -> None:
             },
         ).json()["data"]["createSchedule"]
         assert bad["userErrors"] == [{"field": "everyS", "code": "out_of_range"}]
-    env = {**os.environ, "LEVQOR_DATABASE_URL": "", "SQLITE_PATH": ""}
-    if db_url.startswith("sqlite"):
-        env["SQLITE_PATH"] = db_url.removeprefix("sqlite:///")
-    else:
-        env["LEVQOR_DATABASE_URL"] = db_url
 
     def cli(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "levqor", "schedules", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=tmp_path,
-        )
+        done = levqor_on(db_url, tmp_path, "schedules", *args)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
