@@ -1,6 +1,7 @@
 """Retention on both databases: what a prune deletes (old finished jobs with their events, deliveries
 and attempts; old finished runs whole), what it keeps (recent, unfinished, pending callbacks, the
-budgets' ledger, schedule fires), dry runs, batches, prunes at once, and the background loop.
+budgets' ledger, schedule fires), dry runs, batches, prunes at once, and the background loop (alone and
+in a server).
 
 Rows are stored as they would be by then, with their times set; the cutoff is passed explicitly."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +37,7 @@ from levqor.resolvers.budgets import set_budget
 from levqor.resolvers.context import Context
 from levqor.resolvers.jobs import submit_job
 from levqor.resolvers.schedules import create_schedule, get_schedule, run_schedule
-from tests.conftest import settings_for
+from tests.conftest import LiveServer, settings_for
 from tests.integration.test_budgets import (
     ADMIN,
     PRICED,
@@ -47,6 +49,7 @@ from tests.integration.test_budgets import (
     worker,
 )
 from tests.integration.test_worker_loop import until
+from tests.queue_support import wait_for
 
 NOW = utcnow()
 CUTOFF = NOW - timedelta(days=7)
@@ -365,3 +368,15 @@ async def test_the_background_task_prunes_when_retention_is_set(db_url: str, db:
         await until(lambda: job_ids(db) == {recent}, "the pruner's first pass")
     finally:
         await pruner.stop()
+
+
+def test_a_server_with_a_retention_prunes_and_a_pruned_job_reads_as_unknown(
+    db: Database, make_server: Callable[..., LiveServer]
+) -> None:
+    old = add_job(db, "succeeded", finished=30)
+    recent = add_job(db, "succeeded", finished=1)
+    live = make_server(LEVQOR_RETENTION_DAYS="7")
+    wait_for(lambda: job_ids(db) == {recent}, what="the server's first retention pass")
+    with live.client() as http:
+        assert http.get(f"/api/v1/status/{old}").status_code == 404
+        assert http.get(f"/api/v1/status/{recent}").json()["status"] == "succeeded"
