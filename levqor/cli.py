@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     from levqor.cli_schedules import add_schedules_command
 
     add_schedules_command(commands)
+    from levqor.cli_prune import add_prune_command
+
+    add_prune_command(commands)
     return parser
 
 

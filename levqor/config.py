@@ -55,6 +55,8 @@ DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION = 20
 DEFAULT_MAX_SUBSCRIPTIONS_PER_KEY = 100  # live streams (GraphQL and SSE) of one caller, per process
 DEFAULT_SCHEDULER_INTERVAL_MS = 1000  # how often a process's scheduler looks for due schedules
 DEFAULT_SCHEDULER_GRACE_S = 60  # a tick fired up to this late is on time; older ones are missed
+DEFAULT_RETENTION_DAYS = 0  # keep finished jobs forever: pruning deletes history, so the operator opts in
+DEFAULT_PRUNE_INTERVAL_S = 600  # how often a process prunes when retention is on
 DEFAULT_CORS_ORIGINS = ("https://levqor.ai",)
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_LLM_TIMEOUT_S = 120.0  # one chat completion, streamed or not, from connecting to the last byte
@@ -149,6 +151,12 @@ class Settings(BaseSettings):
     )
     scheduler_grace_s: int = Field(
         DEFAULT_SCHEDULER_GRACE_S, ge=0, le=86_400, validation_alias="LEVQOR_SCHEDULER_GRACE_S"
+    )
+    # Finished jobs (and whole finished runs) older than this many days are deleted with their events
+    # and callback deliveries (levqor/queue/retention.py); 0 keeps them forever.
+    retention_days: int = Field(DEFAULT_RETENTION_DAYS, ge=0, validation_alias="LEVQOR_RETENTION_DAYS")
+    prune_interval_s: int = Field(
+        DEFAULT_PRUNE_INTERVAL_S, ge=1, le=86_400, validation_alias="LEVQOR_PRUNE_INTERVAL_S"
     )
     log_format: Literal["json", "text"] = Field("json", validation_alias="LEVQOR_LOG_FORMAT")
     workflow_modules: CommaList = Field((), validation_alias="LEVQOR_WORKFLOWS")

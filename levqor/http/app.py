@@ -28,6 +28,7 @@ from levqor.http.metrics import HttpMetrics, build_metrics, metrics_endpoint
 from levqor.http.pages import page_routes
 from levqor.http.ratelimit import RateLimiter
 from levqor.http.request_context import InternalErrorMiddleware, RequestContextMiddleware
+from levqor.queue.pruner import Pruner
 from levqor.resolvers.auth import Authenticator
 from levqor.resolvers.batches import RequestBatches
 from levqor.resolvers.context import Context
@@ -153,6 +154,8 @@ def create_app(
         await job_updates.start()
         scheduler = Scheduler(app.state.db, settings, resolver=resolver)  # unless LEVQOR_SCHEDULER=false
         scheduler.start()
+        pruner = Pruner(app.state.db, settings)  # when LEVQOR_RETENTION_DAYS is set
+        pruner.start()
         services = Context(
             db=app.state.db,
             settings=settings,
@@ -173,6 +176,7 @@ def create_app(
             setattr(app, SERVICES_ATTRIBUTE, None)
             gc.set_threshold(*thresholds)
             gc.unfreeze()
+            await pruner.stop()
             await scheduler.stop()
             await job_updates.stop()  # streams still open end now
             await app.state.batches.stop()  # writes and answers the submits already waiting

@@ -12,6 +12,7 @@ from levqor.callbacks.guard import HostResolver
 from levqor.config import ConfigError, Settings
 from levqor.db.engine import Database
 from levqor.queue import Wakeup
+from levqor.queue.pruner import Pruner
 from levqor.scheduling.scheduler import Scheduler
 from levqor.worker.loop import Worker
 from levqor.workflows import WorkflowRegistry, registry_for
@@ -109,6 +110,8 @@ async def run_standalone(
     deliverer = Deliverer(db, settings, worker_id=worker.worker_id)
     scheduler = Scheduler(db, settings)  # unless LEVQOR_SCHEDULER=false
     scheduler.start()
+    pruner = Pruner(db, settings)  # when LEVQOR_RETENTION_DAYS is set
+    pruner.start()
 
     def stop() -> None:
         worker.stop()
@@ -129,6 +132,7 @@ async def run_standalone(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        await pruner.stop()
         await scheduler.stop()
         await wakeup.stop()
         db.dispose()
