@@ -23,6 +23,7 @@ from levqor.http.body_limit import BodyLimitMiddleware
 from levqor.http.context import SERVICES_ATTRIBUTE
 from levqor.http.cors import CorsMiddleware
 from levqor.http.errors import EXCEPTION_HANDLERS
+from levqor.http.graphiql import graphiql_assets_route
 from levqor.http.graphql import graphql_app
 from levqor.http.metrics import HttpMetrics, build_metrics, metrics_endpoint
 from levqor.http.pages import page_routes
@@ -96,6 +97,7 @@ def build_routes(settings: Settings) -> list[BaseRoute]:
         # First: Starlette tries routes in order, and /graphql overlaps no other path.
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
+        graphiql_assets_route(),
         *api_routes,
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

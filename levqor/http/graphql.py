@@ -10,7 +10,8 @@ the 200 answers.
 WebSockets (`graphql-transport-ws`, for `jobUpdates`): the caller is the upgrade request's key, or the
 key in the `connection_init` payload (`{"X-Api-Key": ...}` or `{"Authorization": "Bearer ..."}`), which
 wins; a bad one closes the socket with 4403. Browsers may connect from `LEVQOR_CORS_ORIGINS` (and from
-this server's own origin, where GraphiQL runs); a handshake from any other `Origin` is refused with 403.
+this server's own origin, where GraphiQL runs: levqor.http.graphiql); a handshake from any other
+`Origin` is refused with 403.
 A client without an `Origin` header is not a browser and has no ambient credentials to abuse.
 """
 
@@ -46,6 +47,7 @@ from levqor.errors import (
 from levqor.http.access import presented_key
 from levqor.http.context import context_for
 from levqor.http.errors import error_response, request_id_of
+from levqor.http.graphiql import graphiql_response
 from levqor.http.ratelimit import Allowance, RateLimiter
 from levqor.resolvers.auth import Authenticator
 from levqor.resolvers.context import Context
@@ -91,6 +93,10 @@ class LevqorGraphQL(GraphQL[GraphQLContext, None]):
                 raise
             response = _error_response(request, refusal)
         await response(scope, receive, send)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Levqor's own GraphiQL page, whose assets it serves itself (levqor.http.graphiql).
+        return graphiql_response()
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -334,6 +334,7 @@ REST_MATRIX: dict[tuple[str, str], RestRow] = {
     ("GET", "/legal/cookies"): RestRow(PUBLIC, _get("/legal/cookies"), 200),
     ("GET", "/faq"): RestRow(PUBLIC, _get("/faq"), 200),
     ("GET", "/public/{path}"): RestRow(PUBLIC, _get("/public/legal/privacy.html"), 200),
+    ("GET", "/graphql/assets/{path}"): RestRow(PUBLIC, _get("/graphql/assets/explorer.js"), 200),
     # GraphQL over GET runs queries; its fields have their own matrix below.
     ("GET", "/graphql"): RestRow(
         PUBLIC, lambda _w: ("GET", "/graphql", {"params": {"query": "{ health { ok } }"}}), 200

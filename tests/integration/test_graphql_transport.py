@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,22 @@ def test_graphiql_is_served_to_a_browser(shared: httpx.Client) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "graphiql" in response.text.lower()
+    # Levqor's own page: every script and stylesheet from this origin, under a policy that says so.
+    assert "https://" not in response.text
+    assert "script-src 'self';" in response.headers["content-security-policy"]
+    assert "unsafe-" not in response.headers["content-security-policy"]
+
+
+def test_graphiql_files_are_served_with_their_types_and_cached(shared: httpx.Client) -> None:
+    page = shared.get("/graphql", headers={"Accept": "text/html"}).text
+    urls = re.findall(r'(?:src|href)="(/graphql/assets/[^"]+)"', page)
+    assert len(urls) == 8  # React, ReactDOM, GraphiQL and its explorer (script and style), the page's own
+    for url in urls:
+        response = shared.get(url.replace("&amp;", "&"))
+        assert response.status_code == 200, url
+        kind = "text/css" if ".css?" in url else ("text/javascript", "application/javascript")
+        assert response.headers["content-type"].startswith(kind), url
+        assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
 
 
 @pytest.mark.parametrize(
