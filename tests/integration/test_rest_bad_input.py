@@ -179,6 +179,12 @@ CASES: list[Case] = [
     ("GET", "/api/v1/jobs?status=weird", {}, 400, "status"),
     ("GET", "/api/v1/jobs?workflow=two%20words", {}, 400, "workflow"),
     ("GET", "/api/v1/jobs?sort=asc", {}, 400, "sort"),
+    ("GET", "/api/v1/jobs?key_id=someone", {}, 400, "key_id"),
+    ("GET", "/api/v1/jobs?user_id=nope", {}, 400, "user_id"),
+    ("GET", "/api/v1/jobs?created_after=yesterday", {}, 400, "created_after"),
+    ("GET", "/api/v1/jobs?created_before=1764547200", {}, 400, "created_before"),
+    ("GET", "/api/v1/jobs?text=", {}, 400, "text"),
+    ("GET", "/api/v1/jobs?text=" + "x" * 201, {}, 400, "text"),
     # --- budgets
     ("PUT", USER_BUDGET, raw(b"{bad"), 400, None),
     ("PUT", USER_BUDGET, raw(b'{"period":"day","limit_micros":1}', "text/plain"), 415, None),
