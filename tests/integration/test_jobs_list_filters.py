@@ -199,7 +199,7 @@ def test_each_filter_selects_its_jobs_newest_first_on_every_page(
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_graphql_filters_select_the_same_jobs(listing: tuple[httpx.Client, list[str]], name: str) -> None:
-    http, ids = listing
+    http, _ = listing
     params, where, _ = CASES[name]
     assert gql_walk(http, where, 2) == rest_walk(http, params, 2)
 
