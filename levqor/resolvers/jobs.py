@@ -135,7 +135,7 @@ def _as_utc(value: datetime | None) -> datetime | None:
         raise ValueError("must fall between the years 1 and 9999 in UTC") from None
 
 
-ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 ListTime = Annotated[datetime, BeforeValidator(_iso_datetime), Field(strict=False)]
 # A job's `submitted_by` names the managed key that submitted it: `key:<api key id>`. The filter takes
 # that, or the key's id alone (as /api/v1/keys lists it).
