@@ -283,10 +283,15 @@ class ServerProcess:
 
 
 def start_server_process(
-    env: dict[str, str], log_path: Path, *args: str, preexec_fn: Callable[[], None] | None = None
+    env: dict[str, str],
+    log_path: Path,
+    *args: str,
+    preexec_fn: Callable[[], None] | None = None,
+    port: int | None = None,
 ) -> ServerProcess:
-    """`levqor serve` as a user runs it, waiting until /health answers."""
-    port = free_port()
+    """`levqor serve` as a user runs it, waiting until /health answers; on a free port, or on `port`
+    (a server restarted where a proxy expects it)."""
+    port = port or free_port()
     full_env = {**os.environ, "PORT": str(port), "LEVQOR_HOST": "127.0.0.1", **env}
     # The child keeps its own handle on the log; ours is closed at once.
     with log_path.open("wb") as log:
