@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.deploy_support import (
     INSTALLED_LEVQOR,
     NGINX_SITE,
@@ -119,3 +121,16 @@ def test_the_site_is_pointed_at_the_test_ports_and_nothing_else_changes() -> Non
 def test_the_units_are_installable_as_shipped(name: str) -> None:
     text = (SYSTEMD_UNITS / name).read_text()
     assert "\n[Install]\nWantedBy=" in text
+
+
+@pytest.mark.parametrize(("required", "outcome"), [("1", "Failed"), ("", "Skipped")])
+def test_a_missing_tool_fails_when_services_are_required(required: str, outcome: str) -> None:
+    """As a missing PostgreSQL or Redis: under LEVQOR_REQUIRE_SERVICES=1 (.ci/run) the deploy and
+    cluster tests fail without nginx or systemd-analyze, and skip without them otherwise."""
+    probe = "from tests.deploy_support import tool; tool('levqor-no-such-tool')"
+    env = {**os.environ, "LEVQOR_REQUIRE_SERVICES": required}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert f"{outcome}: levqor-no-such-tool is not reachable: not installed" in result.stderr
