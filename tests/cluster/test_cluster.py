@@ -96,8 +96,11 @@ class Cluster:
         )
 
     def start(self) -> None:
-        self.servers = [self.start_server(slot) for slot in range(len(self.server_ports))]
-        self.workers = [self.start_worker(slot) for slot in range(2)]
+        # One at a time, so that `stop` stops whatever started before a failure.
+        for slot in range(len(self.server_ports)):
+            self.servers.append(self.start_server(slot))
+        for slot in range(2):
+            self.workers.append(self.start_worker(slot))
         self.nginx = start_nginx(self.directory / "nginx", self.server_ports)
 
     def kill_server(self, slot: int) -> None:
