@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ INSTALLED_LEVQOR = "/opt/levqor/venv/bin/levqor"  # where the units expect the c
 
 UPSTREAM_SERVER = re.compile(r"^(\s*)server 127\.0\.0\.1:\d+( [^;]*)?;\n", re.MULTILINE)
 LISTEN = re.compile(r"^(\s*)listen (80|\[::\]:80);\n", re.MULTILINE)
+# The commented lines of the site's TLS part, inside its server.
+TLS_LINES = ("# listen 443 ", "# listen [::]:443 ", "# ssl_", "# add_header Strict-Transport-Security")
 
 
 def tool(name: str, *candidates: str) -> str:
@@ -94,10 +97,45 @@ class Nginx:
                 self.process.wait()
 
 
-def write_config(prefix: Path, upstream_ports: list[int], listen_port: int) -> Path:
+def enable_tls(site: str, certificate: Path, key: Path, port: int) -> str:
+    """The site with its TLS lines uncommented, as its comment says to, on loopback at `port`."""
+    lines = []
+    for line in site.splitlines(keepends=True):
+        if line.lstrip().startswith(TLS_LINES):
+            line = line.replace("# ", "", 1)
+        lines.append(line)
+    enabled = "".join(lines)
+    assert "    listen 443 ssl http2;\n" in enabled, "the site has no TLS lines to uncomment"
+    enabled = enabled.replace("    listen 443 ssl http2;\n", f"    listen 127.0.0.1:{port} ssl http2;\n")
+    enabled = enabled.replace("    listen [::]:443 ssl http2;\n", "")
+    enabled = re.sub(r"ssl_certificate\s+\S+;", f"ssl_certificate {certificate};", enabled)
+    return re.sub(r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {key};", enabled)
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with openssl."""
+    certificate, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            tool("openssl", "/usr/bin/openssl"),
+            *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(certificate)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return certificate, key
+
+
+def write_config(
+    prefix: Path, upstream_ports: list[int], listen_port: int, edit: Callable[[str], str] | None = None
+) -> Path:
+    """The test's main config and the site it includes (changed by `edit` when given)."""
     prefix.mkdir(parents=True, exist_ok=True)
     site = prefix / "levqor.conf"
-    site.write_text(site_for(upstream_ports, listen_port))
+    text = site_for(upstream_ports, listen_port)
+    site.write_text(edit(text) if edit else text)
     config = prefix / "nginx.conf"
     config.write_text(main_config(prefix, site))
     return config
@@ -114,11 +152,11 @@ def check_config(prefix: Path, config: Path) -> subprocess.CompletedProcess[str]
     )
 
 
-def start_nginx(prefix: Path, upstream_ports: list[int]) -> Nginx:
+def start_nginx(prefix: Path, upstream_ports: list[int], edit: Callable[[str], str] | None = None) -> Nginx:
     """nginx with the site in front of `upstream_ports`, in the foreground, on a free loopback port;
     returns once it answers."""
     port = free_port()
-    config = write_config(prefix, upstream_ports, port)
+    config = write_config(prefix, upstream_ports, port, edit)
     with (prefix / "nginx.out").open("wb") as out:
         process = subprocess.Popen(
             nginx_command(prefix, config, "-g", "daemon off;"), stdout=out, stderr=subprocess.STDOUT

@@ -17,6 +17,8 @@ from tests.deploy_support import (
     NGINX_SITE,
     SYSTEMD_UNITS,
     check_config,
+    enable_tls,
+    self_signed_certificate,
     site_for,
     tool,
     write_config,
@@ -108,8 +110,8 @@ def test_the_site_is_pointed_at_the_test_ports_and_nothing_else_changes() -> Non
     assert "server 127.0.0.1:6001 max_fails=1 fail_timeout=5s;\n" in site
     assert site.count("server 127.0.0.1:600") == 3
     assert "listen 127.0.0.1:7000;" in site
-    assert "listen 80;" not in site
-    assert "listen [::]:80;" not in site
+    assert "\n    listen 80;\n" not in site
+    assert "\n    listen [::]:80;\n" not in site
 
     def unchanged(text: str) -> list[str]:
         return [line for line in text.splitlines() if not ("server 127.0.0.1:" in line or "listen " in line)]
@@ -134,3 +136,26 @@ def test_a_missing_tool_fails_when_services_are_required(required: str, outcome:
     )
     assert result.returncode != 0
     assert f"{outcome}: levqor-no-such-tool is not reachable: not installed" in result.stderr
+
+
+def test_the_site_with_tls_and_its_redirect_enabled_passes_nginx_t(tmp_path: Path) -> None:
+    """The TLS part is ready to enable: uncommented as its comment says (the TLS lines, the redirect
+    server, the plain `listen` lines of the main server gone), nginx accepts it without a warning."""
+    certificate, key = self_signed_certificate(tmp_path)
+
+    def enable(site: str) -> str:
+        with_tls = enable_tls(site, certificate, key, 8443).replace("    listen 127.0.0.1:8080;\n", "")
+        redirect = with_tls.index("# Plain HTTP to HTTPS")
+        tail = "\n".join(line.removeprefix("# ") for line in with_tls[redirect:].splitlines()[1:])
+        assert "return 301 https://$host$request_uri;" in tail
+        return with_tls[:redirect] + tail.replace("listen 80;", "listen 127.0.0.1:8080;").replace(
+            "listen [::]:80;", ""
+        )
+
+    prefix = tmp_path / "nginx"
+    result = check_config(prefix, write_config(prefix, [5001, 5002], 8080, enable))
+    assert result.returncode == 0, result.stderr
+    assert "[warn]" not in result.stderr
+    site = (prefix / "levqor.conf").read_text()
+    assert "listen 127.0.0.1:8443 ssl http2;" in site
+    assert "\n    listen 127.0.0.1:8080;\n" in site  # the redirect server's, alone on port 80

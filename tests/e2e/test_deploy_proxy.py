@@ -1,12 +1,13 @@
 """What the deploy/ nginx site does in front of a real server: the limits it enforces answer with
 Levqor's error body, the client address Levqor counts is the one nginx saw (never what a client
 wrote), request ids pass through, server-sent events arrive while the stream is open, and GraphQL
-subscriptions upgrade to a WebSocket through it."""
+subscriptions upgrade to a WebSocket through it; and its TLS lines, uncommented, serve HTTPS."""
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import LiveServer, free_port, settings_for, start_live_server
-from tests.deploy_support import Nginx, start_nginx
+from tests.deploy_support import Nginx, enable_tls, self_signed_certificate, start_nginx
 from tests.queue_support import wait_for
 
 LEVQOR_BODY_LIMIT = 4096  # below nginx's 1 MiB, so that Levqor's own refusal shows through the proxy
@@ -137,3 +138,27 @@ def test_graphql_subscriptions_upgrade_through_nginx(proxy: Nginx) -> None:
         assert update["type"] == "next", update
         assert update["payload"]["data"]["jobUpdates"] == {"jobId": job_id, "status": "SUCCEEDED"}
         assert json.loads(ws.recv(timeout=10)) == {"id": "1", "type": "complete"}
+
+
+def test_the_tls_lines_once_uncommented_serve_https(upstream: LiveServer, tmp_path: Path) -> None:
+    certificate, key = self_signed_certificate(tmp_path)
+    tls_port = free_port()
+    nginx = start_nginx(
+        tmp_path / "nginx",
+        [int(upstream.url.rsplit(":", 1)[1])],
+        edit=lambda site: enable_tls(site, certificate, key, tls_port),
+    )
+    try:
+        with httpx.Client(
+            base_url=f"https://127.0.0.1:{tls_port}",
+            verify=ssl.create_default_context(cafile=certificate),
+            timeout=30,
+        ) as https:
+            answer = https.get("/health")
+            intake = https.post("/api/v1/intake", json={"workflow": "echo", "payload": {}})
+    finally:
+        nginx.stop()
+    assert answer.status_code == 200
+    assert answer.json()["ok"] is True
+    assert answer.headers["strict-transport-security"] == "max-age=63072000"
+    assert intake.status_code == 202
