@@ -52,7 +52,7 @@ SEED = int(os.environ.get("LEVQOR_CLUSTER_SEED", str(random.SystemRandom().randr
 ADMIN_KEY = "static-admin-key-of-the-cluster-test"
 LOAD_CLIENTS = 4  # concurrent clients of the ordinary keys
 RATE_LIMIT = 60  # the limited key's requests per minute, across both servers
-BUDGET_MICROS = 100  # the budgeted key's total budget; its jobs are estimated at 1 micro-USD
+BUDGET_MICROS = 40  # the budgeted key's total budget; its jobs are estimated at 1 micro-USD
 BUDGET_CLIENTS = 2  # concurrent clients of the budgeted key, through both servers
 SETTLE_S = 90  # how long the cluster has, after the load, to end every job and make every delivery
 SUBMIT_TRIES = 30  # a client retries a submit this often (same Idempotency-Key) while no server answers
@@ -273,10 +273,12 @@ async def load(url: str, callers: dict[str, list[Caller]], callback_url: str, un
     return results
 
 
-async def chaos(cluster: Cluster, until: float, rng: random.Random) -> None:
-    """Kill a worker and a server, each at moments of its own, and start each again after a while."""
+async def chaos(cluster: Cluster, until: float, seed: int) -> None:
+    """Kill a worker and a server, each at moments of its own, and start each again after a while.
+    Each has its own generator from `seed`, so a seed repeats the slots killed and the pauses."""
 
     async def killing(kind: str) -> None:
+        rng = random.Random(f"{seed}-{kind}")
         await asyncio.sleep(rng.uniform(2, 8))
         while time.monotonic() < until - 4:
             slot = rng.randrange(2)
@@ -299,7 +301,7 @@ async def load_under_faults(
     assert cluster.nginx is not None
     until = time.monotonic() + LOAD_S
     results, _ = await asyncio.gather(
-        load(cluster.nginx.url, callers, callback_url, until), chaos(cluster, until, random.Random(SEED))
+        load(cluster.nginx.url, callers, callback_url, until), chaos(cluster, until, SEED)
     )
     return results
 
