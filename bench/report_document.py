@@ -99,8 +99,7 @@ def render(provenance: Provenance, sections: Sequence[Section]) -> str:
     misses = [(section, row) for section in sections for row in section.rows if row.verdict == MISS]
     lines += ["", "Misses:" if misses else "Misses: none."]
     lines += [
-        f"- {section.title}: {row.figure} ({format_ratio(row)} against {row.target})"
-        for section, row in misses
+        f"- {section.title}: {row.figure} ({measured(row)} against {row.target})" for section, row in misses
     ]
     for section in sections:
         lines += ["", f"## {section.title}", "", f"`{section.command}` ({section.seconds:.0f} s)", ""]
@@ -134,6 +133,11 @@ def table_row(row: Row) -> str:
         f"**{MISS}**" if row.verdict == MISS else row.verdict,
     )
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def measured(row: Row) -> str:
+    """What a miss is judged on: its ratio, or its value where the goal is absolute."""
+    return f"{format_number(row.value)} {row.unit}" if row.ratio is None else format_ratio(row)
 
 
 def format_ratio(row: Row) -> str:

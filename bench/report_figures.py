@@ -25,6 +25,7 @@ HTTP_REFERENCE = {
     "intake": "REST intake",
     "key_intake": "intake with a managed key, no budget",
 }
+QUEUE_REFERENCE = {"pgqueuer": "PgQueuer, PostgreSQL", "celery": "Celery, Redis", "rq": "RQ, Redis"}
 BARE_ROUTE = {"bare_post": "POST", "bare_get": "GET"}
 GROWTH_FIGURE = {
     "drain_jobs_per_s": ("drain", "jobs/s"),
@@ -96,13 +97,16 @@ def queue_rows(data: dict[str, Any], section: Section) -> None:
         if target is None:  # no PostgreSQL: no PgQueuer to measure against
             continue
         reference = target["reference"]
+        label = QUEUE_REFERENCE.get(reference, reference)
+        if reference in ("celery", "rq"):
+            label += ", the faster of Celery and RQ"
         for kind, ratio in target["ratio"].items():
             section.rows.append(
                 Row(
                     figure=f"Levqor drain, {KIND[kind]}",
                     value=data["levqor"][kind]["jobs_per_s"],
                     unit="jobs/s",
-                    reference=reference,
+                    reference=label,
                     reference_value=data["peers"][reference]["jobs_per_s"],
                     ratio=ratio,
                     target=ratio_goal(target["goal"]),
@@ -116,7 +120,7 @@ def queue_rows(data: dict[str, Any], section: Section) -> None:
                 figure="Levqor drain, PostgreSQL",
                 value=mine,
                 unit="jobs/s",
-                reference="procrastinate",
+                reference="procrastinate, PostgreSQL",
                 reference_value=theirs,
                 ratio=round(mine / theirs, 2) if theirs else None,
             )

@@ -159,10 +159,12 @@ def test_queue_rows_take_each_ratio_with_its_reference_and_the_bench_s_verdict()
     }
     target = section("queue")
     queue_rows(data, target)
-    assert [(row.figure, row.reference_value, row.ratio, row.verdict) for row in target.rows] == [
-        ("Levqor drain, SQLite", 6000.0, 1.5, "pass"),
-        ("Levqor drain, PostgreSQL", 6000.0, 1.33, "miss"),
-        ("pickup latency p50, in process, SQLite", None, None, "miss"),
+    assert [
+        (row.figure, row.reference, row.reference_value, row.ratio, row.verdict) for row in target.rows
+    ] == [
+        ("Levqor drain, SQLite", "PgQueuer, PostgreSQL", 6000.0, 1.5, "pass"),
+        ("Levqor drain, PostgreSQL", "PgQueuer, PostgreSQL", 6000.0, 1.33, "miss"),
+        ("pickup latency p50, in process, SQLite", None, None, None, "miss"),
     ]
     assert target.rows[2].target == "≤ 10 ms"
     assert "every job of every system succeeded once: yes" in target.notes[0]
@@ -203,6 +205,9 @@ def test_growth_and_callback_rows() -> None:
     target = section("callbacks")
     callbacks_rows(callbacks, target)
     assert [(row.target, row.verdict) for row in target.rows] == [("≥ 1,000 /s", "pass"), ("≤ 50 ms", "miss")]
+    # A miss of an absolute goal is named with its value, having no ratio.
+    document = render(PROVENANCE, [target])
+    assert "- The callbacks bench: completion to arrival p50, SQLite (60.0 ms against ≤ 50 ms)" in document
 
 
 def test_sizes_passed_through_replace_the_full_size_ones() -> None:
