@@ -1,9 +1,10 @@
 """A server killed with SIGKILL during an intake load loses no job it acknowledged.
 
 `levqor serve` (one and two server processes, SQLite and PostgreSQL) takes submits from several
-concurrent clients: plain ones, which share the group commit (levqor/queue/intake.py), and ones with
-an Idempotency-Key, which take the one-row path. Mid-load the whole process group gets SIGKILL, as a
-crash or the OOM killer would. After a restart on the same database every job that got a 202 is
+concurrent clients: plain ones, which share the group commit (levqor/queue/intake.py), ones with an
+Idempotency-Key, which take the one-row path, and GraphQL documents of several aliased `submitJob`
+mutations, each job acknowledged by the document's answer. Mid-load the whole process group gets SIGKILL, as a
+crash or the OOM killer would. After a restart on the same database every acknowledged job is
 there, as it was sent, with its `submitted` event (the event of its `queued` state); the keyed
 submits whose answer the kill cut off are sent again and are stored once, whether the first try
 had been committed or not (issue 15, item 3)."""
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.timeout(120)
 
 PLAIN_CLIENTS = 6
 KEYED_CLIENTS = 2
+GRAPHQL_CLIENTS = 1
+GRAPHQL_BATCH = 5  # aliased submitJob mutations per document
 KILL_AFTER_ACKS = (150, 400)  # the kill lands at a random count of answers in this range
 LOAD_DEADLINE_S = 60
 
@@ -43,8 +46,8 @@ class Load:
     acked: dict[str, dict[str, object]] = field(default_factory=dict)  # job id: the payload sent
     keyed_acks: dict[str, str] = field(default_factory=dict)  # Idempotency-Key: job id
     unanswered_keys: dict[str, dict[str, object]] = field(default_factory=dict)  # key: payload
-    refused: list[tuple[int, str]] = field(default_factory=list)  # answers other than 202
-    cut_off: int = 0  # requests whose answer the kill cut off
+    refused: list[tuple[int, str]] = field(default_factory=list)  # answers other than success
+    cut_off: int = 0  # submits that got no answer: in flight at the kill, or sent after it
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -85,6 +88,45 @@ def submit_until_stopped(url: str, load: Load, client_no: int, *, keyed: bool) -
                     load.keyed_acks[key] = job_id
 
 
+def batch_document(size: int) -> str:
+    """A GraphQL document of `size` aliased `submitJob` mutations, `$i0`... as their inputs."""
+    variables = ", ".join(f"$i{n}: SubmitJobInput!" for n in range(size))
+    fields = " ".join(
+        f"j{n}: submitJob(input: $i{n}) {{ job {{ id }} userErrors {{ message }} }}" for n in range(size)
+    )
+    return f"mutation Batch({variables}) {{ {fields} }}"
+
+
+def submit_graphql_batches_until_stopped(url: str, load: Load, client_no: int) -> None:
+    """One GraphQL client's loop: documents of several submits, each acknowledged when the answer
+    carries its job and no error."""
+    document = batch_document(GRAPHQL_BATCH)
+    with httpx.Client(base_url=url, timeout=10) as http:
+        n = 0
+        while not load.stop.is_set():
+            payloads: list[dict[str, object]] = [
+                {"client": client_no, "n": n + k} for k in range(GRAPHQL_BATCH)
+            ]
+            n += GRAPHQL_BATCH
+            variables = {f"i{k}": {"workflow": "echo", "payload": p} for k, p in enumerate(payloads)}
+            try:
+                response = http.post("/graphql", json={"query": document, "variables": variables})
+            except httpx.TransportError:
+                with load.lock:
+                    load.cut_off += GRAPHQL_BATCH
+                if load.stop.wait(0.05):
+                    return
+                continue
+            body = response.json() if response.status_code == 200 else {}
+            answers = [(body.get("data") or {}).get(f"j{k}") or {} for k in range(GRAPHQL_BATCH)]
+            with load.lock:
+                if body.get("errors") or not all(answer.get("job") for answer in answers):
+                    load.refused.append((response.status_code, response.text))
+                    continue
+                for answer, payload in zip(answers, payloads, strict=True):
+                    load.acked[answer["job"]["id"]] = payload
+
+
 def jobs_in(db: Database) -> dict[str, tuple[object, str | None, int]]:
     """Every stored job: its payload, its Idempotency-Key (as sent) and its `submitted` events."""
 
@@ -121,11 +163,15 @@ def test_a_killed_server_loses_no_acknowledged_job(
     args = ("--no-worker", "--workers", str(workers))
     first = start_server_process(env, tmp_path / "first.log", *args, new_group=True)
     load = Load()
+    rest = PLAIN_CLIENTS + KEYED_CLIENTS
     clients = [
         threading.Thread(
             target=submit_until_stopped, args=(first.url, load, n), kwargs={"keyed": n < KEYED_CLIENTS}
         )
-        for n in range(PLAIN_CLIENTS + KEYED_CLIENTS)
+        for n in range(rest)
+    ] + [
+        threading.Thread(target=submit_graphql_batches_until_stopped, args=(first.url, load, n))
+        for n in range(rest, rest + GRAPHQL_CLIENTS)
     ]
     kill_at = random.randint(*KILL_AFTER_ACKS)
     try:
