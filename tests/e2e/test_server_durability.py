@@ -29,7 +29,7 @@ from tests.conftest import ServerProcess, start_server_process, stop_server_proc
 from tests.ops_support import server_env
 from tests.queue_support import wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)  # 10-20 s a case on a quiet machine; 70 s seen under a load of 14
 
 PLAIN_CLIENTS = 6
 KEYED_CLIENTS = 2
@@ -189,7 +189,7 @@ def test_a_killed_server_loses_no_acknowledged_job(
     assert not load.refused, load.refused[:5]
     assert load.cut_off > 0  # the kill landed mid-load
 
-    acked_before_restart = len(load.acked)
+    acked_before_restart = dict(load.acked)
     second = start_server_process(env, tmp_path / "second.log", *args, new_group=True)
     try:
         replayed = resend_unanswered(second, load)
@@ -200,13 +200,13 @@ def test_a_killed_server_loses_no_acknowledged_job(
     finally:
         stop_server_process(second)
 
-    found = [job_id for job_id in load.acked if job_id in stored]
-    lost = [job_id for job_id in load.acked if job_id not in stored]
+    found = [job_id for job_id in acked_before_restart if job_id in stored]
+    lost = [job_id for job_id in load.acked if job_id not in stored]  # the resent ones too
     keys = Counter(key for _, key, _ in stored.values() if key is not None)
     kind = "sqlite" if db_url.startswith("sqlite") else "postgresql"
     print(
-        f"\n{kind} --workers {workers}: SIGKILL at {kill_at} answers; acknowledged {acked_before_restart}, "
-        f"found {len(found) - len(load.unanswered_keys)}, lost {len(lost)}; cut off {load.cut_off}, "
+        f"\n{kind} --workers {workers}: SIGKILL at {kill_at} answers; acknowledged "
+        f"{len(acked_before_restart)}, found {len(found)}, lost {len(lost)}; cut off {load.cut_off}, "
         f"of them keyed {len(load.unanswered_keys)} (sent again: {replayed} had been stored); "
         f"jobs stored {len(stored)}"
     )
@@ -221,7 +221,7 @@ def test_a_killed_server_loses_no_acknowledged_job(
     for key, job_id in load.keyed_acks.items():
         assert stored[job_id][1] == key
     # Nothing stored that no client sent: every stored job is acknowledged or was cut off.
-    assert len(stored) <= acked_before_restart + load.cut_off
+    assert len(stored) <= len(acked_before_restart) + load.cut_off
 
 
 def resend_unanswered(server: ServerProcess, load: Load) -> int:
