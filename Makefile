@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-cluster lint typecheck schema bench-http bench-queue bench-growth bench-callbacks clean
+.PHONY: run test test-cluster lint typecheck schema bench-http bench-queue bench-growth bench-callbacks bench-report clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Levqor needs Python 3.11, 3.12 or 3.13 (none found on PATH; set PYTHON=...)"; exit 1; }
@@ -58,6 +58,12 @@ bench-growth: $(STAMP)
 # and PostgreSQL (needs PostgreSQL on loopback); DELIVERIES=5000 SAMPLES=200.
 bench-callbacks: $(STAMP)
 	$(BIN)/python -m bench.callbacks --deliveries $(or $(DELIVERIES),5000) --latency-samples $(or $(SAMPLES),200)
+
+# Every bench at full size, one after another (about 40 minutes on 2 cores), into bench/RESULTS.md;
+# needs PostgreSQL, Redis and wrk. Refuses a tree with uncommitted changes. REPORT_ARGS= adds options
+# (e.g. REPORT_ARGS='--only http,queue').
+bench-report: $(STAMP)
+	$(BIN)/python -m bench.report $(REPORT_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-newest .pytest_cache .mypy_cache .ruff_cache
