@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck schema bench-http bench-queue bench-growth bench-callbacks bench-dashboard clean
+.PHONY: run test test-cluster lint typecheck schema bench-http bench-queue bench-growth bench-callbacks bench-dashboard bench-report clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Levqor needs Python 3.11, 3.12 or 3.13 (none found on PATH; set PYTHON=...)"; exit 1; }
@@ -19,10 +19,16 @@ $(STAMP): $(BIN)/python pyproject.toml
 run: $(STAMP)
 	$(BIN)/levqor serve
 
+# The cluster test is a stage of its own (make test-cluster), so `make test` leaves it out.
 test: $(STAMP)
 	$(BIN)/ruff check levqor tests bench scripts
 	$(BIN)/mypy levqor
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+# nginx in front of two servers and two workers on PostgreSQL and Redis, killed under load
+# (tests/cluster; needs nginx: apt-get install nginx). Prints its counts.
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -m cluster -s tests/cluster $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check levqor tests bench scripts
@@ -57,6 +63,12 @@ bench-callbacks: $(STAMP)
 # and PostgreSQL (needs PostgreSQL on loopback); JOBS=100000 REQUESTS=30.
 bench-dashboard: $(STAMP)
 	$(BIN)/python -m bench.dashboard --jobs $(or $(JOBS),100000) --requests $(or $(REQUESTS),30)
+
+# Every bench at full size, one after another (about 40 minutes on 2 cores), into bench/RESULTS.md;
+# needs PostgreSQL, Redis and wrk. Refuses a tree with uncommitted changes. REPORT_ARGS= adds options
+# (e.g. REPORT_ARGS='--only http,queue').
+bench-report: $(STAMP)
+	$(BIN)/python -m bench.report $(REPORT_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-newest .pytest_cache .mypy_cache .ruff_cache

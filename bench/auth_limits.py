@@ -32,6 +32,7 @@ from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from bench.result_file import add_json_option, write_json
 from levqor.config import Settings
 from levqor.db.engine import Database
 from levqor.db.migrate import upgrade
@@ -147,6 +148,7 @@ async def main() -> None:
         "--postgres", help="a scratch PostgreSQL database URL (its api_keys table gets a row)"
     )
     parser.add_argument("--redis", help="a Redis URL for the shared-storage figures")
+    add_json_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         figures: dict[str, object] = {"unit": "microseconds per request, median of rounds"}
@@ -158,6 +160,7 @@ async def main() -> None:
         storages = {"memory": "memory://", **({"redis": args.redis} if args.redis else {})}
         for name, storage in storages.items():
             figures[f"rate_limit_{name}"] = await limiter_costs(storage, args.rounds, args.per_round)
+    write_json(args.json, figures)
     print(json.dumps(figures))
 
 

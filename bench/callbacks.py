@@ -42,6 +42,7 @@ from standardwebhooks import Webhook
 
 from bench.queue import PG_ADMIN_URL, free_port, fresh_database
 from bench.queue_support import Processes, percentile, python, scratch_postgres, wait_until
+from bench.result_file import add_json_option, write_json
 from levqor import queue
 from levqor.db.engine import Database
 from levqor.db.models import CallbackDelivery, DeliveryStatus, Job
@@ -199,6 +200,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
     parser.add_argument("--no-postgres", action="store_true")
+    add_json_option(parser)
     return parser.parse_args(argv)
 
 
@@ -228,11 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         for kind, figures in results.items()
     }
-    print(
-        json.dumps(
-            {"bench": "callbacks", "processes": args.processes, "results": results, "targets": targets}
-        )
-    )
+    report = {"bench": "callbacks", "processes": args.processes, "results": results, "targets": targets}
+    write_json(args.json, report)
+    print(json.dumps(report))
     return 0
 
 

@@ -68,6 +68,7 @@ from bench.queue_support import (
     utc_now,
     wait_until,
 )
+from bench.result_file import add_json_option, write_json
 from levqor import queue
 from levqor.db.engine import Database
 from levqor.db.models import Job, JobStatus
@@ -373,6 +374,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL, help="where the scratch databases go")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin server and wrk")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if args.drain_warmup is None:
         args.drain_warmup = max(1, min(2000, args.jobs // 10))
@@ -437,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_avg_before": [round(value, 2) for value in load_before],
         "load_avg_after": [round(value, 2) for value in os.getloadavg()],
     }
+    write_json(args.json, report)
     print(json.dumps(report, separators=(",", ":")), flush=True)
     return 0 if report["valid"] else 1
 

@@ -57,6 +57,7 @@ from bench.http_support import (
     status_script,
     summarize_rounds,
 )
+from bench.result_file import add_json_option, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE_FAR_ABOVE_LOAD = "1000000000"  # per minute, for both stacks: the limiters stay on the path, never refuse
@@ -154,6 +155,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-dir", type=Path, help="record py-spy collapsed stacks of each Levqor run into this folder"
     )
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if args.threads > args.connections:
         parser.error("--threads must not exceed --connections (wrk gives each thread a connection)")
@@ -741,6 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run.close()
     settings.update(run.notes)
     result = assemble(settings, figures, bench.warmup_non_2xx, bench.problems)
+    write_json(args.json, result)
     print(json.dumps(result, separators=(",", ":")), flush=True)
     return 0 if result["valid"] else 1
 

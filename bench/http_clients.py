@@ -20,6 +20,7 @@ import httpx
 
 from bench.callbacks import receiver
 from bench.queue_support import Processes
+from bench.result_file import add_json_option, write_json
 
 BODY = b'{"type":"job.succeeded","timestamp":"2026-12-03T00:00:00Z","data":{"job_id":"x"}}'
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", default="1,8,64")
+    add_json_option(parser)
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
     results: dict[str, dict[str, float]] = {"httpx": {}, "aiohttp": {}}
@@ -71,7 +73,9 @@ def main() -> None:
         for level in levels:
             results["httpx"][str(level)] = asyncio.run(with_httpx(url, args.requests, level))
             results["aiohttp"][str(level)] = asyncio.run(with_aiohttp(url, args.requests, level))
-    print(json.dumps({"bench": "http_clients", "requests": args.requests, "posts_per_s": results}))
+    report = {"bench": "http_clients", "requests": args.requests, "posts_per_s": results}
+    write_json(args.json, report)
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

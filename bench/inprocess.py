@@ -36,6 +36,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.result_file import add_json_option, write_json
+
 CONCURRENT = 32
 API_KEY = "bench-inprocess-key"
 FAR_ABOVE_LOAD = "1000000000"
@@ -61,6 +63,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, of {TARGETS}")
     parser.add_argument("--postgres", metavar="URL", help="a scratch PostgreSQL database instead of SQLite")
     parser.add_argument("--callgrind", action="store_true", help="count instructions under valgrind")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     args.targets = [name.strip() for name in args.targets.split(",") if name.strip()]
     unknown = set(args.targets) - set(TARGETS)
@@ -266,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures = json.loads(done.stdout.strip().splitlines()[-1])
             for target, count in instructions(workdir).items():
                 figures["targets"][target]["instructions_per_request"] = round(count / args.requests)
+            write_json(args.json, figures)
             print(json.dumps(figures, separators=(",", ":")))
             return 0
         import uvloop
@@ -279,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "callgrind": args.callgrind,
             "targets": targets,
         }
+        write_json(args.json, result)
         print(json.dumps(result, separators=(",", ":")))
         return 0
     finally:

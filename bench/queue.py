@@ -75,6 +75,7 @@ from bench.queue_support import (
     utc_now,
     wait_until,
 )
+from bench.result_file import add_json_option, write_json
 from levqor import queue
 from levqor.config import Settings
 from levqor.db.engine import Database, create_db_engine
@@ -301,6 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"{DEFAULT_RUN_STEPS}; 0 leaves runs out)",
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds a drain may take (default 600)")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if args.jobs < 100 or args.latency_samples < 10 or args.rounds < 1:
         parser.error("--jobs must be at least 100, --latency-samples at least 10, --rounds at least 1")
@@ -414,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_avg_before": [round(value, 2) for value in load_before],
         "load_avg_after": [round(value, 2) for value in os.getloadavg()],
     }
+    write_json(args.json, report)
     print(json.dumps(report, separators=(",", ":")))
     return 0 if all_done else 1
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from levqor.cli_keys import _run as run_as_operator
+from levqor.cli_keys import run_as_operator
 from levqor.db.models import BudgetPeriod, BudgetSubject
 from levqor.resolvers import budgets, usage
 from levqor.resolvers.usage import UsageGroup

@@ -29,7 +29,8 @@ T = TypeVar("T")
 CLI_PRINCIPAL = Principal(id="cli", scopes=Scope.ALL)
 
 
-def _run(call: Callable[[Context], Coroutine[Any, Any, T]]) -> T:
+def run_as_operator(call: Callable[[Context], Coroutine[Any, Any, T]]) -> T:
+    """Run one resolver call as the console's operator, on the configured database (migrated first)."""
     from levqor.db.migrate import upgrade
 
     try:
@@ -74,7 +75,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         data["rate_limit"] = args.rate_limit
     if args.max_running is not None:
         data["max_running"] = args.max_running
-    created = _run(lambda ctx: keys.create_api_key(ctx, data))
+    created = run_as_operator(lambda ctx: keys.create_api_key(ctx, data))
     key = created.key
     print(
         f"created API key {key.id} ({key.name}; scopes {', '.join(key.scopes)}; "
@@ -89,7 +90,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(_args: argparse.Namespace) -> int:
-    rows = _run(keys.list_api_keys)
+    rows = run_as_operator(keys.list_api_keys)
     if not rows:
         print("no managed API keys (create one with `levqor keys create`)", file=sys.stderr)
         return 0
@@ -154,7 +155,7 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
         data["rate_limit"] = args.rate_limit
     if args.max_running is not _UNSET:
         data["max_running"] = args.max_running
-    key = _run(lambda ctx: keys.update_api_key(ctx, args.id, data))
+    key = run_as_operator(lambda ctx: keys.update_api_key(ctx, args.id, data))
     print(f"updated API key {key.id} ({key.name}): {_limits_line(key)}", file=sys.stderr)
     return 0
 
@@ -163,14 +164,14 @@ _UNSET: Any = object()
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    key = _run(lambda ctx: keys.revoke_api_key(ctx, args.id))
+    key = run_as_operator(lambda ctx: keys.revoke_api_key(ctx, args.id))
     print(f"revoked API key {key.id} ({key.name}) at {_when(key.revoked_at)}", file=sys.stderr)
     return 0
 
 
 def cmd_keys_rotate_webhook_secret(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {} if args.overlap_s is None else {"overlap_s": args.overlap_s}
-    rotated = _run(lambda ctx: keys.rotate_webhook_secret(ctx, args.id, data))
+    rotated = run_as_operator(lambda ctx: keys.rotate_webhook_secret(ctx, args.id, data))
     key = rotated.key
     previous_until = keys.key_previous_signs_until(key)
     overlap = (

@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from levqor.cli_keys import _run as run_as_operator
+from levqor.cli_keys import run_as_operator
 from levqor.db.models import MissedFire
 from levqor.resolvers import schedules
 from levqor.resolvers.context import Context

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -281,12 +282,45 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def kill_group(self, timeout_s: float = 30) -> None:
+        """SIGKILL to every process of a server started with `new_group=True` at once, as a crash or
+        the OOM killer would: the supervisor and each of its `--workers` server processes. Returns
+        when none of them is left running."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while group_members(self.process.pid):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"processes of group {self.process.pid} outlived SIGKILL")
+            time.sleep(0.02)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # the process ended while we looked
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
+
 
 def start_server_process(
-    env: dict[str, str], log_path: Path, *args: str, preexec_fn: Callable[[], None] | None = None
+    env: dict[str, str],
+    log_path: Path,
+    *args: str,
+    preexec_fn: Callable[[], None] | None = None,
+    new_group: bool = False,
+    port: int | None = None,
 ) -> ServerProcess:
-    """`levqor serve` as a user runs it, waiting until /health answers."""
-    port = free_port()
+    """`levqor serve` as a user runs it, waiting until /health answers; with `new_group`, in a
+    process group of its own (see `ServerProcess.kill_group`); on a free port, or on `port` (a
+    server restarted where a proxy expects it)."""
+    port = port or free_port()
     full_env = {**os.environ, "PORT": str(port), "LEVQOR_HOST": "127.0.0.1", **env}
     # The child keeps its own handle on the log; ours is closed at once.
     with log_path.open("wb") as log:
@@ -297,6 +331,7 @@ def start_server_process(
             stderr=subprocess.STDOUT,
             cwd=log_path.parent,
             preexec_fn=preexec_fn,  # a resource limit for the server alone
+            start_new_session=new_group,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
@@ -71,6 +72,30 @@ def wait_for_status(db: Database, job_id: uuid.UUID, *statuses: str, timeout_s: 
         timeout_s=timeout_s,
         what=f"job {job_id} to be {' or '.join(statuses)}",
     )
+
+
+def exactly_once_figures(session: Session) -> dict[str, int]:
+    """What the job event log says about delivery: jobs, claims, attempts claimed twice, successes,
+    jobs that succeeded twice, jobs retried and the workers that ran them."""
+
+    def one(sql: str) -> int:
+        return int(session.execute(text(sql)).scalar_one())
+
+    return {
+        "jobs": one("SELECT count(*) FROM jobs"),
+        "claims": one("SELECT count(*) FROM job_events WHERE type = 'claimed'"),
+        "double_claims": one(
+            "SELECT count(*) FROM (SELECT job_id, attempt FROM job_events WHERE type = 'claimed' "
+            "GROUP BY job_id, attempt HAVING count(*) > 1) AS twice"
+        ),
+        "successes": one("SELECT count(*) FROM job_events WHERE type = 'succeeded'"),
+        "double_successes": one(
+            "SELECT count(*) FROM (SELECT job_id FROM job_events WHERE type = 'succeeded' "
+            "GROUP BY job_id HAVING count(*) > 1) AS twice"
+        ),
+        "retried": one("SELECT count(*) FROM jobs WHERE attempts <> 1"),
+        "workers": one("SELECT count(DISTINCT worker_id) FROM jobs"),
+    }
 
 
 def db_env(db_url: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from levqor.errors import InvalidRequest, NotFound
 
@@ -100,6 +100,14 @@ WHOLE_NUMBER = BeforeValidator(_whole_number)
 QUERY_INTEGER = BeforeValidator(_query_integer)
 
 
+def _message(error: ErrorDetails) -> str:
+    """The error's text; a validator's own message as it wrote it, without pydantic's "Value error, "."""
+    raised = error.get("ctx", {}).get("error")
+    if error["type"] == "value_error" and isinstance(raised, ValueError) and str(raised):
+        return str(raised)
+    return error["msg"]
+
+
 def parse_input(model: type[M], data: Any) -> M:
     """Validate `data` (a decoded JSON object) against `model`; raise `InvalidRequest` otherwise."""
     if not isinstance(data, Mapping):
@@ -111,10 +119,10 @@ def parse_input(model: type[M], data: Any) -> M:
         details = [
             {
                 "field": ".".join(str(part) for part in error["loc"]) or None,
-                "message": error["msg"],
+                "message": _message(error),
                 "code": error["type"],
             }
-            for error in exc.errors(include_url=False, include_context=False, include_input=False)
+            for error in exc.errors(include_url=False, include_input=False)
         ]
         first = details[0]
         where = f"{first['field']}: " if first["field"] else ""
