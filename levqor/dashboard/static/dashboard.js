@@ -44,6 +44,7 @@
 
     function start() {
       if (container.dataset.finished === "true") {
+        container.querySelector("[data-live-toggle]").hidden = true;
         status.textContent = "This job has ended: nothing more will change.";
         return;
       }
