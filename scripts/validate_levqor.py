@@ -354,6 +354,30 @@ def check_job_routes(v: Validator, documented: set[tuple[str, str]], jobs: dict[
     job_shape = {"id": str, "workflow": str, "status": str, "priority": str, "payload": dict, "attempts": int}
     if ("GET", "/api/v1/jobs") in documented:
         v.call("GET", "/api/v1/jobs", 200, params={"limit": 2}, shape={"jobs": list, "next_cursor": object})
+        v.call(
+            "GET",
+            "/api/v1/jobs",
+            200,
+            route="GET /api/v1/jobs (filtered by text and creation time)",
+            params={"text": "validate_levqor", "created_after": "2000-01-01T00:00:00Z", "limit": 2},
+            shape={"jobs": list, "next_cursor": object},
+        )
+    if ("GET", "/api/v1/overview") in documented:
+        v.call(
+            "GET",
+            "/api/v1/overview",
+            200,
+            params={"window_s": 600, "buckets": 10},
+            shape={
+                "window_s": 600,
+                "counts": dict,
+                "queue_depth": int,
+                "scheduled": int,
+                "buckets": list,
+                "workers": list,
+            },
+            check=lambda r: None if len(json_of(r)["buckets"]) == 10 else "not 10 buckets",
+        )
     if ("GET", "/api/v1/jobs/{job_id}") in documented and "echo" in jobs:
         v.call(
             "GET",
@@ -956,6 +980,8 @@ def check_graphql(v: Validator, jobs: dict[str, str]) -> None:
         )
     if "workflows" in fields:
         v.graphql("workflows", "{ workflows { name } }")
+    if "overview" in fields:
+        v.graphql("overview", "{ overview(windowS: 600) { counts { queued } queueDepth buckets { start } } }")
 
 
 def check_uncovered(v: Validator, documented: set[tuple[str, str]]) -> None:

@@ -38,7 +38,7 @@ from levqor.resolvers.context import Context
 from levqor.resolvers.health import PublicMetricsCache, record_uptime_sample
 from levqor.resolvers.job_feed import JobUpdateFeed
 from levqor.resolvers.keys import any_active_managed_key, any_managed_key
-from levqor.rest import budgets, deliveries, health, jobs, keys, runs, schedules, users, workers
+from levqor.rest import budgets, deliveries, health, jobs, keys, overview, runs, schedules, users, workers
 from levqor.rest import workflows as workflow_routes
 from levqor.rest.openapi import build_openapi
 from levqor.scheduling.scheduler import Scheduler
@@ -100,6 +100,7 @@ def build_routes(settings: Settings) -> list[BaseRoute]:
         *budgets.routes(),
         *schedules.routes(),
         *runs.routes(),
+        *overview.routes(),
     ]
 
     async def openapi(_request: Request) -> Response:

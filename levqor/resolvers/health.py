@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as dtime
 
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, and_, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -134,14 +134,15 @@ def queue_depth(session: Session) -> int:
     return session.exec(statement).one()
 
 
+def live_worker_condition(lease_s: int, now: datetime) -> ColumnElement[bool]:
+    """A worker that has not stopped and heartbeated within `LIVE_WORKER_LEASES` leases."""
+    since = now - timedelta(seconds=LIVE_WORKER_LEASES * lease_s)
+    return and_(col(Worker.stopped_at).is_(None), col(Worker.last_seen_at) >= since)
+
+
 def live_workers(session: Session, lease_s: int) -> int:
-    """Workers that have not stopped and heartbeated within `LIVE_WORKER_LEASES` leases."""
-    since = utcnow() - timedelta(seconds=LIVE_WORKER_LEASES * lease_s)
-    statement = (
-        select(func.count())
-        .select_from(Worker)
-        .where(col(Worker.stopped_at).is_(None), col(Worker.last_seen_at) >= since)
-    )
+    """How many workers are live (`live_worker_condition`)."""
+    statement = select(func.count()).select_from(Worker).where(live_worker_condition(lease_s, utcnow()))
     return session.exec(statement).one()
 
 

@@ -13,7 +13,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import anyio.to_thread
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+from sqlalchemy import ColumnElement, Text, cast, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -23,7 +32,7 @@ from levqor.callbacks.secrets import can_sign
 from levqor.costs.ledger import Grant, reserve
 from levqor.costs.metrics import BUDGET_REFUSALS
 from levqor.db.models import Job, JobEvent, JobStatus, Priority, User
-from levqor.db.principals import managed_key_id
+from levqor.db.principals import MANAGED_PRINCIPAL_PREFIX, managed_key_id, managed_principal_id
 from levqor.db.types import utcnow
 from levqor.errors import BudgetExceeded, Conflict, FieldCode, InvalidRequest, NotFound
 from levqor.queue import control, events
@@ -106,13 +115,93 @@ class JobSubmitInput(JobTemplateInput):
             raise ValueError("run_at must fall between the years 1 and 9999 in UTC") from None
 
 
+def _iso_datetime(value: Any) -> Any:
+    """A time as text must be ISO-8601 (`2026-12-07T10:00:00`, an offset or `Z` optional): not the
+    Unix time or other forms pydantic's lax parse would take."""
+    if isinstance(value, str) and ISO_DATETIME.match(value) is None:
+        raise ValueError("must be an ISO-8601 date and time, e.g. 2026-12-07T10:00:00Z")
+    return value
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """ISO-8601 without an offset is taken as UTC, as `run_at` is."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past the last representable day
+        raise ValueError("must fall between the years 1 and 9999 in UTC") from None
+
+
+ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+ListTime = Annotated[datetime, BeforeValidator(_iso_datetime), Field(strict=False)]
+# A job's `submitted_by` names the managed key that submitted it: `key:<api key id>`. The filter takes
+# that, or the key's id alone (as /api/v1/keys lists it).
+KEY_ID_PATTERN = r"^(key:)?[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}$"
+MAX_TEXT_LEN = 200
+
+
 class JobListFilter(BaseModel):
+    """The job list's filters, all optional and combined with AND. `created_after` is inclusive and
+    `created_before` exclusive; `text` is a case-insensitive substring of the job's payload or error
+    as JSON text."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     status: Annotated[JobStatus | None, Field(strict=False)] = None
     workflow: WorkflowName | None = None
+    key_id: Annotated[str, StringConstraints(pattern=KEY_ID_PATTERN)] | None = Field(
+        default=None, description="The managed API key that submitted the job: its id, or `key:<id>`."
+    )
+    user_id: Annotated[uuid.UUID | None, Field(strict=False)] = None
+    created_after: ListTime | None = None
+    created_before: ListTime | None = None
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN)] | None = None
     limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT), QUERY_INTEGER] = DEFAULT_LIST_LIMIT
     cursor: Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)] | None = None
+
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return _as_utc(value)
+
+    def submitted_by(self) -> str | None:
+        """`key_id` as the jobs store it."""
+        if self.key_id is None:
+            return None
+        return managed_principal_id(uuid.UUID(self.key_id.removeprefix(MANAGED_PRINCIPAL_PREFIX)))
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """The WHERE terms of these filters (the cursor's aside)."""
+        terms: list[ColumnElement[bool]] = []
+        if self.status is not None:
+            terms.append(col(Job.status) == self.status.value)
+        if self.workflow is not None:
+            terms.append(col(Job.workflow) == self.workflow)
+        if self.key_id is not None:
+            terms.append(col(Job.submitted_by) == self.submitted_by())
+        if self.user_id is not None:
+            terms.append(col(Job.user_id) == self.user_id)
+        if self.created_after is not None:
+            terms.append(col(Job.created_at) >= self.created_after)
+        if self.created_before is not None:
+            terms.append(col(Job.created_at) < self.created_before)
+        if self.text is not None:
+            terms.append(_text_match(self.text))
+        return terms
+
+
+def _text_match(needle: str) -> ColumnElement[bool]:
+    """`needle` in the payload or error JSON text, ignoring case, in SQL both dialects run: LIKE on
+    the lower-cased text, its wildcards escaped. The needle is tried as typed and as JSON writes it
+    inside a string (quotes and backslashes escaped; SQLite stores other than ASCII as \\u escapes,
+    PostgreSQL's jsonb as the characters), so a value's text matches however it was stored."""
+    lowered = needle.lower()
+    forms = dict.fromkeys([lowered, json.dumps(lowered, ensure_ascii=False)[1:-1], json.dumps(lowered)[1:-1]])
+    columns = [func.lower(cast(col(Job.payload), Text)), func.lower(cast(col(Job.error), Text))]
+    return or_(*(column.contains(form, autoescape=True) for column in columns for form in forms))
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,11 +472,7 @@ async def list_jobs(ctx: Context, data: Any) -> JobPage:
     before = _decode_cursor(query.cursor) if query.cursor else None
 
     def run(session: Session) -> JobPage:
-        statement = select(Job)
-        if query.status is not None:
-            statement = statement.where(Job.status == query.status.value)
-        if query.workflow is not None:
-            statement = statement.where(Job.workflow == query.workflow)
+        statement = select(Job).where(*query.conditions())
         if before is not None:
             statement = statement.where(col(Job.seq) < before)
         rows = list(session.exec(statement.order_by(col(Job.seq).desc()).limit(query.limit + 1)))

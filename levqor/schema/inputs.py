@@ -42,8 +42,25 @@ class SubmitJobInput:
 
 @strawberry.input(name="JobFilter")
 class JobFilter:
+    """As the query parameters of GET /api/v1/jobs, combined with AND."""
+
     status: JobStatusEnum | None = strawberry.UNSET  # type: ignore[valid-type]
     workflow: str | None = strawberry.UNSET
+    key_id: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The managed API key that submitted the job: its id, or `key:<id>`.",
+    )
+    user_id: strawberry.ID | None = strawberry.UNSET
+    created_after: datetime | None = strawberry.field(
+        default=strawberry.UNSET, description="Created at or after this time (UTC when it has no offset)."
+    )
+    created_before: datetime | None = strawberry.field(
+        default=strawberry.UNSET, description="Created before this time (UTC when it has no offset)."
+    )
+    text: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="1 to 200 characters found, ignoring case, in the job's payload or error as JSON text.",
+    )
 
 
 @strawberry.input(name="UpsertUserInput")

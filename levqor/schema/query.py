@@ -12,6 +12,7 @@ from levqor.schema.budgets import BudgetQuery
 from levqor.schema.inputs import JobFilter, as_data
 from levqor.schema.job_control import WorkflowQuery
 from levqor.schema.keys import KeyQuery
+from levqor.schema.overview import OverviewQuery
 from levqor.schema.runs import RunQuery
 from levqor.schema.schedules import ScheduleQuery
 from levqor.schema.types import (
@@ -26,7 +27,7 @@ from levqor.schema.types import (
 
 
 @strawberry.type
-class Query(KeyQuery, WorkflowQuery, BudgetQuery, ScheduleQuery, RunQuery):
+class Query(KeyQuery, WorkflowQuery, BudgetQuery, ScheduleQuery, RunQuery, OverviewQuery):
     @strawberry.field(description="One job by id (needs `jobs:read`).")
     async def job(self, info: Info[Any, None], id: strawberry.ID) -> JobType | None:
         detail = await jobs.get_job_detail(info.context.levqor, id)

@@ -188,6 +188,7 @@ REST_MATRIX: dict[tuple[str, str], RestRow] = {
     ),
     ("GET", "/api/v1/status/{job_id}"): RestRow(PUBLIC, _get("/api/v1/status/{job_id}"), 200),
     ("GET", "/api/v1/jobs"): RestRow(Scope.JOBS_READ, _get("/api/v1/jobs"), 200),
+    ("GET", "/api/v1/overview"): RestRow(Scope.JOBS_READ, _get("/api/v1/overview"), 200),
     ("GET", "/api/v1/jobs/{job_id}"): RestRow(Scope.JOBS_READ, _get("/api/v1/jobs/{job_id}"), 200),
     # A finished job's stream: its state, then the end.
     ("GET", "/api/v1/jobs/{job_id}/events/stream"): RestRow(
@@ -460,6 +461,9 @@ GRAPHQL_MATRIX: dict[tuple[str, str], GraphQLRow] = {
         _doc("query($id: ID!) { job(id: $id) { id events { type } } }", lambda w: {"id": w.job_id}),
     ),
     ("Query", "jobs"): GraphQLRow(Scope.JOBS_READ, _doc("{ jobs(first: 1) { edges { cursor } } }")),
+    ("Query", "overview"): GraphQLRow(
+        Scope.JOBS_READ, _doc("{ overview(windowS: 600) { counts { queued } workers { id } } }")
+    ),
     ("Query", "apiKeys"): GraphQLRow(Scope.ADMIN, _doc("{ apiKeys { id prefix } }")),
     ("Query", "workflows"): GraphQLRow(PUBLIC, _doc("{ workflows { name } }")),
     ("Query", "budgets"): GraphQLRow(Scope.ADMIN, _doc("{ budgets { id remainingMicros } }")),

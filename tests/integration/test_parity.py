@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from levqor.db.engine import Database
 from levqor.errors import FieldCode
 from levqor.schema.errors import graphql_field_name
 from tests.conftest import DB_KINDS, LiveServer
+from tests.overview_support import seed_overview
 from tests.support import UNKNOWN_ID, gql, gql_data, shared_server
 
 EVENT_FIELDS = "at type fromStatus toStatus attempt workerId detail"
@@ -43,6 +45,14 @@ JOBS = """query($f: JobFilter, $n: Int, $a: String) {
   jobs(filter: $f, first: $n, after: $a) {
     edges { cursor node { id } }
     pageInfo { hasNextPage endCursor } } }"""
+
+OVERVIEW = """query($w: Int, $b: Int) {
+  overview(windowS: $w, buckets: $b) {
+    generatedAt windowS counts { queued running succeeded failed cancelled }
+    queueDepth scheduled oldestQueuedAgeS pickupP50Ms pickupP95Ms
+    buckets { start end succeeded failed cancelled }
+    workers { id workflows startedAt lastSeenAt
+      jobs { id workflow attempt startedAt leaseExpiresAt progress } } } }"""
 
 CODES = {"invalid_request": "BAD_USER_INPUT", "not_found": "NOT_FOUND", "conflict": "CONFLICT"}
 
@@ -338,6 +348,42 @@ def test_health_and_public_metrics_agree(client: httpx.Client) -> None:
     assert rest_metrics["jobs_today"] == 1
 
 
+OVERVIEW_TIMES = {"generated_at", "start", "end", "started_at", "last_seen_at", "lease_expires_at"}
+
+
+def comparable(value: Any) -> Any:
+    """An overview as REST spells it (snake_case at every level), its timestamps as instants."""
+    if isinstance(value, list):
+        return [comparable(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    record = snake_keys(value)
+    return {
+        key: instant(item) if key in OVERVIEW_TIMES else item if key == "progress" else comparable(item)
+        for key, item in record.items()
+    }
+
+
+def test_overview_and_its_route_agree(client: httpx.Client, db: Database) -> None:
+    seed_overview(db, datetime.now(UTC))
+    for params, variables in (({}, {}), ({"window_s": 10800, "buckets": 3}, {"w": 10800, "b": 3})):
+        rest = comparable(client.get("/api/v1/overview", params=params).json())
+        graphql = comparable(gql_data(client, OVERVIEW, variables)["overview"])
+        # Read a moment apart: the window slides by that moment, and the ages grow by it.
+        moment = graphql["generated_at"] - rest["generated_at"]
+        assert 0 <= moment < 5
+        assert graphql["oldest_queued_age_s"] == pytest.approx(rest["oldest_queued_age_s"] + moment, abs=0.01)
+        for mine, theirs in zip(graphql["buckets"], rest["buckets"], strict=True):
+            assert mine["start"] == pytest.approx(theirs["start"] + moment, abs=1e-3)
+        moving = ("generated_at", "oldest_queued_age_s", "buckets")
+        assert without(graphql, *moving) == without(rest, *moving)
+        assert [without(b, "start", "end") for b in graphql["buckets"]] == [
+            without(b, "start", "end") for b in rest["buckets"]
+        ]
+        assert rest["counts"]["running"] == 4
+        assert [worker["id"] for worker in rest["workers"]] == ["w-new", "w-older"]
+
+
 # --- the same bad request gives the equivalent error --------------------------------------------
 
 
@@ -424,6 +470,11 @@ ERROR_CASES: list[tuple[tuple[str, str, dict[str, Any]], tuple[str, dict[str, An
     (("GET", "/api/v1/jobs", {"params": {"limit": 0}}), (JOBS, {"n": 0})),
     (("GET", "/api/v1/jobs", {"params": {"limit": 101}}), (JOBS, {"n": 101})),
     (("GET", "/api/v1/jobs", {"params": {"cursor": "zzz"}}), (JOBS, {"a": "zzz"})),
+    (("GET", "/api/v1/jobs", {"params": {"key_id": "someone"}}), (JOBS, {"f": {"keyId": "someone"}})),
+    (("GET", "/api/v1/overview", {"params": {"window_s": 59}}), (OVERVIEW, {"w": 59})),
+    (("GET", "/api/v1/overview", {"params": {"buckets": 121}}), (OVERVIEW, {"b": 121})),
+    (("GET", "/api/v1/jobs", {"params": {"user_id": "nope"}}), (JOBS, {"f": {"userId": "nope"}})),
+    (("GET", "/api/v1/jobs", {"params": {"text": ""}}), (JOBS, {"f": {"text": ""}})),
     (("GET", "/api/v1/schedules", {"params": {"limit": 0}}), (SCHEDULE_PAGE, {"n": 0})),
     (("GET", "/api/v1/schedules", {"params": {"limit": 101}}), (SCHEDULE_PAGE, {"n": 101})),
     (("GET", "/api/v1/schedules", {"params": {"cursor": "zzz"}}), (SCHEDULE_PAGE, {"a": "zzz"})),
