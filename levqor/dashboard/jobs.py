@@ -37,7 +37,14 @@ class ExtraFilter:
     placeholder: str = ""
 
 
-EXTRA_FILTERS: tuple[ExtraFilter, ...] = ()
+# The list resolver's other filters (`JobListFilter`), as fields of the form and of the address.
+EXTRA_FILTERS: tuple[ExtraFilter, ...] = (
+    ExtraFilter("key_id", "Key id", maxlength=64),
+    ExtraFilter("user_id", "User id", maxlength=64),
+    ExtraFilter("created_after", "Created from (UTC)", type="datetime-local", maxlength=40),
+    ExtraFilter("created_before", "Created before (UTC)", type="datetime-local", maxlength=40),
+    ExtraFilter("text", "Text in payload or error", type="search", maxlength=jobs.MAX_TEXT_LEN),
+)
 
 
 def list_query(request: Request) -> dict[str, str]:

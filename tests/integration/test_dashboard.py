@@ -414,3 +414,61 @@ def test_the_static_files_carry_digests_and_are_cached(keyed: LiveServer) -> Non
             asset = http.get(url.group(1))
             assert asset.status_code == 200
             assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
+def test_the_overview_links_each_state_to_the_filtered_list_and_draws_throughput(
+    keyed: LiveServer, api: httpx.Client, db: Database
+) -> None:
+    done = submit(api)
+    submit(api)
+    claimed = claim_all(db)
+    api.post(
+        f"/api/v1/jobs/{done}/complete", json={"worker_id": "w1", "attempt": claimed[0].attempt, "result": {}}
+    )
+    with browser(keyed) as http:
+        sign_in(http, ADMIN_KEY)
+        page = http.get("/dashboard/")
+        assert page.status_code == 200
+        assert re.search(
+            r'<span class="figure">1</span> <a href="/dashboard/jobs\?status=succeeded">', page.text
+        )
+        assert re.search(
+            r'<span class="figure">1</span> <a href="/dashboard/jobs\?status=running">', page.text
+        )
+        assert "1 succeeded, 0 failed, 0 cancelled in the window" in page.text
+        assert page.text.count('<rect class="succeeded"') == 1
+        assert http.get("/dashboard/?window_s=5").status_code == 400
+        filtered = http.get("/dashboard/jobs?status=succeeded")
+        assert done in filtered.text
+
+
+def test_the_list_takes_every_filter_of_the_resolver(keyed: LiveServer, api: httpx.Client) -> None:
+    needle = api.post("/api/v1/intake", json={"workflow": "echo", "payload": {"q": "find-me-please"}}).json()[
+        "job_id"
+    ]
+    other = submit(api)
+    with browser(keyed) as http:
+        sign_in(http, ADMIN_KEY)
+        found = http.get("/dashboard/jobs?text=find-me")
+        assert needle in found.text
+        assert other not in found.text
+        assert 'value="find-me"' in found.text  # the form shows the filter it applied
+        later = http.get("/dashboard/jobs?created_after=2999-01-01T00:00")
+        assert "No jobs match these filters." in later.text
+        assert http.get("/dashboard/jobs?created_after=yesterday").status_code == 400
+        assert http.get("/dashboard/jobs?key_id=not-a-key").status_code == 400
+
+
+def test_schedules_are_listed_read_only(keyed: LiveServer, api: httpx.Client) -> None:
+    made = api.post(
+        "/api/v1/schedules",
+        json={"name": "nightly", "cron": "0 3 * * *", "job": {"workflow": "echo", "payload": {}}},
+    )
+    assert made.status_code == 201, made.text
+    with browser(keyed) as http:
+        sign_in(http, ADMIN_KEY)
+        page = http.get("/dashboard/schedules")
+        assert page.status_code == 200
+        assert "nightly" in page.text
+        assert "<code>0 3 * * *</code>" in page.text
+        assert http.get("/dashboard/schedules?cursor=bad").status_code == 400
