@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
-from levqor.dashboard import admin, jobs, overview, schedules
+from levqor.dashboard import admin, jobs, overview, runs, schedules
 from levqor.dashboard.pages import (
     PREFIX,
     STATIC_DIR,
@@ -136,6 +136,7 @@ def dashboard_routes() -> list[BaseRoute]:
         *jobs.routes(),
         *admin.routes(),
         *schedules.routes(),
+        *runs.routes(),
         Route("/{rest:path}", not_found, methods=["GET", "POST"]),
     ]
     return [

@@ -472,3 +472,23 @@ def test_schedules_are_listed_read_only(keyed: LiveServer, api: httpx.Client) ->
         assert "nightly" in page.text
         assert "<code>0 3 * * *</code>" in page.text
         assert http.get("/dashboard/schedules?cursor=bad").status_code == 400
+
+
+def test_a_run_shows_its_steps_and_edges(keyed: LiveServer, api: httpx.Client) -> None:
+    steps = [
+        {"key": "a", "workflow": "echo", "payload": {}},
+        {"key": "b", "workflow": "echo", "payload": {}, "depends_on": ["a"]},
+    ]
+    accepted = api.post("/api/v1/runs", json={"steps": steps})
+    assert accepted.status_code == 202, accepted.text
+    run_id, step_b = accepted.json()["run_id"], accepted.json()["jobs"]["b"]
+    with browser(keyed) as http:
+        sign_in(http, ADMIN_KEY)
+        job = http.get(f"/dashboard/jobs/{step_b}")
+        assert f'href="/dashboard/runs/{run_id}"' in job.text
+        page = http.get(f"/dashboard/runs/{run_id}")
+        assert page.status_code == 200
+        assert "<td>a (cancel)</td>" in page.text
+        assert f'href="/dashboard/jobs/{step_b}"' in page.text
+        assert http.get(f"/dashboard/runs/{uuid.uuid4()}").status_code == 404
+        assert http.get("/dashboard/runs/not-a-run").status_code == 404
