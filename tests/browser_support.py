@@ -3,6 +3,7 @@ request that leaves loopback blocked and recorded, and the console's errors coll
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parent / ".screenshots"  # git-ignored
 LOOPBACK = "127.0.0.1"
+FORGIVE_WAIT_S = 5.0
 
 
 @contextmanager
@@ -70,10 +72,13 @@ class Guard:
         if urlsplit(socket.url).hostname != LOOPBACK:
             self.off_loopback.append(socket.url)
 
-    def forgive(self, status: int) -> None:
-        """Drop the console's notes of answers with `status`: Chromium logs every 4xx as an error,
-        also the refusals a test asks for on purpose."""
+    def forgive(self, page: Page, status: int, count: int) -> None:
+        """Drop the console's notes of `count` answers with `status`, once they have all arrived:
+        Chromium logs every 4xx as an error, also the refusals a test asks for on purpose."""
         note = f"the server responded with a status of {status}"
+        deadline = time.monotonic() + FORGIVE_WAIT_S
+        while sum(note in error for error in self.console_errors) < count and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
         self.console_errors = [error for error in self.console_errors if note not in error]
 
     def watch_context(self, context: BrowserContext) -> None:

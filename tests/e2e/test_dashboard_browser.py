@@ -118,8 +118,11 @@ def wait_status(api: httpx.Client, job_id: str, status: str) -> None:
 
 
 def shoot(page: Page, name: str) -> None:
+    """Saves the page at each width, and checks that it fits: wide tables scroll in their own box,
+    the page itself never sideways."""
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 900})
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, (name, width)
         screenshot(page, f"dashboard-{name}-{width}")
     page.set_viewport_size({"width": 1280, "height": 900})
 
@@ -286,7 +289,7 @@ def test_a_read_only_key_sees_no_retry_and_is_refused_if_it_posts(
     page.goto(f"{server.url}/dashboard/keys")
     expect(page.get_by_role("heading", name=re.compile("403"))).to_be_visible()
     shoot(page, "forbidden")
-    guard.forgive(403)  # the browser logs each refused request; these are the refusals under test
+    guard.forgive(page, 403, 2)  # the browser logs each refused request: these two are under test
 
 
 def test_a_forged_cross_site_post_is_refused(
@@ -311,7 +314,7 @@ def test_a_forged_cross_site_post_is_refused(
         page.get_by_role("button", name="Claim").click()
     assert refused.value.status == 403
     assert api.get(f"/api/v1/jobs/{queued}").json()["status"] == "queued"
-    guard.forgive(403)
+    guard.forgive(page, 403, 1)
     assert guard.off_loopback == []
 
 
@@ -332,3 +335,25 @@ def test_the_pages_read_without_the_script(
         expect(page.locator("tbody tr")).not_to_have_count(0)
     finally:
         context.close()
+
+
+def test_schedules_and_a_run(
+    server: ServerProcess, api: httpx.Client, new_context: Callable[..., BrowserContext]
+) -> None:
+    made = api.post(
+        "/api/v1/schedules",
+        json={"name": "hourly-report", "cron": "0 * * * *", "job": {"workflow": "echo", "payload": {}}},
+    )
+    assert made.status_code == 201, made.text
+    steps = [
+        {"key": "fetch", "workflow": "echo", "payload": {}},
+        {"key": "summarise", "workflow": "echo", "payload": {}, "depends_on": ["fetch"]},
+    ]
+    accepted = api.post("/api/v1/runs", json={"steps": steps}).json()
+    page = sign_in(new_context(), server, ADMIN_KEY, "/dashboard/schedules")
+    expect(page.get_by_role("cell", name="hourly-report")).to_be_visible()
+    shoot(page, "schedules")
+    page.goto(f"{server.url}/dashboard/jobs/{accepted['jobs']['summarise']}")
+    page.get_by_role("link", name=accepted["run_id"]).click()
+    expect(page.get_by_role("cell", name="fetch (cancel)")).to_be_visible()
+    shoot(page, "run")
