@@ -1,5 +1,6 @@
-"""The audit log of key and budget changes: each is recorded with the caller that made it, in the
-transaction of the change, whichever surface it came from (REST, GraphQL, the CLI, the dashboard)."""
+"""The audit log of key and budget changes and callback re-sends: each is recorded with the caller
+that made it, in the transaction of the change, whichever surface it came from (REST, GraphQL, the
+CLI, the dashboard). Job cancels and retries are recorded on the job's own events instead."""
 
 from __future__ import annotations
 

@@ -229,6 +229,9 @@ def test_a_delivery_and_its_attempts(
         page.wait_for_timeout(200)
         page.reload()
     expect(resent.locator("tbody tr").first).to_contain_text("200")
+    # The re-send is in the audit log, with the key that asked for it.
+    page.goto(f"{server.url}/dashboard/keys#audit")
+    expect(page.locator("#audit + .table-wrap tbody tr").first).to_contain_text("delivery.resent")
     shoot(page, "job-deliveries")
 
 
