@@ -1,7 +1,7 @@
 """Dashboard benchmark: how fast the job list and the overview answer with N finished jobs in the
 tables (issue 14: under 200 ms with 100,000 jobs on this machine).
 
-    python -m bench.dashboard [--finished 100000] [--requests 50] [--no-postgres]
+    python -m bench.dashboard_pages [--finished 100000] [--requests 50] [--no-postgres]
 
 On SQLite and on PostgreSQL, a migrated database is seeded with N finished jobs and their events
 (bench/growth_support.py, as the growth benchmark does), then `levqor serve --no-worker` answers a
