@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck schema bench-http bench-queue bench-growth bench-callbacks clean
+.PHONY: run test lint typecheck schema bench-http bench-queue bench-growth bench-callbacks bench-dashboard clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Levqor needs Python 3.11, 3.12 or 3.13 (none found on PATH; set PYTHON=...)"; exit 1; }
@@ -52,6 +52,11 @@ bench-growth: $(STAMP)
 # and PostgreSQL (needs PostgreSQL on loopback); DELIVERIES=5000 SAMPLES=200.
 bench-callbacks: $(STAMP)
 	$(BIN)/python -m bench.callbacks --deliveries $(or $(DELIVERIES),5000) --latency-samples $(or $(SAMPLES),200)
+
+# The job list with each filter and the overview over HTTP with 100,000 jobs in the table, on SQLite
+# and PostgreSQL (needs PostgreSQL on loopback); JOBS=100000 REQUESTS=30.
+bench-dashboard: $(STAMP)
+	$(BIN)/python -m bench.dashboard --jobs $(or $(JOBS),100000) --requests $(or $(REQUESTS),30)
 
 clean:
 	rm -rf $(VENV) .venv-newest .pytest_cache .mypy_cache .ruff_cache

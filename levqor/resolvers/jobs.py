@@ -16,7 +16,6 @@ import anyio.to_thread
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -39,7 +38,14 @@ from levqor.queue import control, events
 from levqor.queue.intake import BUDGET_KEY, DEFER, apply_grant, ask_of, job_row, mark_limited
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.job_reads import JobStatusView, read_job_statuses
-from levqor.resolvers.validation import QUERY_INTEGER, WHOLE_NUMBER, WorkflowName, parse_id, parse_input
+from levqor.resolvers.validation import (
+    QUERY_INTEGER,
+    WHOLE_NUMBER,
+    IsoDateTime,
+    WorkflowName,
+    parse_id,
+    parse_input,
+)
 from levqor.workflows.registry import registry_for, workflow_limits
 
 R = TypeVar("R", covariant=True)
@@ -115,28 +121,6 @@ class JobSubmitInput(JobTemplateInput):
             raise ValueError("run_at must fall between the years 1 and 9999 in UTC") from None
 
 
-def _iso_datetime(value: Any) -> Any:
-    """A time as text must be ISO-8601 (`2026-12-07T10:00:00`, an offset or `Z` optional): not the
-    Unix time or other forms pydantic's lax parse would take."""
-    if isinstance(value, str) and ISO_DATETIME.match(value) is None:
-        raise ValueError("must be an ISO-8601 date and time, e.g. 2026-12-07T10:00:00Z")
-    return value
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    """ISO-8601 without an offset is taken as UTC, as `run_at` is."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past the last representable day
-        raise ValueError("must fall between the years 1 and 9999 in UTC") from None
-
-
-ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
-ListTime = Annotated[datetime, BeforeValidator(_iso_datetime), Field(strict=False)]
 # A job's `submitted_by` names the managed key that submitted it: `key:<api key id>`. The filter takes
 # that, or the key's id alone (as /api/v1/keys lists it).
 KEY_ID_PATTERN = r"^(key:)?[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}$"
@@ -156,16 +140,11 @@ class JobListFilter(BaseModel):
         default=None, description="The managed API key that submitted the job: its id, or `key:<id>`."
     )
     user_id: Annotated[uuid.UUID | None, Field(strict=False)] = None
-    created_after: ListTime | None = None
-    created_before: ListTime | None = None
+    created_after: IsoDateTime | None = None
+    created_before: IsoDateTime | None = None
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LEN)] | None = None
     limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT), QUERY_INTEGER] = DEFAULT_LIST_LIMIT
     cursor: Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)] | None = None
-
-    @field_validator("created_after", "created_before")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        return _as_utc(value)
 
     def submitted_by(self) -> str | None:
         """`key_id` as the jobs store it."""

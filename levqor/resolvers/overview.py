@@ -3,7 +3,6 @@ window, and the live workers with the jobs they hold (issue 14, item 1)."""
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,19 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import (
     ColumnElement,
     Float,
-    Integer,
     Table,
     and_,
     case,
     cast,
     func,
     literal,
+    or_,
     select,
     type_coerce,
+    union_all,
 )
 from sqlmodel import Session, SQLModel
 
-from levqor.db.models import TERMINAL_STATUSES, Job, JobStatus, Worker
+from levqor.db.models import Job, JobStatus, Worker
 from levqor.db.types import UtcDateTime, utcnow
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.health import jobs_by_state, live_worker_condition
@@ -38,7 +38,8 @@ MIN_WINDOW_S = 60
 MAX_WINDOW_S = 7 * 24 * 3600
 DEFAULT_BUCKETS = 60
 MAX_BUCKETS = 120
-SQLITE_FRACTION_AT = 20  # where `.ffffff` starts in SQLite's stored timestamps
+SQLITE_SECONDS_END = 19  # `YYYY-MM-DD HH:MM:SS`, then `.ffffff`, in SQLite's stored timestamps
+SECONDS_PER_DAY = 86_400
 
 
 class OverviewInput(BaseModel):
@@ -104,7 +105,7 @@ def read_overview(session: Session, query: OverviewInput, lease_s: int, now: dat
     """The overview as of `now`, in one read transaction."""
     since = now - timedelta(seconds=query.window_s)
     depth, scheduled, oldest_due = _queue_figures(session, now)
-    p50, p95 = _pickup_percentiles(session, since, now, (0.5, 0.95))
+    p50, p95 = _pickup_percentiles(session, since, now, (50, 95))
     return Overview(
         generated_at=now,
         window_s=query.window_s,
@@ -140,60 +141,94 @@ def _queue_figures(session: Session, now: datetime) -> tuple[int, int, datetime 
     return int(depth), int(scheduled), oldest
 
 
-def _epoch_s(session: Session, column: ColumnElement[Any]) -> ColumnElement[float]:
-    """Seconds since the Unix epoch of a timestamp column, to the microsecond, in the dialect's own
-    SQL. SQLite keeps naive-UTC text (`2026-12-07 10:00:00.123456`) and its date functions round to
-    the millisecond, so the whole seconds come from `strftime('%s')` and the fraction from the text."""
+def _seconds_between(session: Session, later: Any, earlier: Any) -> ColumnElement[float]:
+    """`later - earlier` in seconds, to the microsecond, in the dialect's own SQL. SQLite keeps
+    naive-UTC text (`2026-12-07 10:00:00.123456`) and its date functions round to the millisecond,
+    so the whole seconds come from julianday() of the text up to the seconds, rounded (exact: the
+    true value is a whole number), and the microseconds from the text after them."""
     if session.get_bind().dialect.name == "postgresql":
-        return cast(func.extract("epoch", column), Float)
-    whole = cast(func.strftime("%s", column), Integer)
-    return cast(whole + cast(func.substr(column, SQLITE_FRACTION_AT), Float), Float)
+        return cast(func.extract("epoch", later - earlier), Float)
+    whole = func.round(
+        (
+            func.julianday(func.substr(later, 1, SQLITE_SECONDS_END))
+            - func.julianday(func.substr(earlier, 1, SQLITE_SECONDS_END))
+        )
+        * SECONDS_PER_DAY
+    )
+    fraction = cast(func.substr(later, SQLITE_SECONDS_END + 1), Float) - cast(
+        func.substr(earlier, SQLITE_SECONDS_END + 1), Float
+    )
+    return cast(whole + fraction, Float)
+
+
+def _started_in(session: Session, since: datetime, now: datetime, *columns: Any) -> Any:
+    """`columns` of the jobs first started in [since, now], read through indexes: a finished job
+    (only those have `finished_at`) that started in the window finished in it too
+    (ix_jobs_finished_at), and unfinished jobs are few (ix_jobs_status_seq). A job whose `run_at` a
+    retry moved past its first start no longer records when that start was due, so it is left out."""
+    c = JOBS.c
+    started = and_(c.started_at >= since, c.started_at <= now, _due_at() <= c.started_at)
+    unfinished = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+    return union_all(
+        select(*columns).where(c.finished_at >= since, started),
+        select(*columns).where(c.status.in_(unfinished), c.finished_at.is_(None), started),
+    ).subquery()
 
 
 def _pickup_percentiles(
-    session: Session, since: datetime, now: datetime, fractions: tuple[float, ...]
+    session: Session, since: datetime, now: datetime, percents: tuple[int, ...]
 ) -> list[float | None]:
-    """Percentiles (linear between the closest ranks, as PostgreSQL's percentile_cont) of each job's
-    pickup latency in ms, over the jobs first started within the window. A job whose `run_at` a retry
-    moved past its first start no longer records when that start was due, so it is left out."""
+    """Percentiles (linear between the closest ranks, as PostgreSQL's percentile_cont) of the
+    pickup latency in ms of the jobs first started within the window, in one sort: each percentile
+    needs the values at two ranks, picked with integer arithmetic both dialects do alike."""
     c = JOBS.c
-    due = _due_at()
-    latency_ms = ((_epoch_s(session, c.started_at) - _epoch_s(session, due)) * 1000).label("latency_ms")
-    started = and_(c.started_at >= since, c.started_at <= now, due <= c.started_at)
-    count = session.execute(select(func.count()).select_from(JOBS).where(started)).scalar_one()
-    if not count:
-        return [None for _ in fractions]
-    ordered = select(latency_ms).where(started).order_by(latency_ms)
-    found: list[float | None] = []
-    for fraction in fractions:
-        rank = fraction * (count - 1)
-        low = math.floor(rank)
-        values = [float(v) for v in session.execute(ordered.offset(low).limit(2)).scalars()]
-        upper = values[1] if len(values) > 1 else values[0]
-        found.append(round(values[0] + (rank - low) * (upper - values[0]), 3))
-    return found
+    latency_ms = _seconds_between(session, c.started_at, _due_at()) * 1000
+    rows = _started_in(session, since, now, latency_ms.label("ms"))
+    ranked = select(
+        rows.c.ms,
+        func.row_number().over(order_by=rows.c.ms).label("rank"),
+        func.count().over().label("n"),
+    ).subquery()
+    # The 1-based ranks around each percentile: (n - 1) * percent / 100, rounded down, plus 1 and 2.
+    low = [(ranked.c.n - 1) * percent // 100 + 1 for percent in percents]
+    wanted = or_(*(ranked.c.rank.in_([rank, rank + 1]) for rank in low))
+    found = session.execute(select(ranked.c.rank, ranked.c.n, ranked.c.ms).where(wanted)).all()
+    if not found:
+        return [None for _ in percents]
+    count = int(found[0].n)
+    value_at = {int(row.rank): float(row.ms) for row in found}
+    percentiles: list[float | None] = []
+    for percent in percents:
+        below, remainder = divmod((count - 1) * percent, 100)
+        lower = value_at[below + 1]
+        upper = value_at.get(below + 2, lower)
+        percentiles.append(round(lower + remainder / 100 * (upper - lower), 3))
+    return percentiles
+
+
+def _slice_of(finished_at: Any, bounds: list[datetime], first: int, last: int) -> ColumnElement[Any]:
+    """The index in [first, last] of the slice a finish falls in, found by halving the slices, so
+    each finish costs about log2(slices) comparisons of timestamps, which both dialects do exactly;
+    `bounds[i]` is where slice i ends."""
+    if first == last:
+        return literal(first)
+    middle = (first + last) // 2
+    return case(
+        (finished_at < bounds[middle], _slice_of(finished_at, bounds, first, middle)),
+        else_=_slice_of(finished_at, bounds, middle + 1, last),
+    )
 
 
 def _throughput(session: Session, since: datetime, now: datetime, count: int) -> list[ThroughputBucket]:
-    """Jobs that finished in each of `count` equal slices of [since, now), by outcome. The slice of a
-    finish is found by comparing timestamps with the slices' bounds, which both dialects do exactly."""
+    """Jobs that finished in each of `count` equal slices of [since, now), by outcome."""
     c = JOBS.c
     width = (now - since) / count
-    bounds = [since + width * index for index in range(count)] + [now]
-    inner = bounds[1:-1]
-    slice_of: ColumnElement[Any] = (
-        case(*((c.finished_at < bound, index) for index, bound in enumerate(inner)), else_=count - 1)
-        if inner
-        else literal(0)
-    )
+    starts = [since + width * index for index in range(count)]
+    ends = [*starts[1:], now]
     # Grouped outside: PostgreSQL matches a GROUP BY to a selected expression only without parameters.
     finished = (
-        select(slice_of.label("slice"), c.status.label("status"))
-        .where(
-            c.finished_at >= since,
-            c.finished_at < now,
-            c.status.in_([status.value for status in TERMINAL_STATUSES]),
-        )
+        select(_slice_of(c.finished_at, ends, 0, count - 1).label("slice"), c.status.label("status"))
+        .where(c.finished_at >= since, c.finished_at < now)  # finished jobs only: ix_jobs_finished_at
         .subquery()
     )
     statement = select(finished.c.slice, finished.c.status, func.count()).group_by(
@@ -201,10 +236,10 @@ def _throughput(session: Session, since: datetime, now: datetime, count: int) ->
     )
     tallies = [dict.fromkeys(("succeeded", "failed", "cancelled"), 0) for _ in range(count)]
     for index, status, number in session.execute(statement):
-        tallies[int(index)][status] = int(number)
+        if status in tallies[int(index)]:
+            tallies[int(index)][status] = int(number)
     return [
-        ThroughputBucket(start=bounds[index], end=bounds[index + 1], **tallies[index])
-        for index in range(count)
+        ThroughputBucket(start=starts[index], end=ends[index], **tallies[index]) for index in range(count)
     ]
 
 

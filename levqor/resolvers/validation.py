@@ -6,9 +6,10 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints, ValidationError
 from pydantic_core import PydanticCustomError
 
 from levqor.errors import InvalidRequest, NotFound
@@ -65,6 +66,32 @@ def omittable_not_null(*names: str, **extra: Any) -> Callable[[dict[str, Any]], 
 
     return edit
 
+
+ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_datetime(value: Any) -> Any:
+    # Text must be ISO-8601 (`2026-12-07T10:00:00`, an offset or `Z` optional): not the Unix time
+    # or the other forms pydantic's lax parse would take.
+    if isinstance(value, str) and ISO_DATETIME.match(value) is None:
+        raise ValueError("must be an ISO-8601 date and time, e.g. 2026-12-07T10:00:00Z")
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    # ISO-8601 without an offset is taken as UTC, as intake's `run_at` is.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past the last representable day
+        raise ValueError("must fall between the years 1 and 9999 in UTC") from None
+
+
+# An instant given as ISO-8601 text (a query parameter or a JSON string), as an aware UTC datetime.
+IsoDateTime = Annotated[
+    datetime, BeforeValidator(_iso_datetime), Field(strict=False), AfterValidator(_in_utc)
+]
 
 # After the constraints in `Annotated[int, Field(ge=1), WHOLE_NUMBER]`, so JSON Schema keeps them.
 # An integer in a JSON body: 3 or 3.0, never true or "3".

@@ -125,6 +125,11 @@ CASES: dict[str, Case] = {
         {"createdAfter": "2026-12-01T10:00:00Z"},
         lambda i: i >= 10,
     ),
+    "created after, RFC 3339's lower-case t and z": (
+        {"created_after": "2026-12-01t10:00:00z"},
+        {"createdAfter": "2026-12-01T10:00:00Z"},
+        lambda i: i >= 10,
+    ),
     "created before, exclusive, no offset is UTC": (
         {"created_before": "2026-12-01T03:00:00"},
         {"createdBefore": "2026-12-01T03:00:00"},

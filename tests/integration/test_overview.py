@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event, text
+from sqlmodel import Session
 
 from levqor.db.engine import Database
 from levqor.db.models import JobStatus
@@ -154,3 +156,37 @@ def test_the_in_process_worker_shows_with_the_job_it_runs(make_server: Callable[
         overview = http.get("/api/v1/overview").json()
         assert overview["counts"] == {**dict.fromkeys(EXPECTED_COUNTS, 0), "cancelled": 1}
         assert [w["jobs"] for w in overview["workers"]] == [[]]
+
+
+def test_the_window_is_read_through_the_finished_jobs_index(db: Database) -> None:
+    """The throughput and pickup statements reach the window's finished jobs through
+    ix_jobs_finished_at, not by reading every job (bench/README.md, bench/dashboard.py)."""
+    seed_overview(db, NOW)
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        if "finished_at >=" in statement:
+            captured.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        db.read_sync(lambda session: read_overview(session, OverviewInput(), LEASE_S, NOW))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    assert len(captured) == 2  # the pickup latencies and the buckets
+
+    def plans(session: Session) -> list[str]:
+        if db.dialect == "postgresql":
+            # A table this small is cheaper to read whole; what matters is that the index can serve.
+            session.execute(text("SET LOCAL enable_seqscan = off"))
+            prefix = "EXPLAIN "
+        else:
+            prefix = "EXPLAIN QUERY PLAN "
+        connection = session.connection()
+        return [
+            "\n".join(str(row[-1]) for row in connection.exec_driver_sql(prefix + sql, parameters))
+            for sql, parameters in captured
+        ]
+
+    for plan in db.write_sync(plans):
+        assert "ix_jobs_finished_at" in plan, plan

@@ -1,7 +1,7 @@
-"""audit_log: who changed a key or a budget, from any surface, append-only
+"""audit_log: who changed a key or a budget, or re-sent a callback, from any surface; append-only
 
-Revision ID: 0011_audit_log
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-08
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from levqor.db.types import BigIntPK, JSONType, UtcDateTime
 
-revision: str = "0011_audit_log"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"  # after the job list filters' index (0011_job_list_filters.py)
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
