@@ -1,5 +1,6 @@
-"""Dashboard benchmark: how fast the job list and the overview answer with N finished jobs in the
-tables (issue 14: under 200 ms with 100,000 jobs on this machine).
+"""Dashboard pages benchmark: how fast the dashboard's job list and overview pages answer, signed in,
+with N finished jobs in the tables (issue 14: under 200 ms with 100,000 jobs on this machine);
+bench/dashboard.py measures the API routes they read through.
 
     python -m bench.dashboard_pages [--finished 100000] [--requests 50] [--no-postgres]
 
