@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 
 from levqor.dashboard import admin, jobs, overview, runs, schedules
 from levqor.dashboard.pages import (
+    DASHBOARD_CSP,
     PREFIX,
     STATIC_DIR,
     STATIC_PATH,
@@ -123,7 +124,7 @@ async def not_found(request: Request) -> Response:
 
 
 async def to_dashboard(_request: Request) -> Response:
-    return RedirectResponse(f"{PREFIX}/", status_code=308)
+    return RedirectResponse(f"{PREFIX}/", status_code=308, headers={"Content-Security-Policy": DASHBOARD_CSP})
 
 
 def dashboard_routes() -> list[BaseRoute]:

@@ -12,7 +12,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +20,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 from tests.browser_support import Guard, chromium, screenshot
 from tests.callback_support import Receiver, start_receiver
 from tests.conftest import ROOT, TEST_WEBHOOK_SECRET, ServerProcess, start_server_process, stop_server_process
+from tests.integration.test_job_control_http import submit
 from tests.ops_support import server_env
 from tests.queue_support import TEST_WORKFLOWS
 
@@ -99,15 +99,6 @@ def sign_in(context: BrowserContext, server: ServerProcess, key: str, path: str 
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(f"{server.url}{path}")
     return page
-
-
-def submit(
-    api: httpx.Client, workflow: str = "echo", payload: dict[str, Any] | None = None, **extra: Any
-) -> str:
-    response = api.post("/api/v1/intake", json={"workflow": workflow, "payload": payload or {}, **extra})
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
 
 
 def wait_status(api: httpx.Client, job_id: str, status: str) -> None:

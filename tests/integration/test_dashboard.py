@@ -18,7 +18,7 @@ from itsdangerous import URLSafeTimedSerializer
 from levqor.dashboard.session import COOKIE_NAME, SESSION_MAX_AGE_S, SessionCodec
 from levqor.db.engine import Database
 from tests.conftest import LiveServer
-from tests.integration.test_job_control_http import claim_all
+from tests.integration.test_job_control_http import claim_all, submit
 
 ADMIN_KEY = "dashboard-admin-key-0123456789"
 SESSION_SECRET = "dashboard-test-session-secret-0123456789"
@@ -58,13 +58,6 @@ def managed_key(api: httpx.Client, *scopes: str) -> tuple[str, str]:
     made = api.post("/api/v1/keys", json={"name": "-".join(scopes), "scopes": list(scopes)})
     assert made.status_code == 201, made.text
     return made.json()["key"]["id"], made.json()["secret"]
-
-
-def submit(api: httpx.Client) -> str:
-    response = api.post("/api/v1/intake", json={"workflow": "echo", "payload": {"n": 1}})
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
 
 
 def test_signing_in_sets_a_strict_cookie_that_never_holds_the_key(keyed: LiveServer) -> None:
