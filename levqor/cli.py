@@ -66,8 +66,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format)
     if not args.no_migrate:
         cmd_migrate(argparse.Namespace(revision="head"))
-    if settings.is_production and not settings.api_keys:
-        # Production needs a key: without API_KEYS, an active managed key. Refuse before serving.
+    if settings.is_production:
+        # Production needs a key (without API_KEYS, an active managed key) and a session secret.
+        # Refuse before serving.
         from levqor.db.engine import Database
 
         db = Database(settings.db_url, pool_size=1)
@@ -80,6 +81,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.no_worker:
         # Each server process builds its settings from the environment (uvicorn's app factory).
         os.environ["LEVQOR_INPROCESS_WORKER"] = "false"
+    if settings.session_secret is None:
+        # One secret for every server process of this start (they inherit the environment), so a
+        # sign-in holds whichever process answers; a new start signs everyone out.
+        import secrets
+
+        os.environ["LEVQOR_SESSION_SECRET"] = secrets.token_urlsafe(32)
+        logger.warning("LEVQOR_SESSION_SECRET is not set: dashboard sign-ins last until this server stops")
     from levqor.http.metrics import multiprocess_metrics
 
     workers = args.workers or settings.workers

@@ -58,6 +58,7 @@ DEFAULT_SCHEDULER_GRACE_S = 60  # a tick fired up to this late is on time; older
 DEFAULT_RETENTION_DAYS = 0  # keep finished jobs forever: pruning deletes history, so the operator opts in
 DEFAULT_PRUNE_INTERVAL_S = 600  # how often a process prunes when retention is on
 DEFAULT_CORS_ORIGINS = ("https://levqor.ai",)
+MIN_SESSION_SECRET_CHARS = 32  # e.g. `python -c "import secrets; print(secrets.token_urlsafe(32))"`
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_LLM_TIMEOUT_S = 120.0  # one chat completion, streamed or not, from connecting to the last byte
 MAX_LLM_TIMEOUT_S = 600
@@ -119,6 +120,8 @@ class Settings(BaseSettings):
     # Signs the callbacks of jobs submitted without a managed key (`whsec_` and base64 of 24-64 bytes).
     webhook_secret: str | None = Field(None, validation_alias="LEVQOR_WEBHOOK_SECRET")
     callback_allow_private: bool = Field(False, validation_alias="LEVQOR_CALLBACK_ALLOW_PRIVATE")
+    # Signs the dashboard's session cookies (levqor/dashboard/session.py); required in production.
+    session_secret: SecretStr | None = Field(None, validation_alias="LEVQOR_SESSION_SECRET")
     # The waits before each retry of a delivery; once they are used up, it has failed.
     callback_retry_s: Annotated[tuple[Seconds, ...], NoDecode] = Field(
         DEFAULT_CALLBACK_RETRY_S, validation_alias="LEVQOR_CALLBACK_RETRY_S"
@@ -253,6 +256,14 @@ class Settings(BaseSettings):
             # The value is not echoed: it is a secret.
             raise ValueError("must be 'whsec_' and the base64 of 24 to 64 random bytes")
         return secret
+
+    @field_validator("session_secret")
+    @classmethod
+    def _session_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_SESSION_SECRET_CHARS:
+            # The value is not echoed: it is a secret.
+            raise ValueError(f"must be at least {MIN_SESSION_SECRET_CHARS} characters")
+        return value
 
     @field_validator("llm_base_url")
     @classmethod

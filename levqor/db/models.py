@@ -633,3 +633,20 @@ class RunEvent(SQLModel, table=True):
     from_status: str | None = Field(default=None, sa_type=String(16))
     to_status: str = Field(sa_type=String(16))
     detail: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
+
+
+class AuditEntry(SQLModel, table=True):
+    """One change to an API key or a budget, or a callback re-sent, with the caller that made it
+    (issue 14, item 2).
+
+    Append-only: written by the resolver in the transaction of the change, never updated."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntPK)
+    at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+    actor: str = Field(sa_type=String(64))  # the caller's principal id (`key:<id>`, `static:...`, `dev`)
+    action: str = Field(sa_type=String(32))  # key.created, key.revoked, budget.set, delivery.resent, ...
+    target_kind: str = Field(sa_type=String(16))  # api_key, budget, delivery
+    target_id: str = Field(sa_type=String(64))
+    detail: dict[str, Any] | None = Field(default=None, sa_type=JSONType)

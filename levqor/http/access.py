@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from levqor.dashboard.session import SessionCodec, session_principal
 from levqor.errors import Unauthorized
 from levqor.http.ratelimit import Allowance, RateLimiter, is_unlimited, is_worker_api, refusal
 from levqor.http.refusal import send_refusal
@@ -22,6 +23,7 @@ from levqor.resolvers.auth import Authenticator
 from levqor.resolvers.context import Principal
 
 _BEARER = "bearer "
+DASHBOARD_PREFIX = "/dashboard/"
 
 
 def presented_key(scope: Scope) -> str | None:
@@ -59,8 +61,13 @@ class AccessMiddleware:
                 await send_refusal(scope, send, refusal(verdict), verdict.headers())
                 return
         authenticator: Authenticator = app_state.authenticator
+        by_session = None
+        if key is None and scope["type"] == "http" and scope["path"].startswith(DASHBOARD_PREFIX):
+            # The dashboard's pages are signed in by a session cookie instead of a key header.
+            codec: SessionCodec = app_state.dashboard_sessions
+            by_session = await session_principal(scope, codec, authenticator)
         try:
-            principal = await authenticator.authenticate(key)
+            principal = by_session or await authenticator.authenticate(key)
         except Unauthorized as exc:
             await limiter.key_refused(client_ip)
             await send_refusal(scope, send, exc, exc.http_headers().items())

@@ -17,6 +17,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from levqor.callbacks.guard import HostResolver
 from levqor.config import ConfigError, Settings
+from levqor.dashboard.routes import dashboard_routes
+from levqor.dashboard.session import SessionCodec
 from levqor.db.engine import Database
 from levqor.http.access import AccessMiddleware
 from levqor.http.body_limit import BodyLimitMiddleware
@@ -52,7 +54,18 @@ GC_YOUNG_THRESHOLD = 50_000
 def check_startup(settings: Settings, db: Database | None = None) -> None:
     """Refuse to serve production without a key; warn loudly when development serves without one.
 
-    Without `db` only `API_KEYS` is known, so production is refused only when a database is given."""
+    Without `db` only `API_KEYS` is known, so production is refused only when a database is given.
+    Production needs LEVQOR_SESSION_SECRET too: the dashboard's sign-ins must survive a restart and
+    hold in every server process."""
+    _check_keys(settings, db)
+    if settings.is_production and settings.session_secret is None:
+        raise ConfigError(
+            "LEVQOR_ENV=production needs LEVQOR_SESSION_SECRET (at least 32 random characters), which "
+            "signs the dashboard's session cookies"
+        )
+
+
+def _check_keys(settings: Settings, db: Database | None) -> None:
     if settings.api_keys or (db is not None and db.read_sync(any_active_managed_key)):
         return
     if settings.is_production:
@@ -102,6 +115,7 @@ def build_routes(settings: Settings) -> list[BaseRoute]:
         *api_routes,
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *dashboard_routes(),
         *page_routes(),
     ]
 
@@ -201,6 +215,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.dashboard_sessions = SessionCodec(settings)
     app.state.public_metrics = PublicMetricsCache()
     app.state.metrics_registry = metrics_registry
     return app

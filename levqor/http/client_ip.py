@@ -67,6 +67,23 @@ class ClientAddress:
             nearest = address
         return str(nearest)
 
+    def is_https(self, scope: Scope) -> bool:
+        """Whether the client reached us over https: directly, or through a trusted proxy that says
+        so in its last `X-Forwarded-Proto`."""
+        if scope.get("scheme") in {"https", "wss"}:
+            return True
+        client = scope.get("client")
+        peer = parse_address(client[0]) if client and client[0] else None
+        if peer is None or not self.is_trusted(peer):
+            return False
+        protos = [
+            part.strip().lower()
+            for name, value in scope["headers"]
+            if name == b"x-forwarded-proto"
+            for part in value.decode("latin-1").split(",")
+        ]
+        return bool(protos) and protos[-1] == "https"
+
 
 def _forwarded_for(scope: Scope) -> list[str]:
     # Several X-Forwarded-For lines are one list, in order (RFC 9110 §5.3).

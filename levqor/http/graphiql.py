@@ -14,20 +14,17 @@ itself is revalidated on every load, so a new release's files are picked up at o
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from html import escape
 from pathlib import Path
 
-from starlette.datastructures import MutableHeaders
 from starlette.responses import HTMLResponse
 from starlette.routing import Mount
-from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from levqor.http.assets import asset_url, assets_mount
 
 ASSETS_DIR = Path(__file__).resolve().parent / "static"
 ASSETS_PATH = "/graphql/assets"
-ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"  # one year: the URL changes with the file
 PAGE_CACHE_CONTROL = "no-cache"
 # The one `<style>` GraphiQL writes itself: the scroll lock its dialogs (settings, shortcuts) put on the
 # page (`react-remove-scroll-bar`, bundled in graphiql.min.js), allowed by its hash and nothing else.
@@ -47,19 +44,18 @@ SCRIPTS = (
     "graphiql/plugin-explorer.umd.js",
     "explorer.js",
 )
-DIGEST_CHARS = 16
 
 
-def asset_url(name: str, assets_dir: Path = ASSETS_DIR) -> str:
-    """The same-origin URL of an asset, with a digest of its content to make it safe to cache."""
-    digest = hashlib.sha256((assets_dir / name).read_bytes()).hexdigest()[:DIGEST_CHARS]
-    return f"{ASSETS_PATH}/{name}?v={digest}"
+def graphiql_asset_url(name: str) -> str:
+    return asset_url(name, ASSETS_DIR, ASSETS_PATH)
 
 
 @cache
 def graphiql_html() -> str:
-    links = "\n".join(f'    <link rel="stylesheet" href="{escape(asset_url(name))}">' for name in STYLESHEETS)
-    scripts = "\n".join(f'    <script src="{escape(asset_url(name))}"></script>' for name in SCRIPTS)
+    links = "\n".join(
+        f'    <link rel="stylesheet" href="{escape(graphiql_asset_url(name))}">' for name in STYLESHEETS
+    )
+    scripts = "\n".join(f'    <script src="{escape(graphiql_asset_url(name))}"></script>' for name in SCRIPTS)
     # An empty `data:` icon, so the browser does not ask for /favicon.ico.
     return f"""<!doctype html>
 <html lang="en">
@@ -85,20 +81,5 @@ def graphiql_response() -> HTMLResponse:
     )
 
 
-class WithAssetHeaders:
-    """Marks the assets' successful answers as cacheable for a year."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_cache_control(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] in {200, 304}:
-                MutableHeaders(scope=message)["Cache-Control"] = ASSET_CACHE_CONTROL
-            await send(message)
-
-        await self.app(scope, receive, send_with_cache_control)
-
-
 def graphiql_assets_route(assets_dir: Path = ASSETS_DIR) -> Mount:
-    return Mount(ASSETS_PATH, app=WithAssetHeaders(StaticFiles(directory=assets_dir)), name="graphiql")
+    return assets_mount(ASSETS_PATH, assets_dir, "graphiql")

@@ -41,11 +41,11 @@ from levqor.resolvers.context import Principal
 
 logger = logging.getLogger(__name__)
 
-# CONTRACT.md §6: health checks, static pages (and their stylesheet, and GraphiQL's files) and metrics
-# scrapes are never limited. `/public/metrics` is computed from the database, so it is, though it
-# sits under `/public/`.
+# CONTRACT.md §6: health checks, static pages (and their stylesheet, GraphiQL's and the dashboard's
+# files) and metrics scrapes are never limited. `/public/metrics` is computed from the database, so
+# it is, though it sits under `/public/`.
 UNLIMITED_PATHS = frozenset({"/", "/health", "/faq", "/faq/", "/metrics"})
-STATIC_PREFIXES = ("/legal/", "/public/", "/graphql/assets/")
+STATIC_PREFIXES = ("/legal/", "/public/", "/graphql/assets/", "/dashboard/static/")
 LIMITED_UNDER_STATIC = frozenset({"/public/metrics"})
 STORAGE_WARNING_INTERVAL_S = 10.0
 # Managed keys' own limits are few distinct numbers; their items are kept, up to this many.

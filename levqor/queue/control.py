@@ -30,28 +30,44 @@ def _locked(session: Session, job_id: uuid.UUID) -> Job:
     return job
 
 
-def cancel(session: Session, job_id: uuid.UUID) -> Job:
+def _acted_by(by: str | None) -> dict[str, Any] | None:
+    """The event detail that names who asked (a principal id: `key:<id>`, `static:...`, `dev`)."""
+    return {"by": by} if by is not None else None
+
+
+def cancel(session: Session, job_id: uuid.UUID, *, by: str | None = None) -> Job:
     """Queued (or scheduled): cancelled at once. Running: `cancel_requested` is set and the worker
-    stops the attempt when its next heartbeat says so; asking again changes nothing. Finished: Conflict."""
+    stops the attempt when its next heartbeat says so; asking again changes nothing. Finished: Conflict.
+    `by` (the caller's principal id) is recorded on the event."""
     job = _locked(session, job_id)
     status = job.job_status
     if status is JobStatus.QUEUED:
-        return _finish_step(session, job, JobStatus.CANCELLED, error={"type": "cancelled"}, type_="cancelled")
+        return _finish_step(
+            session,
+            job,
+            JobStatus.CANCELLED,
+            error={"type": "cancelled"},
+            type_="cancelled",
+            detail=_acted_by(by),
+        )
     if status is JobStatus.RUNNING:
         if not job.cancel_requested:
             now = utcnow()
             job.cancel_requested = True
             job.updated_at = now
             session.add(job)
-            record_event(session, job, "cancel_requested", from_status=job.status, at=now)
+            record_event(
+                session, job, "cancel_requested", from_status=job.status, at=now, detail=_acted_by(by)
+            )
         return job
     raise Conflict(f"job is already {job.status}; only queued or running jobs can be cancelled")
 
 
-def retry(session: Session, job_id: uuid.UUID) -> Job:
+def retry(session: Session, job_id: uuid.UUID, *, by: str | None = None) -> Job:
     """A failed or cancelled job goes back to `queued` to run now, with its attempt count reset, so it
     gets `max_attempts` fresh tries; its earlier attempts stay in the event log. Otherwise Conflict.
-    Its budgets hold its estimate anew (`BudgetExceeded` when they have no room now)."""
+    Its budgets hold its estimate anew (`BudgetExceeded` when they have no room now). `by` (the
+    caller's principal id) is recorded on the event."""
     job = _locked(session, job_id)
     if job.job_status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise Conflict(f"job is {job.status}; only failed or cancelled jobs can be retried")
@@ -72,7 +88,7 @@ def retry(session: Session, job_id: uuid.UUID) -> Job:
     job.waiting_on = waiting
     job.updated_at = now
     session.add(job)
-    record_event(session, job, "retried", from_status=previous, at=now)
+    record_event(session, job, "retried", from_status=previous, at=now, detail=_acted_by(by))
     mark_claimable(session)
     if job.run_id is not None:
         session.flush()

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session, col
@@ -22,7 +23,7 @@ from levqor.config import Settings
 from levqor.db.batching import MAX_IN_LIST_BATCH, Batcher
 from levqor.db.engine import Database
 from levqor.db.models import ApiKey
-from levqor.db.principals import managed_principal_id
+from levqor.db.principals import managed_key_id, managed_principal_id
 from levqor.db.types import utcnow
 from levqor.errors import Unauthorized
 from levqor.resolvers.context import ANONYMOUS, DEV_PRINCIPAL, Principal, Scope
@@ -35,7 +36,7 @@ MAX_PRESENTED_KEY_CHARS = 512
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-_LOOKUP = select(
+_LOOKUP_COLUMNS = select(
     col(ApiKey.secret_hash),
     col(ApiKey.id),
     col(ApiKey.scopes),
@@ -45,7 +46,8 @@ _LOOKUP = select(
     col(ApiKey.rate_limit),
     # Whether it has one, not the secret: the secret need not cross the wire on every request.
     col(ApiKey.webhook_secret).is_not(None).label("has_webhook_secret"),
-).where(col(ApiKey.secret_hash).in_(bindparam("hashes", expanding=True)))
+)
+_LOOKUP = _LOOKUP_COLUMNS.where(col(ApiKey.secret_hash).in_(bindparam("hashes", expanding=True)))
 
 
 def static_principal(key: str) -> Principal:
@@ -146,6 +148,29 @@ class Authenticator:
                 )
         return await self._unknown()
 
+    async def authenticate_reference(self, reference: str) -> Principal:
+        """The principal of a key named by its reference, not its secret: a managed key's principal
+        id (`key:<id>`) or a static key's (`static:<digest prefix>`), as a dashboard session keeps
+        it. The key is checked as on every request, so a revoked or expired key is `Unauthorized`."""
+        for static in self._static:
+            if hmac.compare_digest(static.principal.id, reference):
+                return static.principal
+        key_id = managed_key_id(reference)
+        if key_id is None:
+            raise Unauthorized("this API key is no longer configured")
+        found = await self.db.read(lambda session: _lookup_by_id(session, key_id))
+        if found is None:
+            raise Unauthorized("this API key no longer exists")
+        if found.problem is not None:
+            raise Unauthorized(found.problem)
+        return Principal(
+            id=managed_principal_id(found.key_id),
+            scopes=found.scopes,
+            key_id=str(found.key_id),
+            rate_limit=found.rate_limit,
+            has_webhook_secret=found.has_webhook_secret,
+        )
+
     async def _unknown(self) -> Principal:
         # In development mode the seed lets everything through, whatever key is sent.
         if await self.dev_mode():
@@ -169,11 +194,7 @@ class Authenticator:
             # Only the columns needed, without building ORM objects: this runs on every request.
             found: dict[str, tuple[_Lookup, bool]] = {}
             for key in session.execute(_LOOKUP, {"hashes": list(dict.fromkeys(digests))}):
-                problem = None
-                if key.revoked_at is not None:
-                    problem = "this API key has been revoked"
-                elif key.expires_at is not None and key.expires_at <= now:
-                    problem = "this API key has expired"
+                problem = _problem(key, now)
                 stale = key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION
                 found[key.secret_hash] = (
                     _Lookup(
@@ -188,6 +209,23 @@ class Authenticator:
         if touched:
             self.db.write_sync(lambda session: _touch(session, touched, now))
         return [found[digest][0] if digest in found else None for digest in digests]
+
+
+def _lookup_by_id(session: Session, key_id: uuid.UUID) -> _Lookup | None:
+    key = session.execute(_LOOKUP_COLUMNS.where(col(ApiKey.id) == key_id)).first()
+    if key is None:
+        return None
+    return _Lookup(
+        key.id, frozenset(key.scopes), key.rate_limit, bool(key.has_webhook_secret), _problem(key, utcnow())
+    )
+
+
+def _problem(key: Any, now: datetime) -> str | None:
+    if key.revoked_at is not None:
+        return "this API key has been revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "this API key has expired"
+    return None
 
 
 def _touch(session: Session, key_ids: Sequence[uuid.UUID], now: datetime) -> None:

@@ -15,6 +15,7 @@ from levqor.costs.periods import next_reset, period_start
 from levqor.db.models import ApiKey, Budget, BudgetPeriod, BudgetSubject, BudgetWindow, User
 from levqor.db.types import utcnow
 from levqor.errors import FieldCode, InvalidRequest, NotFound
+from levqor.resolvers.audit import record_change
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.validation import WHOLE_NUMBER, WorkflowName, keyed_by_workflow, parse_id, parse_input
 
@@ -116,6 +117,14 @@ async def set_budget(ctx: Context, kind: str, subject_id: str | uuid.UUID, data:
         budget.updated_at = now
         session.add(budget)
         session.flush()
+        record_change(
+            session,
+            ctx.principal,
+            "budget.set",
+            "budget",
+            budget.id,
+            {"subject": f"{subject.value}:{key}", **fields.model_dump(mode="json")},
+        )
         return _view(session, budget, now)
 
     return await ctx.db.write(run)
@@ -138,6 +147,14 @@ async def delete_budget(ctx: Context, kind: str, subject_id: str | uuid.UUID) ->
             )
         view = _view(session, budget, utcnow())
         session.delete(budget)
+        record_change(
+            session,
+            ctx.principal,
+            "budget.deleted",
+            "budget",
+            budget.id,
+            {"subject": f"{subject.value}:{key}"},
+        )
         return view
 
     return await ctx.db.write(run)

@@ -11,6 +11,7 @@ from levqor.callbacks.attempts import DeliveryRecord
 from levqor.db.models import Job
 from levqor.db.types import utcnow
 from levqor.errors import NotFound
+from levqor.resolvers.audit import record_change
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.validation import parse_id
 
@@ -26,7 +27,7 @@ async def resend_delivery(
 ) -> DeliveryRecord:
     """Send a delivery's event again, as a new delivery due now (admin): the same body and
     `webhook-id`, so a receiver that already processed it can tell. Any delivery may be re-sent,
-    delivered or not; the original keeps its record."""
+    delivered or not; the original keeps its record. The audit log names who asked."""
     ctx.principal.require(Scope.ADMIN)
     job_key = parse_id(job_id, kind="job")
     delivery_key = parse_id(delivery_id, kind="delivery")
@@ -37,7 +38,16 @@ async def resend_delivery(
         original = attempts.delivery_of_job(session, job_key, delivery_key)
         if original is None:
             raise NotFound(f"no delivery with id '{delivery_key}' on job '{job_key}'")
-        return DeliveryRecord(attempts.resend(session, original, utcnow()), attempt_log=[])
+        resent = attempts.resend(session, original, utcnow())
+        record_change(
+            session,
+            ctx.principal,
+            "delivery.resent",
+            "delivery",
+            resent.id,
+            {"job_id": str(job_key), "resent_from": str(original.id)},
+        )
+        return DeliveryRecord(resent, attempt_log=[])
 
     return await ctx.db.write(run)
 

@@ -1,4 +1,5 @@
-"""Client verbs on one job: cancel and retry (CONTRACT.md §2, §7). The state rules live in the queue."""
+"""Client verbs on one job: cancel and retry (CONTRACT.md §2, §7). The state rules live in the queue;
+each event they write names the caller that asked (`detail.by`), from whichever surface."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ async def cancel_job(ctx: Context, job_id: str | uuid.UUID) -> Job:
     its next heartbeat and the job ends `cancelled`. Already finished: `Conflict`."""
     ctx.principal.require(Scope.JOBS_WRITE)
     key = parse_id(job_id, kind="job")
-    return await ctx.db.write(lambda session: queue.cancel(session, key))
+    return await ctx.db.write(lambda session: queue.cancel(session, key, by=ctx.principal.id))
 
 
 async def retry_job(ctx: Context, job_id: str | uuid.UUID) -> Job:
     """A failed or cancelled job runs again now, with a fresh set of attempts; otherwise `Conflict`."""
     ctx.principal.require(Scope.JOBS_WRITE)
     key = parse_id(job_id, kind="job")
-    return await ctx.db.write(lambda session: queue.retry(session, key))
+    return await ctx.db.write(lambda session: queue.retry(session, key, by=ctx.principal.id))

@@ -30,6 +30,7 @@ from levqor.db.models import ApiKey
 from levqor.db.types import utcnow
 from levqor.errors import Conflict, InvalidRequest, NotFound
 from levqor.queue.limits import mark_key_jobs
+from levqor.resolvers.audit import record_change
 from levqor.resolvers.context import Context, Scope
 from levqor.resolvers.validation import WHOLE_NUMBER, parse_id, parse_input
 from levqor.workflows.registry import workflow_limits
@@ -216,6 +217,9 @@ async def create_api_key(ctx: Context, data: Any) -> CreatedKey:
         )
         session.add(key)
         session.flush()
+        record_change(
+            session, ctx.principal, "key.created", "api_key", key.id, {"name": key.name, "scopes": key.scopes}
+        )
         return key
 
     key = await ctx.db.write(run)
@@ -262,6 +266,9 @@ async def update_api_key(ctx: Context, key_id: str | uuid.UUID, data: Any) -> Ap
                 )
         session.add(key)
         session.flush()
+        record_change(
+            session, ctx.principal, "key.updated", "api_key", key.id, fields.model_dump(exclude_unset=True)
+        )
         return key
 
     return await ctx.db.write(run)
@@ -281,6 +288,7 @@ async def revoke_api_key(ctx: Context, key_id: str | uuid.UUID) -> ApiKey:
             key.revoked_at = utcnow()
             session.add(key)
             session.flush()
+            record_change(session, ctx.principal, "key.revoked", "api_key", key.id, {"name": key.name})
         return key
 
     return await ctx.db.write(run)
@@ -319,6 +327,14 @@ async def rotate_webhook_secret(ctx: Context, key_id: str | uuid.UUID, data: Any
         key.webhook_secret = webhook_secret
         session.add(key)
         session.flush()
+        record_change(
+            session,
+            ctx.principal,
+            "key.webhook_secret_rotated",
+            "api_key",
+            key.id,
+            {"overlap_s": fields.overlap_s},
+        )
         return key
 
     key = await ctx.db.write(run)

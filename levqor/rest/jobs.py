@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from levqor.http.context import context_for
 from levqor.resolvers import job_control, job_updates, jobs
-from levqor.resolvers.context import Scope
+from levqor.resolvers.context import Context, Scope
 from levqor.rest.body import read_json
 from levqor.rest.openapi import SSE_MEDIA_TYPE
 from levqor.rest.routing import ApiPath, ApiRoute, HeaderParam, Operation, api_paths, json_response
@@ -86,10 +86,15 @@ async def retry(request: Request) -> Response:
 
 
 async def event_stream(request: Request) -> Response:
-    after = job_updates.parse_event_id(request.headers.get(job_updates.LAST_EVENT_ID))
-    stream = await job_updates.open_job_updates(
-        context_for(request), request.path_params["job_id"], after_event_id=after
+    return await job_update_stream(
+        context_for(request), request.path_params["job_id"], request.headers.get(job_updates.LAST_EVENT_ID)
     )
+
+
+async def job_update_stream(ctx: Context, job_id: str, last_event_id: str | None) -> Response:
+    """A job's updates as server-sent events after `last_event_id` (this route's and the dashboard's)."""
+    after = job_updates.parse_event_id(last_event_id)
+    stream = await job_updates.open_job_updates(ctx, job_id, after_event_id=after)
     if stream.finished:
         stream.close()
         # The job has ended and the client has every event: 204 tells an EventSource to stop

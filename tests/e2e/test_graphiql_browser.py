@@ -8,27 +8,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, Route, WebSocket, sync_playwright
+from playwright.sync_api import Page
 
-from tests.conftest import ServerProcess, service_unavailable, start_server_process, stop_server_process
+from tests.browser_support import Guard, chromium, screenshot
+from tests.conftest import ServerProcess, start_server_process, stop_server_process
 from tests.ops_support import server_env
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / ".screenshots"
 KEY = "graphiql-browser-key-0123456789"
 # `jobs` needs a key once keys are configured: its answer shows the header reached the server.
 QUERY = "{ health { ok } jobs(first: 1) { edges { cursor } } }"
@@ -47,14 +35,8 @@ def keyed_server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def page() -> Iterator[Page]:
-    if not CHROMIUM.is_file():
-        service_unavailable("Chromium", f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1280, "height": 800})
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": 1280, "height": 800})
 
 
 def set_editor(page: Page, editor: str, text: str) -> None:
@@ -77,31 +59,13 @@ def run_and_read(page: Page, expected: str) -> object:
 def test_graphiql_runs_a_query_with_the_key_and_nothing_off_loopback(
     page: Page, keyed_server: ServerProcess, db_kind: str
 ) -> None:
-    off_loopback: list[str] = []
-    console_errors: list[str] = []
-
-    def only_loopback(route: Route) -> None:
-        if urlsplit(route.request.url).hostname == "127.0.0.1":
-            route.continue_()
-        else:
-            off_loopback.append(route.request.url)
-            route.abort()
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            console_errors.append(message.text)
-
-    page.route("**/*", only_loopback)
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: console_errors.append(str(error)))
+    guard = Guard()
+    page.route("**/*", guard.only_loopback)
+    guard.watch_page(page)
     socket_frames: list[str] = []
-
-    def on_websocket(socket: WebSocket) -> None:
-        if urlsplit(socket.url).hostname != "127.0.0.1":
-            off_loopback.append(socket.url)
-        socket.on("framesent", lambda frame: socket_frames.append(str(frame)))
-
-    page.on("websocket", on_websocket)
+    page.on(
+        "websocket", lambda socket: socket.on("framesent", lambda frame: socket_frames.append(str(frame)))
+    )
 
     page.goto(f"{keyed_server.url}/graphql", wait_until="load")
     page.locator(".graphiql-query-editor .CodeMirror").wait_for(timeout=RENDER_TIMEOUT_MS)
@@ -109,8 +73,7 @@ def test_graphiql_runs_a_query_with_the_key_and_nothing_off_loopback(
     set_editor(page, ".graphiql-editor-tool", json.dumps({"X-Api-Key": KEY}))
     set_editor(page, ".graphiql-query-editor", QUERY)
     assert run_and_read(page, '"edges"') == {"data": {"health": {"ok": True}, "jobs": {"edges": []}}}
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "graphiql-1280.png")
+    screenshot(page, "graphiql-1280")
 
     # A subscription goes over the graphql-transport-ws socket, with the key in connection_init.
     submitted = httpx.post(
@@ -130,5 +93,5 @@ def test_graphiql_runs_a_query_with_the_key_and_nothing_off_loopback(
     page.get_by_role("dialog").wait_for(timeout=RENDER_TIMEOUT_MS)
     page.keyboard.press("Escape")
 
-    assert off_loopback == []
-    assert console_errors == []
+    assert guard.off_loopback == []
+    assert guard.console_errors == []

@@ -1,5 +1,6 @@
 """Managed API keys end to end: the admin routes, their GraphQL twins and the CLI; revocation and expiry
-in every process; development mode and its end; production's refusal to start without a key."""
+in every process; development mode and its end; production's refusal to start without a key or
+without a session secret."""
 
 from __future__ import annotations
 
@@ -294,7 +295,12 @@ def test_production_refuses_to_start_without_an_active_key(db_url: str, tmp_path
     log = tmp_path / "prod.log"
     from tests.conftest import start_server_process, stop_server_process
 
-    proc = start_server_process({"LEVQOR_ENV": "production", "API_KEYS": "", **db_env(db_url)}, log)
+    no_session_secret = levqor(db_url, "serve", **env)
+    assert no_session_secret.returncode != 0
+    assert "needs LEVQOR_SESSION_SECRET" in no_session_secret.stderr
+
+    production = {"LEVQOR_ENV": "production", "LEVQOR_SESSION_SECRET": "s" * 32, "API_KEYS": ""}
+    proc = start_server_process({**production, **db_env(db_url)}, log)
     try:
         with httpx.Client(base_url=proc.url) as http:
             assert http.get("/api/v1/ops/health").status_code == 401

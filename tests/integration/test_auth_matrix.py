@@ -336,6 +336,10 @@ REST_MATRIX: dict[tuple[str, str], RestRow] = {
     ("GET", "/faq"): RestRow(PUBLIC, _get("/faq"), 200),
     ("GET", "/public/{path}"): RestRow(PUBLIC, _get("/public/legal/privacy.html"), 200),
     ("GET", "/graphql/assets/{path}"): RestRow(PUBLIC, _get("/graphql/assets/explorer.js"), 200),
+    # The dashboard's pages sign in by session cookie (tests/integration/test_dashboard.py); a key
+    # header is judged as on every route.
+    ("GET", "/dashboard"): RestRow(PUBLIC, _get("/dashboard"), 308),
+    ("GET", "/dashboard/{path}"): RestRow(PUBLIC, _get("/dashboard/static/dashboard.css"), 200),
     # GraphQL over GET runs queries; its fields have their own matrix below.
     ("GET", "/graphql"): RestRow(
         PUBLIC, lambda _w: ("GET", "/graphql", {"params": {"query": "{ health { ok } }"}}), 200
