@@ -139,7 +139,14 @@ def test_sign_in_and_jobs_appear_and_finish_live(
     page.evaluate("window.notReloaded = true")
     expect(page.locator("[data-job-status]")).to_have_text("succeeded", timeout=TIMEOUT_MS)
     assert page.evaluate("window.notReloaded") is True
+    # The whole page follows the job, not its badge alone: its result, its finish time and its
+    # timeline as the server draws them, and no cancel button once it has ended.
     expect(page.locator("[data-job-timeline] tr").last).to_contain_text("succeeded")
+    expect(page.get_by_text('"slept_s": 4')).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("No result yet.")).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel…")).to_have_count(0)
+    expect(page.locator("[data-job-timeline] tr").last).to_contain_text(" UTC")
+    assert page.evaluate("window.notReloaded") is True
     shoot(page, "job")
 
     # Paused, a job page stays as it was.

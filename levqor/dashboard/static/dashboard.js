@@ -21,19 +21,31 @@
     return status;
   }
 
-  function cell(text) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    return td;
+  // The same page from the server, for the parts of this one that follow the job or the list.
+  async function redraw(id) {
+    let response;
+    try {
+      response = await fetch(window.location.href, { credentials: "same-origin" });
+    } catch (error) {
+      return false; // the server is away for a moment: the next change or tick tries again
+    }
+    if (!response.ok) { return false; }
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = page.getElementById(id);
+    const target = document.getElementById(id);
+    if (!fresh || !target) { return false; }
+    target.replaceChildren(...fresh.childNodes);
+    return true;
   }
 
   function followJob(container) {
     const url = container.dataset.jobStream;
+    const FINISHED = ["succeeded", "failed", "cancelled"];
+    const DELIVERY_REDRAW_MS = 3000; // a callback goes out just after the job ends
     let lastId = container.dataset.lastEvent || "0";
     let source = null;
+    let pending = null;
     const badge = document.querySelector("[data-job-status]");
-    const progress = document.querySelector("[data-job-progress]");
-    const timeline = document.querySelector("[data-job-timeline]");
     const status = setupToggle(container, function (paused) {
       if (paused) { stop(); } else { start(); }
     });
@@ -42,10 +54,25 @@
       if (source) { source.close(); source = null; }
     }
 
+    // Several events in a burst (claimed, progress, succeeded) cost one redraw.
+    function redrawSoon() {
+      if (pending === null) {
+        pending = window.setTimeout(function () { pending = null; redraw("job-detail"); }, 100);
+      }
+    }
+
+    function ended() {
+      container.dataset.finished = "true";
+      container.querySelector("[data-live-toggle]").hidden = true;
+      status.textContent = "This job has ended: nothing more will change but its callback deliveries.";
+      stop();
+      window.setTimeout(function () { redraw("job-detail"); }, DELIVERY_REDRAW_MS);
+    }
+
     function start() {
       if (container.dataset.finished === "true") {
         container.querySelector("[data-live-toggle]").hidden = true;
-        status.textContent = "This job has ended: nothing more will change.";
+        status.textContent = "This job has ended: nothing more will change but its callback deliveries.";
         return;
       }
       source = new EventSource(url + "?after=" + encodeURIComponent(lastId));
@@ -54,24 +81,8 @@
         lastId = message.lastEventId || lastId;
         badge.textContent = update.status;
         badge.className = "badge " + update.status;
-        if (update.progress) {
-          progress.textContent = "";
-          const code = document.createElement("code");
-          code.textContent = JSON.stringify(update.progress);
-          progress.appendChild(code);
-        }
-        const event = update.event;
-        const row = document.createElement("tr");
-        row.append(
-          cell(event.at), cell(event.type), cell((event.from_status || "–") + " → " + event.to_status),
-          cell(String(event.attempt)), cell(event.detail ? JSON.stringify(event.detail) : "")
-        );
-        timeline.appendChild(row);
-        if (["succeeded", "failed", "cancelled"].indexOf(update.status) >= 0) {
-          container.dataset.finished = "true";
-          status.textContent = "This job has ended: reload for its result and deliveries.";
-          stop();
-        }
+        redrawSoon();
+        if (FINISHED.indexOf(update.status) >= 0) { ended(); }
       };
       source.onerror = function () {
         // 204 (the job has ended) closes the stream; otherwise EventSource reconnects by itself.
@@ -89,12 +100,7 @@
     async function refresh() {
       const anyChecked = target.querySelector("input[type=checkbox]:checked");
       if (!paused && !anyChecked && document.visibilityState === "visible") {
-        const response = await fetch(window.location.href, { credentials: "same-origin" });
-        if (response.ok) {
-          const page = new DOMParser().parseFromString(await response.text(), "text/html");
-          const fresh = page.getElementById(target.id);
-          if (fresh) { target.replaceChildren(...fresh.childNodes); setupSelectAll(); }
-        }
+        if (await redraw(target.id)) { setupSelectAll(); }
       }
       window.setTimeout(refresh, LIST_REFRESH_MS);
     }
