@@ -736,14 +736,13 @@ def check_schedules(v: Validator, documented: set[tuple[str, str]]) -> None:
 
 
 def check_runs(v: Validator, documented: set[tuple[str, str]]) -> None:
-    """Submit a run whose second step waits for its first, read it, cancel it (nothing runs it
-    meanwhile unless a worker is quick, and then it has finished: either answer is checked), and
-    see a cycle refused."""
+    """Submit a run whose second step waits for its first, read it, cancel it, and see a cycle
+    refused. The first step is due in an hour, so no worker can finish the run before the cancel."""
     one = "/api/v1/runs/{run_id}"
     if not {("POST", "/api/v1/runs"), ("GET", one), ("POST", f"{one}/cancel")} <= documented:
         return
     steps = [
-        {"key": "first", "workflow": "echo", "payload": {"validated": True}},
+        {"key": "first", "workflow": "echo", "payload": {"validated": True}, "run_at": later_iso()},
         {"key": "second", "workflow": "echo", "payload": {}, "depends_on": ["first"]},
     ]
     submitted = v.call(
@@ -764,12 +763,18 @@ def check_runs(v: Validator, documented: set[tuple[str, str]]) -> None:
     if submitted is None:
         return
     path = {"run_id": submitted.json()["run_id"]}
-    read = v.call("GET", one, 200, path=path, shape={"run_id": str, "steps": list, "events": list})
-    finished = read is not None and read.json()["status"] in ("succeeded", "failed", "cancelled")
-    if finished:
-        v.call("POST", f"{one}/cancel", 409, path=path, shape=error_shape("conflict"))
-    else:
-        v.call("POST", f"{one}/cancel", 200, path=path, shape={"run_id": str, "cancel_requested": True})
+    v.call(
+        "GET", one, 200, path=path, shape={"run_id": str, "status": "queued", "steps": list, "events": list}
+    )
+    v.call("POST", f"{one}/cancel", 200, path=path, shape={"run_id": str, "cancel_requested": True})
+    v.call(
+        "POST",
+        f"{one}/cancel",
+        409,
+        route=f"POST {one}/cancel (again)",
+        path=path,
+        shape=error_shape("conflict"),
+    )
     v.call(
         "GET",
         one,
