@@ -80,6 +80,13 @@ BENCHES = (
         True,
     ),
     Bench(
+        "dashboard",
+        "Dashboard reads (bench/dashboard.py)",
+        ("-m", "bench.dashboard"),
+        ("--jobs", "100000", "--requests", "30"),
+        True,
+    ),
+    Bench(
         "auth_limits",
         "API keys and rate limits (bench/auth_limits.py)",
         ("-m", "bench.auth_limits"),

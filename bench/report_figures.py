@@ -212,6 +212,22 @@ def callbacks_rows(data: dict[str, Any], section: Section) -> None:
     )
 
 
+def dashboard_rows(data: dict[str, Any], section: Section) -> None:
+    """Each case's median against issue 14's target, a time of its own (so no reference and no
+    ratio); a dashboard page's row comes right before its REST read's, as the bench prints them."""
+    for kind, result in data["results"].items():
+        for name, figure in result["figures"].items():
+            target, met = f"< {figure['target_ms']:g} ms", figure["result"] == "pass"
+            row = Row(f"{name} (median), {KIND[kind]}", figure["median_ms"], "ms", target=target, met=met)
+            section.rows.append(row)
+    seeding = ", ".join(f"{KIND[kind]} {result['seed_s']:g} s" for kind, result in data["results"].items())
+    section.notes.append(
+        f"{data['jobs']:,} jobs; {data['requests']} timed requests a case after {data['warmup']} "
+        f"untimed, one at a time; each page is followed by the REST read it goes through; every "
+        f"p95 is in the bench's JSON; seeding took {seeding}"
+    )
+
+
 def auth_limits_rows(data: dict[str, Any], section: Section) -> None:
     """Costs in microseconds per request; each ratio is the figure over its reference (what it
     costs on top, lower is cheaper). No goal: DESIGN.md judges these through the HTTP figures."""
@@ -300,6 +316,7 @@ ROWS_OF: dict[str, Callable[[dict[str, Any], Section], None]] = {
     "queue": queue_rows,
     "growth": growth_rows,
     "callbacks": callbacks_rows,
+    "dashboard": dashboard_rows,
     "auth_limits": auth_limits_rows,
     "inprocess": inprocess_rows,
     "http_clients": http_clients_rows,

@@ -9,7 +9,7 @@ import pytest
 
 from bench.report import BY_NAME, command_of, parse_args, sized
 from bench.report_document import Provenance, Row, Section, render
-from bench.report_figures import callbacks_rows, growth_rows, http_rows, queue_rows
+from bench.report_figures import callbacks_rows, dashboard_rows, growth_rows, http_rows, queue_rows
 
 PROVENANCE = Provenance(
     date="2026-12-08 00:00 UTC",
@@ -208,6 +208,57 @@ def test_growth_and_callback_rows() -> None:
     # A miss of an absolute goal is named with its value, having no ratio.
     document = render(PROVENANCE, [target])
     assert "- The callbacks bench: completion to arrival p50, SQLite (60.0 ms against ≤ 50 ms)" in document
+
+
+def test_dashboard_rows_judge_each_median_against_the_target_pages_beside_their_rest_reads() -> None:
+    def figure(median_ms: float, result: str) -> dict[str, Any]:
+        return {
+            "median_ms": median_ms,
+            "p95_ms": median_ms * 2,
+            "rows": 20,
+            "target_ms": 200.0,
+            "result": result,
+        }
+
+    data: dict[str, Any] = {
+        "jobs": 100_000,
+        "requests": 30,
+        "warmup": 3,
+        "results": {
+            "sqlite": {
+                "seed_s": 4.5,
+                "figures": {
+                    "overview 7 d / 120": figure(545.0, "miss"),
+                    "page jobs": {**figure(3.3, "pass"), "reads_through": "page jobs, REST"},
+                    "page jobs, REST": figure(2.6, "pass"),
+                },
+            },
+            "postgres": {"seed_s": 6.0, "figures": {"jobs no filter": figure(15.2, "pass")}},
+        },
+    }
+    target = section("dashboard")
+    dashboard_rows(data, target)
+    assert [
+        (row.figure, row.value, row.reference, row.ratio, row.target, row.verdict) for row in target.rows
+    ] == [
+        ("overview 7 d / 120 (median), SQLite", 545.0, None, None, "< 200 ms", "miss"),
+        ("page jobs (median), SQLite", 3.3, None, None, "< 200 ms", "pass"),
+        ("page jobs, REST (median), SQLite", 2.6, None, None, "< 200 ms", "pass"),
+        ("jobs no filter (median), PostgreSQL", 15.2, None, None, "< 200 ms", "pass"),
+    ]
+    assert "100,000 jobs; 30 timed requests a case after 3 untimed" in target.notes[0]
+    assert target.notes[0].endswith("seeding took SQLite 4.5 s, PostgreSQL 6 s")
+    # A miss of the absolute target is named with its value.
+    document = render(PROVENANCE, [target])
+    assert "- The dashboard bench: overview 7 d / 120 (median), SQLite (545 ms against < 200 ms)" in document
+    # It takes the scratch databases' options as the others do.
+    sqlite_only = command_of(BY_NAME["dashboard"], parse_args(["--no-postgres"]), Path("d.json"))
+    assert sqlite_only[1:3] == ["-m", "bench.dashboard"]
+    assert sqlite_only[-3:] == ["--no-postgres", "--json", "d.json"]
+    both = command_of(
+        BY_NAME["dashboard"], parse_args(["--pg-admin-url", "postgresql://pg/x"]), Path("d.json")
+    )
+    assert both[-4:] == ["--pg-admin-url", "postgresql://pg/x", "--json", "d.json"]
 
 
 def test_sizes_passed_through_replace_the_full_size_ones() -> None:
