@@ -59,12 +59,13 @@ bench-growth: $(STAMP)
 bench-callbacks: $(STAMP)
 	$(BIN)/python -m bench.callbacks --deliveries $(or $(DELIVERIES),5000) --latency-samples $(or $(SAMPLES),200)
 
-# The job list with each filter and the overview over HTTP with 100,000 jobs in the table, on SQLite
-# and PostgreSQL (needs PostgreSQL on loopback); JOBS=100000 REQUESTS=30.
+# The job list with each filter and the overview over REST, and the dashboard's pages beside the REST
+# reads they go through, with 100,000 jobs in the table, on SQLite and PostgreSQL (needs PostgreSQL on
+# loopback); JOBS=100000 REQUESTS=30.
 bench-dashboard: $(STAMP)
 	$(BIN)/python -m bench.dashboard --jobs $(or $(JOBS),100000) --requests $(or $(REQUESTS),30)
 
-# Every bench at full size, one after another (about 40 minutes on 2 cores), into bench/RESULTS.md;
+# Every bench at full size, one after another (about 45 minutes on 2 cores), into bench/RESULTS.md;
 # needs PostgreSQL, Redis and wrk. Refuses a tree with uncommitted changes. REPORT_ARGS= adds options
 # (e.g. REPORT_ARGS='--only http,queue').
 bench-report: $(STAMP)
