@@ -65,7 +65,7 @@ bench-callbacks: $(STAMP)
 bench-dashboard: $(STAMP)
 	$(BIN)/python -m bench.dashboard --jobs $(or $(JOBS),100000) --requests $(or $(REQUESTS),30)
 
-# Every bench at full size, one after another (about 45 minutes on 2 cores), into bench/RESULTS.md;
+# Every bench at full size, one after another (about 25 minutes on 2 cores), into bench/RESULTS.md;
 # needs PostgreSQL, Redis and wrk. Refuses a tree with uncommitted changes. REPORT_ARGS= adds options
 # (e.g. REPORT_ARGS='--only http,queue').
 bench-report: $(STAMP)
